@@ -1,0 +1,1 @@
+"""Dynamic batching: pure batch formation (queue) and the per-model scheduler."""

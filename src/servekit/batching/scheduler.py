@@ -1,0 +1,225 @@
+"""The per-model dynamic batcher: queue requests, form batches, run them on instances.
+
+Everything here runs on the event loop thread except ``run_batch``, which runs on
+the chosen instance's own thread (one thread per instance, so N instances compute
+in parallel while the loop keeps accepting requests). There is no scheduler task:
+the queue is pumped when a request arrives, when a batch finishes and when the
+batching delay runs out, so an idle model starts a lone request at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from servekit.batching.queue import BatchPolicy, BatchQueue, QueuedItem, should_dispatch
+from servekit.batching.stats import ModelStats
+from servekit.errors import DeadlineExceeded, InvalidInput, ModelFailed, ModelNotReady, ServekitError
+from servekit.runtimes.base import Arrays, Runtime
+
+__all__ = ["Batcher", "count_rows", "run_batch"]
+
+log = logging.getLogger("servekit.batching")
+
+
+def count_rows(inputs: Arrays) -> int:
+    """Rows in a batched request: the first dimension, which every input must share."""
+    rows = {name: array.shape[0] if array.ndim else -1 for name, array in inputs.items()}
+    distinct = set(rows.values())
+    if -1 in distinct:
+        scalar = next(name for name, n in rows.items() if n == -1)
+        raise InvalidInput(f"input {scalar!r} has no batch dimension")
+    if len(distinct) > 1:
+        detail = ", ".join(f"{name}: {n}" for name, n in rows.items())
+        raise InvalidInput(f"inputs disagree on the batch size ({detail})")
+    return distinct.pop() if distinct else 0
+
+
+def run_batch(runtime: Runtime, items: list[QueuedItem], batched: bool) -> list[Arrays]:
+    """Merge the items' inputs, run the model once, split the outputs back per item.
+
+    Raises ModelFailed when the model raises or returns the wrong number of rows.
+    """
+    parts: list[Arrays] = [item.payload[0] for item in items]
+    if len(parts) == 1:
+        merged = parts[0]
+    else:
+        merged = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    try:
+        outputs = runtime.predict(merged)
+    except ServekitError:
+        raise
+    except Exception as exc:  # the model's own failure: fail this batch only
+        log.exception("model %s failed on a batch of %d requests", runtime.context.model_name, len(items))
+        raise ModelFailed(f"model raised {type(exc).__name__}: {str(exc)[:300]}") from None
+    if not batched:
+        return [outputs]
+    total = sum(item.rows for item in items)
+    for name, array in outputs.items():
+        got = array.shape[0] if array.ndim else None
+        if got != total:
+            raise ModelFailed(f"model returned {got} rows for output {name!r}; the batch had {total} rows")
+    if len(items) == 1:
+        return [outputs]
+    results: list[Arrays] = []
+    start = 0
+    for item in items:
+        end = start + item.rows
+        results.append({name: array[start:end] for name, array in outputs.items()})
+        start = end
+    return results
+
+
+class _Instance:
+    def __init__(self, runtime: Runtime, label: str, index: int) -> None:
+        self.runtime = runtime
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{label}-{index}")
+
+
+class Batcher:
+    """Queue and batch requests for one model version across its instances."""
+
+    def __init__(
+        self,
+        label: str,
+        runtimes: list[Runtime],
+        policy: BatchPolicy,
+        *,
+        oversize: str = "split",
+        timeout_s: float | None = None,
+        stats: ModelStats | None = None,
+    ) -> None:
+        if not runtimes:
+            raise ValueError("a batcher needs at least one instance")
+        self.label = label
+        self.policy = policy
+        self.stats = stats or ModelStats()
+        self._oversize = oversize
+        self._timeout_s = timeout_s
+        self._queue = BatchQueue(policy)
+        self._instances = [_Instance(runtime, label, i) for i, runtime in enumerate(runtimes)]
+        self._idle = list(reversed(self._instances))
+        self._timer: asyncio.TimerHandle | None = None
+        self._closing = False
+        self._drained: asyncio.Event | None = None
+
+    @property
+    def instance_count(self) -> int:
+        return len(self._instances)
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    @property
+    def busy(self) -> int:
+        return len(self._instances) - len(self._idle)
+
+    async def submit(self, inputs: Arrays, deadline: float | None = None) -> Arrays:
+        """Run one request's inputs through the model; outputs have the request's rows."""
+        if self._closing:
+            raise ModelNotReady(f"model {self.label} is unloading")
+        max_rows = self.policy.max_rows
+        if max_rows is None:
+            return await self._submit_one(inputs, 1, deadline)
+        rows = count_rows(inputs)
+        if rows == 0:
+            raise InvalidInput("the request has no rows (batch dimension is 0)")
+        if rows <= max_rows:
+            return await self._submit_one(inputs, rows, deadline)
+        if self._oversize == "reject":
+            raise InvalidInput(f"the request has {rows} rows; this model takes at most {max_rows} per request")
+        chunks = [
+            {name: array[start : start + max_rows] for name, array in inputs.items()}
+            for start in range(0, rows, max_rows)
+        ]
+        parts = await asyncio.gather(*(self._submit_one(c, count_rows(c), deadline) for c in chunks))
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+    async def _submit_one(self, inputs: Arrays, rows: int, deadline: float | None) -> Arrays:
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        if self._timeout_s is not None:
+            own = now + self._timeout_s
+            deadline = own if deadline is None else min(deadline, own)
+        future: asyncio.Future[Arrays] = loop.create_future()
+        item = QueuedItem(rows=rows, enqueued_at=now, deadline=deadline, payload=(inputs, future))
+        self._queue.put(item)
+        self._pump()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            item.abandoned = True  # still queued: it will be dropped, never run
+            raise
+
+    def _pump(self) -> None:
+        now = time.monotonic()
+        while self._idle and should_dispatch(self._queue, now, self.busy):
+            taken = self._queue.take_batch(now)
+            for item in taken.expired:
+                _fail(item, DeadlineExceeded("the request's deadline passed while it waited in the queue"))
+            if taken.items:
+                self._start(self._idle.pop(), taken.items, now)
+        if self._queue and self._idle and self._timer is None:
+            oldest = self._queue.oldest_enqueued_at() or now
+            loop = asyncio.get_running_loop()
+            wake_at = loop.time() + max(0.0, oldest + self.policy.max_delay_s - now)
+            self._timer = loop.call_at(wake_at, self._on_timer)
+        self._check_drained()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._pump()
+
+    def _start(self, instance: _Instance, items: list[QueuedItem], now: float) -> None:
+        for item in items:
+            self.stats.record_queue(int((now - item.enqueued_at) * 1e9))
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter_ns()
+        batched = self.policy.max_rows is not None
+        work = loop.run_in_executor(instance.executor, run_batch, instance.runtime, items, batched)
+        work.add_done_callback(lambda done: self._finish(instance, items, done, started))
+
+    def _finish(self, instance: _Instance, items: list[QueuedItem], done: Any, started: int) -> None:
+        elapsed = time.perf_counter_ns() - started
+        self.stats.record_batch(sum(item.rows for item in items), elapsed, int(time.time() * 1000))
+        self._idle.append(instance)
+        error = done.exception()
+        if error is not None:
+            if not isinstance(error, ServekitError):
+                error = ModelFailed(f"batch failed: {type(error).__name__}")
+            for item in items:
+                _fail(item, error)
+        else:
+            for item, result in zip(items, done.result(), strict=True):
+                future = item.payload[1]
+                if not future.done():
+                    future.set_result(result)
+        self._pump()
+
+    def _check_drained(self) -> None:
+        if self._drained is not None and not self._queue and self.busy == 0:
+            self._drained.set()
+
+    async def close(self) -> None:
+        """Stop taking requests, finish everything queued or running, then unload instances."""
+        self._closing = True
+        self._drained = asyncio.Event()
+        self._check_drained()
+        await self._drained.wait()
+        if self._timer is not None:
+            self._timer.cancel()
+        for instance in self._instances:
+            instance.executor.shutdown(wait=True)
+            instance.runtime.unload()
+
+
+def _fail(item: QueuedItem, error: BaseException) -> None:
+    future = item.payload[1]
+    if not future.done():
+        future.set_exception(error)

@@ -1,0 +1,75 @@
+"""Per-model counters: requests, batches, queue and compute time.
+
+Updated only from the event loop thread, so no locks are needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["BatchSizeStats", "ModelStats"]
+
+
+@dataclass(slots=True)
+class BatchSizeStats:
+    count: int = 0
+    compute_ns: int = 0
+
+
+@dataclass(slots=True)
+class ModelStats:
+    success_count: int = 0
+    success_ns: int = 0
+    failure_count: int = 0
+    failure_ns: int = 0
+    inference_count: int = 0  # rows run, as Triton counts them
+    execution_count: int = 0  # batches run
+    queue_count: int = 0
+    queue_ns: int = 0
+    compute_count: int = 0
+    compute_ns: int = 0
+    last_inference_ms: int = 0
+    batch_sizes: dict[int, BatchSizeStats] = field(default_factory=dict)
+
+    def record_batch(self, rows: int, compute_ns: int, end_ms: int) -> None:
+        self.execution_count += 1
+        self.inference_count += rows
+        self.compute_count += 1
+        self.compute_ns += compute_ns
+        self.last_inference_ms = end_ms
+        size = self.batch_sizes.setdefault(rows, BatchSizeStats())
+        size.count += 1
+        size.compute_ns += compute_ns
+
+    def record_queue(self, queue_ns: int) -> None:
+        self.queue_count += 1
+        self.queue_ns += queue_ns
+
+    def record_request(self, ok: bool, duration_ns: int) -> None:
+        if ok:
+            self.success_count += 1
+            self.success_ns += duration_ns
+        else:
+            self.failure_count += 1
+            self.failure_ns += duration_ns
+
+    @property
+    def mean_batch_size(self) -> float:
+        return self.inference_count / self.execution_count if self.execution_count else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """A readable summary (counts, means in milliseconds)."""
+
+        def mean_ms(total_ns: int, count: int) -> float:
+            return round(total_ns / count / 1e6, 4) if count else 0.0
+
+        return {
+            "requests": self.success_count + self.failure_count,
+            "failures": self.failure_count,
+            "batches": self.execution_count,
+            "rows": self.inference_count,
+            "mean_batch_size": round(self.mean_batch_size, 3),
+            "mean_queue_ms": mean_ms(self.queue_ns, self.queue_count),
+            "mean_compute_ms": mean_ms(self.compute_ns, self.compute_count),
+        }

@@ -1,0 +1,5 @@
+"""The ``servekit`` command."""
+
+from servekit.cli.main import main
+
+__all__ = ["main"]

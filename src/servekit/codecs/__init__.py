@@ -1,0 +1,1 @@
+"""Codecs: wire formats <-> servekit types. Pure: they parse and build bytes, no I/O."""

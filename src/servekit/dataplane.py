@@ -1,0 +1,192 @@
+"""The data plane: the one transport-agnostic entry point behind HTTP and gRPC.
+
+Transports decode wire bytes into InferenceRequest, call a method here and encode
+what comes back. Every decision about models, versions, validation and errors is
+made here or below (registry, batcher), never in a transport.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from servekit import __version__
+from servekit.codecs import triton
+from servekit.codecs.simple import SimplePrediction
+from servekit.errors import InvalidInput, ModelNotFound, ModelNotReady, ServekitError
+from servekit.repository.registry import Registry
+from servekit.repository.version import LoadState, ModelVersion
+from servekit.runtimes.base import Arrays
+from servekit.types import InferenceRequest, InferenceResponse, ModelMetadata, Tensor, TensorSpec
+
+__all__ = ["EXTENSIONS", "DataPlane"]
+
+EXTENSIONS = ("binary_tensor_data", "model_repository", "statistics", "model_configuration", "schedule_policy")
+
+
+def _check_tensor(spec: TensorSpec, tensor: Tensor) -> None:
+    if tensor.datatype != spec.datatype:
+        raise InvalidInput(f"input {spec.name!r} has datatype {tensor.datatype}; the model expects {spec.datatype}")
+    shape = tensor.shape
+    if len(shape) != len(spec.shape) or any(want not in (-1, got) for want, got in zip(spec.shape, shape)):
+        raise InvalidInput(f"input {spec.name!r} has shape {list(shape)}; the model expects {list(spec.shape)}")
+
+
+class DataPlane:
+    def __init__(self, registry: Registry, default_model: str | None = None) -> None:
+        self.registry = registry
+        self._default_model = default_model
+        self.started = False  # set once the start-up loading has finished
+        self.stopping = False
+
+    # -- health and metadata -------------------------------------------------
+
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        """Ready once start-up loading finished; a broken model does not hold the server back."""
+        return self.started and not self.stopping
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": "servekit", "version": __version__, "extensions": list(EXTENSIONS)}
+
+    def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
+        chosen = self.registry.resolve(name, version)
+        entry = self.registry.entry(name)
+        versions = tuple(str(v) for v, mv in sorted(entry.versions.items()) if mv.state is LoadState.READY)
+        return ModelMetadata(chosen.name, versions, chosen.platform, chosen.inputs, chosen.outputs)
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        try:
+            self.registry.resolve(name, version)
+        except ModelNotReady:
+            return False
+        return True
+
+    def model_config(self, name: str, version: str | None = None) -> dict[str, Any]:
+        return triton.model_config(self.registry.resolve(name, version))
+
+    def model_statistics(self, name: str | None = None, version: str | None = None) -> dict[str, Any]:
+        if name is None:
+            chosen = [
+                mv for n in self.registry.model_names() for mv in self.registry.entry(n).versions.values()
+            ]
+        elif version:
+            chosen = [self.registry.resolve(name, version)]
+        else:
+            chosen = list(self.registry.entry(name).versions.values())
+        return {"model_stats": [triton.model_statistics(mv) for mv in chosen]}
+
+    # -- inference -------------------------------------------------------------
+
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        """Validate against the model's signature, run through its batcher, select outputs."""
+        version = self.registry.resolve(request.model_name, request.model_version)
+        started = time.perf_counter_ns()
+        ok = False
+        try:
+            arrays = self._validated_inputs(version, request)
+            wanted = self._requested_outputs(version, request)
+            outputs = await version.batcher.submit(arrays, request.deadline)
+            ok = True
+        finally:
+            version.stats.record_request(ok, time.perf_counter_ns() - started)
+        tensors = [Tensor.from_array(name, _output(outputs, name)) for name in wanted]
+        return InferenceResponse(request.model_name, str(version.version), tensors, id=request.id)
+
+    def _validated_inputs(self, version: ModelVersion, request: InferenceRequest) -> Arrays:
+        given = {tensor.name: tensor for tensor in request.inputs}
+        specs = version.input_by_name
+        unknown = sorted(set(given) - set(specs))
+        if unknown:
+            raise InvalidInput(f"model {version.name!r} has no input named {', '.join(map(repr, unknown))}; "
+                               f"its inputs are {', '.join(specs)}")
+        missing = [name for name in specs if name not in given]
+        if missing:
+            raise InvalidInput(f"input {', '.join(map(repr, missing))} missing; model {version.name!r} needs "
+                               f"{', '.join(specs)}")
+        for name, spec in specs.items():
+            _check_tensor(spec, given[name])
+        return {name: given[name].data for name in specs}
+
+    def _requested_outputs(self, version: ModelVersion, request: InferenceRequest) -> list[str]:
+        names = [spec.name for spec in version.outputs]
+        if not request.outputs:
+            return names
+        asked = [output.name for output in request.outputs]
+        unknown = [name for name in asked if name not in names]
+        if unknown:
+            raise InvalidInput(f"model {version.name!r} has no output named {', '.join(map(repr, unknown))}; "
+                               f"its outputs are {', '.join(names)}")
+        return asked
+
+    # -- the simple API ----------------------------------------------------------
+
+    def default_model(self) -> str:
+        """The model the simple API serves: the configured one, else the only one."""
+        if self._default_model is not None:
+            return self._default_model
+        names = self.registry.model_names()
+        if len(names) == 1:
+            return names[0]
+        raise ModelNotFound(
+            "the simple API needs a default model: this server has "
+            f"{len(names)} models ({', '.join(names)}); start it with --default-model NAME"
+        )
+
+    def health(self) -> dict[str, Any]:
+        try:
+            version = self.registry.resolve(self.default_model())
+        except ServekitError:
+            return {"status": "unavailable", "model_loaded": False, "device": "none"}
+        return {"status": "ok" if self.ready() else "starting", "model_loaded": True, "device": version.device}
+
+    async def predict(self, rows: np.ndarray[Any, Any], return_probabilities: bool,
+                      model: str | None = None) -> SimplePrediction:
+        """Run rows (2-D) through a single-input model and read predictions and probabilities."""
+        started = time.perf_counter()
+        version = self.registry.resolve(model or self.default_model())
+        if len(version.inputs) != 1:
+            raise InvalidInput(f"the simple API needs a model with one input; {version.name!r} has "
+                               f"{len(version.inputs)}")
+        spec = version.inputs[0]
+        data = rows.astype(np.float64) if spec.datatype == "FP64" else rows
+        tensor = Tensor(spec.name, "FP64" if spec.datatype == "FP64" else "FP32", tuple(data.shape), data)
+        request = InferenceRequest(version.name, [tensor], model_version=str(version.version))
+        response = await self.infer(request)
+        outputs = {t.name: t.data for t in response.outputs}
+        predictions, probabilities = _read_simple(version, outputs)
+        return SimplePrediction(
+            predictions=predictions,
+            probabilities=probabilities if return_probabilities else None,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+
+
+def _output(outputs: Arrays, name: str) -> np.ndarray[Any, Any]:
+    try:
+        return outputs[name]
+    except KeyError:
+        raise ServekitError(f"the model did not return its declared output {name!r}") from None
+
+
+def _read_simple(version: ModelVersion, outputs: Arrays) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]:
+    """Pick predictions and probabilities by config, else by datatype: integer/BYTES -> labels,
+    a 2-D float output -> probabilities (argmax gives predictions when no label output)."""
+    simple = version.config.simple
+    specs = version.outputs
+    label = simple.prediction_output or next(
+        (s.name for s in specs if s.datatype.startswith(("INT", "UINT")) or s.datatype == "BYTES"), None)
+    proba = simple.probability_output or next(
+        (s.name for s in specs if s.datatype.startswith("FP") and len(s.shape) == 2), None)
+    probabilities = outputs[proba] if proba else None
+    if label:
+        predictions = outputs[label]
+    elif probabilities is not None:
+        predictions = np.argmax(probabilities, axis=1)
+    else:
+        predictions = outputs[specs[0].name]
+    return predictions, probabilities

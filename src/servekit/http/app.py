@@ -1,0 +1,72 @@
+"""The HTTP application: routes, error mapping, and the model lifecycle (lifespan)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+
+from servekit import __version__
+from servekit.config import ServerSettings
+from servekit.dataplane import DataPlane
+from servekit.errors import ServekitError
+from servekit.http import oip, simple
+from servekit.http.bodies import error_response
+from servekit.repository.registry import Registry
+
+__all__ = ["app_from_environment", "create_app"]
+
+log = logging.getLogger("servekit.http")
+
+
+def create_app(settings: ServerSettings, dataplane: DataPlane | None = None) -> FastAPI:
+    """An app serving ``settings.repository``; models load in the lifespan and drain on shutdown.
+
+    Pass ``dataplane`` to serve an already-built one (its lifecycle is then the caller's).
+    """
+    owned = dataplane is None
+    plane = dataplane or DataPlane(Registry(settings.repository), settings.default_model)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if owned:
+            await plane.registry.load_all(settings.load_models)
+            plane.started = True
+        try:
+            yield
+        finally:
+            if owned:
+                plane.stopping = True
+                await plane.registry.close()
+
+    app = FastAPI(
+        title="servekit",
+        version=__version__,
+        description="Open Inference Protocol (KServe V2) REST and a simple JSON API.",
+        lifespan=lifespan,
+    )
+    app.state.dataplane = plane
+    app.state.settings = settings
+    app.include_router(oip.router)
+    app.include_router(simple.router)
+    app.add_exception_handler(ServekitError, _servekit_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected_error)
+    return app
+
+
+async def _servekit_error(request: Request, error: ServekitError) -> Response:
+    key = "error" if request.url.path.startswith("/v2") else "detail"
+    return error_response(error, key)
+
+
+async def _unexpected_error(request: Request, error: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(ServekitError("internal server error"), "error")
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for uvicorn workers: settings come from SERVEKIT_* variables."""
+    return create_app(ServerSettings())

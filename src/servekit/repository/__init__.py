@@ -1,0 +1,1 @@
+"""Model repository: folders of numbered versions, their loading and resolution."""

@@ -1,0 +1,144 @@
+"""One model version: its runtimes, signature and batcher, loaded from a version folder."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from servekit.batching.queue import BatchPolicy
+from servekit.batching.scheduler import Batcher
+from servekit.batching.stats import ModelStats
+from servekit.config import ModelConfig
+from servekit.errors import ConfigError
+from servekit.runtimes import RuntimeContext, Signature, create_runtime, detect_runtime
+from servekit.runtimes.base import Runtime
+from servekit.runtimes.python import handler_path
+from servekit.types import TensorSpec
+
+__all__ = ["LoadState", "ModelVersion", "load_version"]
+
+log = logging.getLogger("servekit.repository")
+
+
+class LoadState(enum.StrEnum):
+    LOADING = "LOADING"
+    READY = "READY"
+    UNAVAILABLE = "UNAVAILABLE"
+    UNLOADING = "UNLOADING"
+
+
+@dataclass(eq=False, slots=True)
+class ModelVersion:
+    name: str
+    version: int
+    config: ModelConfig
+    runtime_name: str
+    platform: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    max_batch_size: int
+    batcher: Batcher
+    device: str
+    load_seconds: float
+    stats: ModelStats = field(default_factory=ModelStats)
+    state: LoadState = LoadState.READY
+
+    @property
+    def input_by_name(self) -> dict[str, TensorSpec]:
+        return {spec.name: spec for spec in self.inputs}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": str(self.version),
+            "state": self.state.value,
+            "runtime": self.runtime_name,
+            "platform": self.platform,
+            "device": self.device,
+            "max_batch_size": self.max_batch_size,
+            "instances": self.batcher.instance_count,
+            "load_seconds": round(self.load_seconds, 4),
+            "statistics": self.stats.summary(),
+        }
+
+
+def _choose_signature(config: ModelConfig, derived: Signature | None, where: Path) -> Signature:
+    """Config wins where given; otherwise the runtime's own signature; else an error."""
+    inputs = tuple(t.spec() for t in config.inputs) if config.inputs else (derived.inputs if derived else None)
+    outputs = tuple(t.spec() for t in config.outputs) if config.outputs else (derived.outputs if derived else None)
+    if not inputs:
+        raise ConfigError(f"{where}: inputs: this runtime cannot tell its inputs; declare them in config.yaml")
+    if not outputs:
+        raise ConfigError(f"{where}: outputs: this runtime cannot tell its outputs; declare them in config.yaml")
+    if derived and config.inputs:
+        known = {spec.name for spec in derived.inputs}
+        unknown = [spec.name for spec in inputs if spec.name not in known]
+        if unknown:
+            raise ConfigError(f"{where}: inputs: the model has no input named {', '.join(unknown)}")
+    return Signature(inputs, outputs)
+
+
+def _max_batch_size(config: ModelConfig, signature: Signature, where: Path) -> int:
+    """Batch only when every input has a variable first dimension."""
+    batchable = all(spec.shape and spec.shape[0] == -1 for spec in signature.inputs)
+    if config.max_batch_size is None:
+        return 32 if batchable else 0
+    if config.max_batch_size > 0 and not batchable:
+        raise ConfigError(f"{where}: max_batch_size: batching needs every input's first dimension to be -1")
+    return config.max_batch_size
+
+
+def load_version(name: str, model_dir: Path, version: int, config: ModelConfig) -> ModelVersion:
+    """Load one version (blocking: call from a worker thread). Raises with a clear reason."""
+    started = time.perf_counter()
+    version_dir = model_dir / str(version)
+    where = model_dir / "config.yaml"
+    has_handler = config.handler is not None or handler_path(model_dir, None)[0].is_file()
+    runtime_name = config.runtime or detect_runtime(version_dir, has_handler)
+    context = RuntimeContext(name, version, model_dir, version_dir, config)
+    runtimes: list[Runtime] = []
+    for _ in range(config.instances):
+        runtime = create_runtime(runtime_name, context)
+        runtime.load()
+        runtimes.append(runtime)
+    signature = _choose_signature(config, runtimes[0].signature(), where)
+    max_batch_size = _max_batch_size(config, signature, where)
+    batching = config.batching
+    policy = BatchPolicy(
+        max_rows=max_batch_size if max_batch_size > 0 and batching.enabled else None,
+        max_delay_s=batching.max_queue_delay_ms / 1000,
+        preferred_sizes=tuple(s for s in batching.preferred_batch_sizes if s <= max(max_batch_size, 1)),
+        max_queue_size=batching.max_queue_size,
+    )
+    if max_batch_size > 0 and not batching.enabled:
+        # Requests still carry a batch dimension; each runs alone.
+        policy = BatchPolicy(max_rows=None, max_queue_size=batching.max_queue_size)
+    stats = ModelStats()
+    batcher = Batcher(
+        f"{name}:{version}",
+        runtimes,
+        policy,
+        oversize=batching.oversize,
+        timeout_s=batching.timeout_ms / 1000 if batching.timeout_ms else None,
+        stats=stats,
+    )
+    loaded = ModelVersion(
+        name=name,
+        version=version,
+        config=config,
+        runtime_name=runtime_name,
+        platform=runtimes[0].platform,
+        inputs=signature.inputs,
+        outputs=signature.outputs,
+        max_batch_size=max_batch_size,
+        batcher=batcher,
+        device=runtimes[0].device,
+        load_seconds=time.perf_counter() - started,
+        stats=stats,
+    )
+    log.info("loaded %s version %d (%s, %s) in %.3f s", name, version, runtime_name, loaded.device, loaded.load_seconds)
+    return loaded

@@ -1,0 +1,63 @@
+"""Runtimes: one small module per framework, imported only when a model needs it."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from servekit.runtimes.base import Arrays, Runtime, RuntimeContext, Signature
+
+__all__ = ["Arrays", "Runtime", "RuntimeContext", "Signature", "create_runtime", "detect_runtime"]
+
+# runtime name -> (module, class, the pip extra that provides its framework)
+_RUNTIMES: dict[str, tuple[str, str, str | None]] = {
+    "onnx": ("servekit.runtimes.onnx", "OnnxRuntime", None),
+    "torchscript": ("servekit.runtimes.torch", "TorchScriptRuntime", "torch"),
+    "torch_export": ("servekit.runtimes.torch", "TorchExportRuntime", "torch"),
+    "sklearn": ("servekit.runtimes.sklearn", "SklearnRuntime", "sklearn"),
+    "python": ("servekit.runtimes.python", "PythonHandlerRuntime", None),
+}
+
+# file suffix in a version folder -> runtime name, checked in this order
+_SUFFIXES: tuple[tuple[str, str], ...] = (
+    (".onnx", "onnx"),
+    (".pt2", "torch_export"),
+    (".pt", "torchscript"),
+    (".torchscript", "torchscript"),
+    (".skops", "sklearn"),
+    (".joblib", "sklearn"),
+    (".pkl", "sklearn"),
+)
+
+
+def detect_runtime(version_dir: Path, has_handler: bool) -> str:
+    """Which runtime serves a version folder, judged by its files.
+
+    A model with a handler is served by the python runtime whatever else lies there:
+    the handler decides how to load those files.
+    """
+    if has_handler:
+        return "python"
+    names = [p.name for p in version_dir.iterdir() if p.is_file()] if version_dir.is_dir() else []
+    for suffix, runtime in _SUFFIXES:
+        if any(name.endswith(suffix) for name in names):
+            return runtime
+    raise FileNotFoundError(
+        f"{version_dir}: cannot tell the runtime: no model file ({', '.join(s for s, _ in _SUFFIXES)})"
+        " and no handler; set 'runtime' in config.yaml"
+    )
+
+
+def create_runtime(name: str, context: RuntimeContext) -> Runtime:
+    """Instantiate a runtime by name, with a clear error when its extra is not installed."""
+    module_name, class_name, extra = _RUNTIMES[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if extra is None:
+            raise
+        raise RuntimeError(
+            f"runtime {name!r} needs the '{extra}' extra: pip install 'servekit[{extra}]' ({exc})"
+        ) from None
+    runtime_class: type[Runtime] = getattr(module, class_name)
+    return runtime_class(context)

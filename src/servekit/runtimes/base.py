@@ -1,0 +1,85 @@
+"""The Runtime interface: load a model version, run it on whole batches.
+
+A runtime sees only numpy arrays keyed by tensor name. It knows nothing of
+requests, queues or transports. ``predict`` may be called from several threads
+at once only when ``thread_safe`` is true; otherwise each instance gets its own
+runtime object.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from servekit.config import ModelConfig
+from servekit.types import TensorSpec
+
+__all__ = ["Arrays", "Runtime", "RuntimeContext", "Signature", "find_file", "resolve_device"]
+
+Arrays = dict[str, np.ndarray[Any, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeContext:
+    """What a runtime is given: where its files are and how it is configured."""
+
+    model_name: str
+    version: int
+    model_dir: Path
+    version_dir: Path
+    config: ModelConfig
+
+
+class Runtime(ABC):
+    """One loaded model version. Subclasses stay small: load, signature, predict."""
+
+    platform: str = "unknown"
+
+    def __init__(self, context: RuntimeContext) -> None:
+        self.context = context
+        self.device = "cpu"
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load weights; raise with a clear message when files or extras are missing."""
+
+    def signature(self) -> Signature | None:
+        """Inputs and outputs the runtime can tell by itself, or None when the config must say."""
+        return None
+
+    @abstractmethod
+    def predict(self, inputs: Arrays) -> Arrays:
+        """Run one batch. Must return one array per output, each with as many rows as the inputs."""
+
+    def unload(self) -> None:
+        """Release what load() took; the default drops nothing explicitly."""
+
+
+def resolve_device(wanted: str, cuda_available: bool) -> str:
+    """Map the config's device (cpu/cuda/auto) to what this machine has."""
+    if wanted == "auto":
+        return "cuda" if cuda_available else "cpu"
+    if wanted == "cuda" and not cuda_available:
+        raise RuntimeError("device 'cuda' was asked for but no CUDA device is available")
+    return wanted
+
+
+def find_file(directory: Path, suffixes: tuple[str, ...]) -> Path:
+    """The one file in ``directory`` whose name ends with one of ``suffixes``."""
+    found = sorted(p for p in directory.iterdir() if p.is_file() and p.name.endswith(suffixes))
+    if not found:
+        raise FileNotFoundError(f"{directory}: no file ending in {', '.join(suffixes)}")
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise FileNotFoundError(f"{directory}: more than one model file ({names})")
+    return found[0]

@@ -1,0 +1,92 @@
+"""The custom handler runtime: loads a BaseHandler subclass from the model folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from servekit.handler import BaseHandler, HandlerContext
+from servekit.runtimes.base import Arrays, Runtime, resolve_device
+
+__all__ = ["PythonHandlerRuntime", "handler_path", "load_handler_class"]
+
+
+def handler_path(model_dir: Path, handler: str | None) -> tuple[Path, str | None]:
+    """Split 'file.py[:Class]' into the file inside the model folder and the class name."""
+    spec = handler or "handler.py"
+    file_name, _, class_name = spec.partition(":")
+    return model_dir / file_name, (class_name or None)
+
+
+def load_handler_class(path: Path, class_name: str | None, module_name: str) -> type[BaseHandler]:
+    """Import ``path`` and return the named class, or its one BaseHandler subclass."""
+    if not path.is_file():
+        raise FileNotFoundError(f"handler file {path} does not exist")
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import handler file {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
+    if class_name is not None:
+        found = getattr(module, class_name, None)
+        if not (inspect.isclass(found) and issubclass(found, BaseHandler)):
+            raise ImportError(f"{path}: no BaseHandler subclass named {class_name!r}")
+        return found
+    candidates = [
+        obj
+        for obj in vars(module).values()
+        if inspect.isclass(obj) and issubclass(obj, BaseHandler) and obj is not BaseHandler
+        and obj.__module__ == module_name
+    ]
+    if len(candidates) != 1:
+        names = ", ".join(c.__name__ for c in candidates) or "none"
+        raise ImportError(f"{path}: expected one BaseHandler subclass, found {names}; name it as FILE.py:Class")
+    return candidates[0]
+
+
+class PythonHandlerRuntime(Runtime):
+    platform = "python"
+
+    def load(self) -> None:
+        ctx = self.context
+        path, class_name = handler_path(ctx.model_dir, ctx.config.handler)
+        module_name = f"servekit_handler_{ctx.model_name}_{ctx.version}_{id(self)}"
+        handler_class = load_handler_class(path, class_name, module_name)
+        self.device = resolve_device(ctx.config.device, _cuda_available())
+        self._handler = handler_class()
+        self._handler.initialize(
+            HandlerContext(
+                model_name=ctx.model_name,
+                version=ctx.version,
+                model_dir=ctx.model_dir,
+                version_dir=ctx.version_dir,
+                device=self.device,
+                parameters=dict(ctx.config.parameters),
+            )
+        )
+        outputs = ctx.config.outputs or []
+        self._single_output = outputs[0].name if len(outputs) == 1 else None
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        result: Any = self._handler.handle(inputs)
+        if isinstance(result, np.ndarray) and self._single_output is not None:
+            return {self._single_output: result}
+        if not isinstance(result, dict):
+            raise TypeError(f"handler returned {type(result).__name__}; expected a dict of output name -> array")
+        return {name: np.asarray(value) for name, value in result.items()}
+
+
+def _cuda_available() -> bool:
+    # Only ask torch when it is already imported by the handler: never import it for a numpy handler.
+    torch = sys.modules.get("torch")
+    return bool(torch is not None and torch.cuda.is_available())
