@@ -30,7 +30,9 @@ def _check_tensor(spec: TensorSpec, tensor: Tensor) -> None:
     if tensor.datatype != spec.datatype:
         raise InvalidInput(f"input {spec.name!r} has datatype {tensor.datatype}; the model expects {spec.datatype}")
     shape = tensor.shape
-    if len(shape) != len(spec.shape) or any(want not in (-1, got) for want, got in zip(spec.shape, shape)):
+    if len(shape) != len(spec.shape) or any(
+        want not in (-1, got) for want, got in zip(spec.shape, shape, strict=False)
+    ):
         raise InvalidInput(f"input {spec.name!r} has shape {list(shape)}; the model expects {list(spec.shape)}")
 
 

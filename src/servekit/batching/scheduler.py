@@ -46,17 +46,16 @@ def run_batch(runtime: Runtime, items: list[QueuedItem], batched: bool) -> list[
     Raises ModelFailed when the model raises or returns the wrong number of rows.
     """
     parts: list[Arrays] = [item.payload[0] for item in items]
-    if len(parts) == 1:
-        merged = parts[0]
-    else:
-        merged = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    # One request: no copy. Several: one concatenation per input.
+    merged = parts[0] if len(parts) == 1 else {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
     try:
         outputs = runtime.predict(merged)
     except ServekitError:
         raise
     except Exception as exc:  # the model's own failure: fail this batch only
         log.exception("model %s failed on a batch of %d requests", runtime.context.model_name, len(items))
-        raise ModelFailed(f"model raised {type(exc).__name__}: {str(exc)[:300]}") from None
+        first_line = (str(exc).splitlines() or [""])[0][:300]  # never echo a traceback or a long dump
+        raise ModelFailed(f"model raised {type(exc).__name__}: {first_line}") from None
     if not batched:
         return [outputs]
     total = sum(item.rows for item in items)

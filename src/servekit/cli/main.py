@@ -24,9 +24,11 @@ def main() -> None:
 @click.option("--http-port", type=int, help="HTTP port [SERVEKIT_HTTP_PORT; 8000].")
 @click.option("--grpc-port", type=int, help="gRPC port [SERVEKIT_GRPC_PORT; 8001] (gRPC transport: not yet served).")
 @click.option("--metrics-port", type=int, help="Metrics port [SERVEKIT_METRICS_PORT; 8002] (not yet served).")
-@click.option("--management-port", type=int, help="Management port [SERVEKIT_MANAGEMENT_PORT; 8003] (not yet served).")
+@click.option("--management-port", type=int, help="Management port [SERVEKIT_MANAGEMENT_PORT; 8003] "
+              "(not yet served).")
 @click.option("--workers", type=click.IntRange(min=1), help="Worker processes sharing the ports [SERVEKIT_WORKERS; 1].")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="[SERVEKIT_LOG_LEVEL; info]")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              help="[SERVEKIT_LOG_LEVEL; info]")
 @click.option("--default-model", help="Model of the simple API (/predict) when there are several.")
 @click.option("--max-request-bytes", type=int, help="Largest request body accepted [64 MiB].")
 def serve(repository: Path | None, **flags: Any) -> None:

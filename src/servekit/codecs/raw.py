@@ -26,7 +26,9 @@ def element_count(shape: tuple[int, ...]) -> int:
     return count
 
 
-def array_from_bytes(name: str, datatype: str, shape: tuple[int, ...], data: bytes | memoryview) -> np.ndarray[Any, Any]:
+def array_from_bytes(
+    name: str, datatype: str, shape: tuple[int, ...], data: bytes | memoryview
+) -> np.ndarray[Any, Any]:
     """Decode one tensor's raw bytes; InvalidInput when the length does not fit the shape.
 
     Numeric tensors are zero-copy views over ``data`` (read-only).

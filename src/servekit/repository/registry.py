@@ -8,6 +8,7 @@ version that is loading never blocks one that is serving.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -178,10 +179,8 @@ class Registry:
         """Load the given models (default: all discovered); failures only mark the model unavailable."""
         wanted = names if names is not None else self.discover()
         for name in wanted:
-            try:
+            with contextlib.suppress(ServekitError):  # logged and recorded as the model's reason
                 await self.load(name)
-            except ServekitError:
-                pass  # logged and recorded as the model's reason
 
     async def close(self) -> None:
         for name in list(self._models):

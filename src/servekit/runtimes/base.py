@@ -61,7 +61,7 @@ class Runtime(ABC):
     def predict(self, inputs: Arrays) -> Arrays:
         """Run one batch. Must return one array per output, each with as many rows as the inputs."""
 
-    def unload(self) -> None:
+    def unload(self) -> None:  # noqa: B027 - optional hook, most runtimes need nothing here
         """Release what load() took; the default drops nothing explicitly."""
 
 

@@ -1,0 +1,238 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from servekit.batching.queue import BatchPolicy
+from servekit.batching.scheduler import Batcher, count_rows
+from servekit.config import ModelConfig
+from servekit.errors import DeadlineExceeded, InvalidInput, ModelFailed, ModelNotReady, QueueFull
+from servekit.runtimes.base import Arrays, Runtime, RuntimeContext
+
+
+class DoublingRuntime(Runtime):
+    """Returns 2*x; records each batch's row count; can be held at a gate or made to misbehave."""
+
+    def __init__(self, gate: threading.Event | None = None, *, fail_on: float | None = None,
+                 drop_row: bool = False) -> None:
+        super().__init__(RuntimeContext("m", 1, Path("."), Path("1"), ModelConfig()))
+        self.gate = gate
+        self.fail_on = fail_on
+        self.drop_row = drop_row
+        self.batches: list[int] = []
+        self.running = threading.Semaphore(0)
+
+    def load(self) -> None:
+        pass
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        x = inputs["x"]
+        self.batches.append(int(x.shape[0]))
+        self.running.release()
+        if self.gate is not None:
+            self.gate.wait(timeout=10)
+        if self.fail_on is not None and (x == self.fail_on).any():
+            raise ValueError("bad value\nTraceback (most recent call last): secret")
+        y = x * 2
+        return {"y": y[:-1] if self.drop_row else y}
+
+
+def rows(*values: float) -> Arrays:
+    return {"x": np.array([[v] for v in values], dtype=np.float32)}
+
+
+def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(asyncio.wait_for(test(), timeout=20))
+
+
+async def wait_running(runtime: DoublingRuntime) -> None:
+    await asyncio.to_thread(runtime.running.acquire, True, 5)
+
+
+def test_lone_request_on_idle_model_starts_without_waiting_the_delay() -> None:
+    async def body() -> None:
+        runtime = DoublingRuntime()
+        batcher = Batcher("m", [runtime], BatchPolicy(max_rows=8, max_delay_s=30.0))
+        task = asyncio.create_task(batcher.submit(rows(1.0)))
+        await asyncio.sleep(0)
+        # Dispatched in the same loop turn as the submit: nothing waits for the 30 s delay.
+        assert batcher.busy == 1 and batcher.queue_depth == 0
+        assert (await task)["y"].tolist() == [[2.0]]
+
+    run(body)
+
+
+def test_requests_arriving_while_busy_form_one_batch_and_get_their_own_rows() -> None:
+    async def body() -> None:
+        gate = threading.Event()
+        runtime = DoublingRuntime(gate)
+        batcher = Batcher("m", [runtime], BatchPolicy(max_rows=16, max_delay_s=0.0))
+        first = asyncio.create_task(batcher.submit(rows(1.0)))
+        await wait_running(runtime)
+        waiting = [asyncio.create_task(batcher.submit(rows(float(i), float(i) + 0.5))) for i in range(2, 6)]
+        await asyncio.sleep(0)
+        assert batcher.queue_depth == 4
+        gate.set()
+        results = await asyncio.gather(first, *waiting)
+        assert runtime.batches == [1, 8]
+        for i, result in zip(range(2, 6), results[1:], strict=True):
+            assert result["y"].ravel().tolist() == [2 * i, 2 * i + 1]
+        assert batcher.stats.execution_count == 2
+        assert batcher.stats.mean_batch_size == 4.5
+
+    run(body)
+
+
+def test_batches_never_exceed_max_rows() -> None:
+    async def body() -> None:
+        gate = threading.Event()
+        runtime = DoublingRuntime(gate)
+        batcher = Batcher("m", [runtime], BatchPolicy(max_rows=4, max_delay_s=0.0))
+        first = asyncio.create_task(batcher.submit(rows(0.0)))
+        await wait_running(runtime)
+        rest = [asyncio.create_task(batcher.submit(rows(float(i)))) for i in range(10)]
+        await asyncio.sleep(0)
+        gate.set()
+        await asyncio.gather(first, *rest)
+        assert runtime.batches == [1, 4, 4, 2]
+
+    run(body)
+
+
+def test_failing_batch_fails_only_its_own_requests_without_leaking_a_traceback() -> None:
+    async def body() -> None:
+        runtime = DoublingRuntime(fail_on=13.0)
+        batcher = Batcher("m", [runtime], BatchPolicy(max_rows=8))
+        with pytest.raises(ModelFailed) as caught:
+            await batcher.submit(rows(13.0))
+        assert "ValueError" in caught.value.message and "bad value" in caught.value.message
+        assert "Traceback" not in caught.value.message
+        assert (await batcher.submit(rows(1.0)))["y"].tolist() == [[2.0]]
+
+    run(body)
+
+
+def test_wrong_number_of_output_rows_is_a_model_failure() -> None:
+    async def body() -> None:
+        batcher = Batcher("m", [DoublingRuntime(drop_row=True)], BatchPolicy(max_rows=8))
+        with pytest.raises(ModelFailed, match="returned 1 rows for output 'y'; the batch had 2 rows"):
+            await batcher.submit(rows(1.0, 2.0))
+
+    run(body)
+
+
+def test_full_queue_refuses_with_queue_full() -> None:
+    async def body() -> None:
+        gate = threading.Event()
+        runtime = DoublingRuntime(gate)
+        batcher = Batcher("m", [runtime], BatchPolicy(max_rows=8, max_delay_s=1.0, max_queue_size=2))
+        running = asyncio.create_task(batcher.submit(rows(0.0)))
+        await wait_running(runtime)
+        queued = [asyncio.create_task(batcher.submit(rows(1.0))) for _ in range(2)]
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull):
+            await batcher.submit(rows(2.0))
+        gate.set()
+        await asyncio.gather(running, *queued)
+
+    run(body)
+
+
+def test_request_past_its_deadline_never_runs() -> None:
+    async def body() -> None:
+        gate = threading.Event()
+        runtime = DoublingRuntime(gate)
+        batcher = Batcher("m", [runtime], BatchPolicy(max_rows=8, max_delay_s=0.0))
+        running = asyncio.create_task(batcher.submit(rows(0.0)))
+        await wait_running(runtime)
+        loop = asyncio.get_running_loop()
+        late = asyncio.create_task(batcher.submit(rows(7.0), deadline=loop.time() - 1.0))
+        await asyncio.sleep(0)
+        gate.set()
+        await running
+        with pytest.raises(DeadlineExceeded):
+            await late
+        assert runtime.batches == [1]
+
+    run(body)
+
+
+def test_cancelled_request_leaves_the_queue_and_never_runs() -> None:
+    async def body() -> None:
+        gate = threading.Event()
+        runtime = DoublingRuntime(gate)
+        batcher = Batcher("m", [runtime], BatchPolicy(max_rows=8, max_delay_s=0.0))
+        running = asyncio.create_task(batcher.submit(rows(0.0)))
+        await wait_running(runtime)
+        abandoned = asyncio.create_task(batcher.submit(rows(5.0)))
+        kept = asyncio.create_task(batcher.submit(rows(6.0)))
+        await asyncio.sleep(0)
+        abandoned.cancel()
+        gate.set()
+        await asyncio.gather(running, kept)
+        assert runtime.batches == [1, 1]
+
+    run(body)
+
+
+def test_oversized_request_is_split_or_refused() -> None:
+    async def body() -> None:
+        runtime = DoublingRuntime()
+        batcher = Batcher("m", [runtime], BatchPolicy(max_rows=4))
+        values = [float(v) for v in range(10)]
+        result = await batcher.submit(rows(*values))
+        assert result["y"].ravel().tolist() == [2 * v for v in values]
+        assert sorted(runtime.batches) == [2, 4, 4]
+        strict = Batcher("m", [DoublingRuntime()], BatchPolicy(max_rows=4), oversize="reject")
+        with pytest.raises(InvalidInput, match="10 rows; this model takes at most 4"):
+            await strict.submit(rows(*values))
+
+    run(body)
+
+
+def test_instances_run_batches_in_parallel() -> None:
+    async def body() -> None:
+        gate = threading.Event()
+        first, second = DoublingRuntime(gate), DoublingRuntime(gate)
+        batcher = Batcher("m", [first, second], BatchPolicy(max_rows=8, max_delay_s=0.0))
+        tasks = [asyncio.create_task(batcher.submit(rows(float(i)))) for i in range(2)]
+        await wait_running(first)
+        await wait_running(second)
+        assert batcher.busy == 2
+        gate.set()
+        await asyncio.gather(*tasks)
+
+    run(body)
+
+
+def test_close_finishes_in_flight_work_then_refuses_new_requests() -> None:
+    async def body() -> None:
+        gate = threading.Event()
+        runtime = DoublingRuntime(gate)
+        batcher = Batcher("m", [runtime], BatchPolicy(max_rows=8))
+        in_flight = asyncio.create_task(batcher.submit(rows(3.0)))
+        await wait_running(runtime)
+        closing = asyncio.create_task(batcher.close())
+        await asyncio.sleep(0.01)
+        assert not closing.done()
+        with pytest.raises(ModelNotReady):
+            await batcher.submit(rows(1.0))
+        gate.set()
+        assert (await in_flight)["y"].tolist() == [[6.0]]
+        await closing
+
+    run(body)
+
+
+def test_count_rows_requires_inputs_to_agree() -> None:
+    assert count_rows({"a": np.zeros((3, 2)), "b": np.zeros((3,))}) == 3
+    with pytest.raises(InvalidInput, match="disagree"):
+        count_rows({"a": np.zeros((3, 2)), "b": np.zeros((2,))})
+    with pytest.raises(InvalidInput, match="no batch dimension"):
+        count_rows({"a": np.float32(1.0) * np.ones(())})

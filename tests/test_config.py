@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import pytest
+
+from servekit.config import ModelConfig, ServerSettings, VersionPolicy, parse_model_config
+from servekit.errors import ConfigError
+
+
+def test_empty_config_takes_the_defaults() -> None:
+    config = parse_model_config("", "m/config.yaml")
+    assert config == ModelConfig()
+    assert config.batching.enabled and config.instances == 1 and config.max_batch_size is None
+
+
+def test_full_config_parses() -> None:
+    config = parse_model_config(
+        """
+        runtime: onnx
+        max_batch_size: 16
+        batching: {max_queue_delay_ms: 5, preferred_batch_sizes: [8, 4, 8], timeout_ms: 100}
+        instances: 2
+        device: cpu
+        version_policy: {latest: 2}
+        default_version: 3
+        inputs: [{name: x, datatype: FP32, shape: [-1, 4]}]
+        """,
+        "m/config.yaml",
+    )
+    assert config.batching.preferred_batch_sizes == [4, 8]
+    assert config.inputs is not None and config.inputs[0].spec().shape == (-1, 4)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("max_batch_size: -1", "models/m/config.yaml: max_batch_size: Input should be greater than or equal to 0"),
+        ("batching: {max_queue_delay_ms: fast}", "batching.max_queue_delay_ms"),
+        ("inputs: [{name: x, datatype: FLOAT, shape: [1]}]", "inputs.0.datatype: Value error, unknown datatype"),
+        ("inputs: [{name: x, datatype: FP32, shape: [0]}]", "inputs.0.shape"),
+        ("instances: 0", "instances"),
+        ("colour: blue", "colour: Extra inputs are not permitted"),
+        ("version_policy: {latest: 1, all: true}", "give only one of latest, all, specific"),
+        ("[1, 2]", "expected a mapping"),
+        ("a: [", "not valid YAML"),
+    ],
+)
+def test_bad_config_names_the_file_and_field(text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_model_config(text, "models/m/config.yaml")
+    assert fragment in caught.value.message
+    assert caught.value.message.startswith("models/m/config.yaml")
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [({}, [5]), ({"latest": 2}, [3, 5]), ({"all": True}, [1, 3, 5]), ({"specific": [1, 5, 9]}, [1, 5])],
+)
+def test_version_policy_selects(policy: dict[str, object], expected: list[int]) -> None:
+    assert VersionPolicy.model_validate(policy).select([3, 1, 5]) == expected
+
+
+def test_server_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SERVEKIT_HTTP_PORT", "9123")
+    monkeypatch.setenv("SERVEKIT_LOAD_MODELS", '["a", "b"]')
+    settings = ServerSettings()
+    assert settings.http_port == 9123 and settings.load_models == ["a", "b"]
+    assert ServerSettings(http_port=1).http_port == 1
