@@ -19,7 +19,7 @@ from servekit.errors import InvalidInput, ModelNotFound, ModelNotReady, Servekit
 from servekit.repository.registry import Registry
 from servekit.repository.version import LoadState, ModelVersion
 from servekit.runtimes.base import Arrays
-from servekit.types import InferenceRequest, InferenceResponse, ModelMetadata, Tensor, TensorSpec
+from servekit.types import DATATYPES, InferenceRequest, InferenceResponse, ModelMetadata, Tensor, TensorSpec
 
 __all__ = ["EXTENSIONS", "DataPlane"]
 
@@ -92,11 +92,12 @@ class DataPlane:
         try:
             arrays = self._validated_inputs(version, request)
             wanted = self._requested_outputs(version, request)
-            outputs = await version.batcher.submit(arrays, request.deadline)
+            outputs = await version.batcher.submit(arrays, _deadline(request))
             ok = True
         finally:
             version.stats.record_request(ok, time.perf_counter_ns() - started)
-        tensors = [Tensor.from_array(name, _output(outputs, name)) for name in wanted]
+        specs = {spec.name: spec for spec in version.outputs}
+        tensors = [Tensor.from_array(name, _conform(_output(outputs, name), specs[name])) for name in wanted]
         return InferenceResponse(request.model_name, str(version.version), tensors, id=request.id)
 
     def _validated_inputs(self, version: ModelVersion, request: InferenceRequest) -> Arrays:
@@ -166,6 +167,25 @@ class DataPlane:
             probabilities=probabilities if return_probabilities else None,
             latency_ms=(time.perf_counter() - started) * 1000,
         )
+
+
+def _deadline(request: InferenceRequest) -> float | None:
+    """The transport's deadline, tightened by a Triton-style ``timeout`` parameter (microseconds)."""
+    timeout_us = request.parameters.get("timeout")
+    if timeout_us is None:
+        return request.deadline
+    if not isinstance(timeout_us, int) or isinstance(timeout_us, bool) or timeout_us <= 0:
+        raise InvalidInput("parameter 'timeout' must be a positive integer (microseconds)")
+    own = time.monotonic() + timeout_us / 1e6
+    return own if request.deadline is None else min(own, request.deadline)
+
+
+def _conform(array: np.ndarray[Any, Any], spec: TensorSpec) -> np.ndarray[Any, Any]:
+    """Cast an output to its declared datatype, so responses always match the metadata."""
+    wanted = DATATYPES[spec.datatype]
+    if spec.datatype == "BYTES" or array.dtype == wanted:
+        return array
+    return array.astype(wanted)
 
 
 def _output(outputs: Arrays, name: str) -> np.ndarray[Any, Any]:

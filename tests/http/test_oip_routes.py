@@ -71,6 +71,7 @@ def test_gzip_request_body_is_accepted(client: TestClient) -> None:
         ("/v2/models/m/infer", {**infer_body(), "outputs": [{"name": "nope"}]}, 400, "no output named 'nope'"),
         ("/v2/models/m/infer", {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1]}]},
          400, "needs 4 values"),
+        ("/v2/models/m/infer", {**infer_body(), "parameters": {"timeout": "soon"}}, 400, "'timeout' must be"),
     ],
 )
 def test_bad_requests_get_4xx_naming_the_problem(
