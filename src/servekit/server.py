@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+from types import FrameType
 
 import uvicorn
 
 from servekit.config import ServerSettings
+from servekit.observability.logging import configure_logging
 
 __all__ = ["export_settings", "serve"]
 
@@ -27,17 +30,21 @@ def export_settings(settings: ServerSettings) -> None:
         os.environ[f"SERVEKIT_{name.upper()}"] = json.dumps(value) if isinstance(value, list) else str(value)
 
 
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def serve(settings: ServerSettings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level)
     export_settings(settings)
     log.info(
         "servekit serving %s: HTTP on http://%s:%d (%d worker%s)",
         settings.repository, settings.host, settings.http_port, settings.workers,
         "" if settings.workers == 1 else "s",
     )
+    # uvicorn restores this handler after its graceful shutdown and re-raises the captured
+    # SIGTERM; a finished drain is a clean stop, so exit 0 rather than die by the signal (-15).
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         "servekit.http.app:app_from_environment",
         factory=True,

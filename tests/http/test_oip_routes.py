@@ -115,7 +115,7 @@ def test_config_stats_and_repository_extensions(client: TestClient) -> None:
     assert client.post("/v2/repository/models/m/load").status_code == 200
     assert client.get("/v2/models/m/ready").status_code == 200
     response = client.post("/v2/repository/models/broken/load")
-    assert response.status_code == 503 and "instances" in response.json()["error"]
+    assert response.status_code == 400 and "instances" in response.json()["error"]
     assert client.post("/v2/repository/models/ghost/load").status_code == 404
 
 

@@ -50,7 +50,10 @@ def json_array(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> n
             array = np.empty(flat.size, dtype=object)
             array[:] = [x.encode() for x in flat]
         else:
-            array = _typed(name, datatype, np.asarray(data))
+            parsed = np.asarray(data)
+            if datatype == "UINT64" and parsed.dtype.kind == "f":
+                parsed = _exact_uint64(parsed, data)
+            array = _typed(name, datatype, parsed)
     except ValueError:
         raise InvalidInput(f"input {name!r}: 'data' is not a regular list of {datatype} values") from None
     _require(
@@ -58,6 +61,18 @@ def json_array(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> n
         f"input {name!r}: shape {list(shape)} needs {count} values; 'data' holds {array.size}",
     )
     return array.reshape(shape)
+
+
+_UINT64_MAX = int(np.iinfo(np.uint64).max)
+
+
+def _exact_uint64(parsed: np.ndarray[Any, Any], data: Any) -> np.ndarray[Any, Any]:
+    """numpy reads ints above 2**63 mixed with smaller ones as float64, losing digits: reread them exactly."""
+    exact = np.array(data, dtype=object)
+    flat = exact.reshape(-1)
+    if all(type(x) is int and 0 <= x <= _UINT64_MAX for x in flat):
+        return exact.astype(np.uint64)
+    return parsed  # floats or out-of-range values: _typed rejects them
 
 
 def _typed(name: str, datatype: str, parsed: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:

@@ -15,6 +15,7 @@ from servekit.dataplane import DataPlane
 from servekit.errors import ServekitError
 from servekit.http import oip, simple
 from servekit.http.bodies import error_response
+from servekit.observability.logging import configure_logging
 from servekit.repository.registry import Registry
 
 __all__ = ["app_from_environment", "create_app"]
@@ -69,4 +70,6 @@ async def _unexpected_error(request: Request, error: Exception) -> Response:
 
 def app_from_environment() -> FastAPI:
     """Factory for uvicorn workers: settings come from SERVEKIT_* variables."""
-    return create_app(ServerSettings())
+    settings = ServerSettings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

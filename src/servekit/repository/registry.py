@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from servekit.config import ModelConfig, parse_model_config
-from servekit.errors import ModelNotFound, ModelNotReady, ServekitError
+from servekit.errors import ConfigError, ModelNotFound, ModelNotReady, ServekitError
 from servekit.repository.version import LoadState, ModelVersion, load_version
 
 __all__ = ["ModelEntry", "Registry", "scan_versions"]
@@ -153,6 +153,8 @@ class Registry:
                 log.error("model %s failed to load: %s", name, message)
                 if not entry.versions:
                     entry.state, entry.reason = LoadState.UNAVAILABLE, message
+                if isinstance(exc, ConfigError):
+                    raise ConfigError(f"model {name!r} failed to load: {message}") from None
                 raise ModelNotReady(f"model {name!r} failed to load: {message}") from None
             old = entry.versions
             entry.config, entry.versions, entry.failed_versions = config, loaded, failed

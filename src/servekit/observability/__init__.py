@@ -1,0 +1,1 @@
+"""Observability: logging today; metrics and tracing build on it."""

@@ -1,0 +1,53 @@
+"""Session-scoped real servers for the end-to-end tests (one process per configuration)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .harness import SIMPLE_MAX_REQUEST_BYTES, ServerProcess
+from .repos import build_main_repository, write_identity_model, write_onnx_model
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def main_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_main_repository(tmp_path_factory.mktemp("repo") / "models")
+
+
+@pytest.fixture(scope="session")
+def main_server(main_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """identity, onnx_linear (v1 and v2), broken, faulty and slow, served over real sockets."""
+    server = ServerProcess(main_repository, tmp_path_factory.mktemp("logs") / "main.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def simple_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """onnx_linear as the default model of /predict (identity beside it), with a small request size limit."""
+    repository = tmp_path_factory.mktemp("simple") / "models"
+    write_onnx_model(repository)
+    write_identity_model(repository)  # a second model, so /predict depends on --default-model
+    server = ServerProcess(
+        repository,
+        tmp_path_factory.mktemp("logs") / "simple.log",
+        "--default-model", "onnx_linear",
+        "--max-request-bytes", str(SIMPLE_MAX_REQUEST_BYTES),
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
