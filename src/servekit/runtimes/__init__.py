@@ -17,6 +17,8 @@ _RUNTIMES: dict[str, tuple[str, str, str | None]] = {
     "sklearn": ("servekit.runtimes.sklearn", "SklearnRuntime", "sklearn"),
     "python": ("servekit.runtimes.python", "PythonHandlerRuntime", None),
 }
+# top-level packages each extra installs: only their absence means "install the extra"
+_EXTRA_PACKAGES = {"torch": {"torch"}, "sklearn": {"sklearn", "skops"}}
 
 # file suffix in a version folder -> runtime name, checked in this order
 _SUFFIXES: tuple[tuple[str, str], ...] = (
@@ -54,7 +56,8 @@ def create_runtime(name: str, context: RuntimeContext) -> Runtime:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if extra is None:
+        missing = (exc.name or "").partition(".")[0]
+        if extra is None or missing not in _EXTRA_PACKAGES[extra]:
             raise
         raise RuntimeError(
             f"runtime {name!r} needs the '{extra}' extra: pip install 'servekit[{extra}]' ({exc})"

@@ -44,6 +44,8 @@ class Runtime(ABC):
     """One loaded model version. Subclasses stay small: load, signature, predict."""
 
     platform: str = "unknown"
+    # See the module docstring: True only when predict() may run on several threads at once.
+    thread_safe: bool = False
 
     def __init__(self, context: RuntimeContext) -> None:
         self.context = context

@@ -91,4 +91,4 @@ class OnnxRuntime(Runtime):
         return outputs
 
     def unload(self) -> None:
-        self._session = None  # type: ignore[assignment]
+        self._session = None  # type: ignore[assignment,unused-ignore]  # untyped unless onnxruntime ships stubs

@@ -60,8 +60,12 @@ class PythonHandlerRuntime(Runtime):
     def load(self) -> None:
         ctx = self.context
         path, class_name = handler_path(ctx.model_dir, ctx.config.handler)
-        module_name = f"servekit_handler_{ctx.model_name}_{ctx.version}_{id(self)}"
-        handler_class = load_handler_class(path, class_name, module_name)
+        self._module_name = f"servekit_handler_{ctx.model_name}_{ctx.version}_{id(self)}"
+        try:
+            handler_class = load_handler_class(path, class_name, self._module_name)
+        except BaseException:
+            sys.modules.pop(self._module_name, None)
+            raise
         self.device = resolve_device(ctx.config.device, _cuda_available())
         self._handler = handler_class()
         self._handler.initialize(
@@ -76,6 +80,10 @@ class PythonHandlerRuntime(Runtime):
         )
         outputs = ctx.config.outputs or []
         self._single_output = outputs[0].name if len(outputs) == 1 else None
+
+    def unload(self) -> None:
+        sys.modules.pop(self._module_name, None)
+        self._handler = None  # type: ignore[assignment]
 
     def predict(self, inputs: Arrays) -> Arrays:
         result: Any = self._handler.handle(inputs)

@@ -57,14 +57,21 @@ class _TorchRuntime(Runtime):
         self.device = resolve_device(config.device, torch.cuda.is_available())
         self._module = self._load_module(find_file(self.context.version_dir, self.suffixes))
         derived = self.signature()
-        inputs = [t.spec() for t in config.inputs] if config.inputs else list(derived.inputs if derived else ())
-        outputs = [t.spec() for t in config.outputs] if config.outputs else list(derived.outputs if derived else ())
         if derived is None and not (config.inputs and config.outputs):
             raise ConfigError(
                 f"{self.context.model_dir}: a {self.platform} model cannot describe its own tensors;"
                 " declare 'inputs' and 'outputs' in config.yaml"
             )
-        for spec in inputs + outputs:
+        declared = [t.spec() for t in config.inputs or []]
+        # A program knows its argument order; the config may list inputs in any order, not others.
+        inputs = list(derived.inputs) if derived else declared
+        if declared and {s.name for s in declared} != {s.name for s in inputs}:
+            raise ConfigError(
+                f"{self.context.model_dir}: config inputs ({', '.join(s.name for s in declared)}) differ from"
+                f" the model's ({', '.join(s.name for s in inputs)})"
+            )
+        outputs = [t.spec() for t in config.outputs] if config.outputs else list(derived.outputs if derived else ())
+        for spec in declared + inputs + outputs:
             if spec.datatype == "BYTES":
                 raise ConfigError(f"{self.context.model_dir}: tensor {spec.name!r} is BYTES, which torch cannot hold")
         self._input_names = [spec.name for spec in inputs]

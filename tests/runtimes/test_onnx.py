@@ -1,0 +1,98 @@
+"""OnnxRuntime: signature from the graph, batch predict, BYTES round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from servekit.config import ModelConfig
+from servekit.runtimes import Runtime, RuntimeContext, create_runtime
+from servekit.types import TensorSpec
+
+OPSET = 17
+
+
+def _save(graph: onnx.GraphProto, version_dir: Path) -> None:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    onnx.checker.check_model(model)
+    version_dir.mkdir(parents=True)
+    onnx.save_model(model, str(version_dir / "model.onnx"))
+
+
+def _runtime(model_dir: Path, config: ModelConfig | None = None) -> Runtime:
+    context = RuntimeContext("m", 1, model_dir, model_dir / "1", config=config or ModelConfig())
+    runtime = create_runtime("onnx", context)
+    runtime.load()
+    return runtime
+
+
+def _linear_model(model_dir: Path) -> None:
+    """y = x @ W + b with W [3, 2]; a dynamic batch dim; plus an argmax INT64 output."""
+    weight = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]], dtype=np.float32)
+    bias = np.array([0.5, -0.5], dtype=np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gemm", ["x", "weight", "bias"], ["y"]),
+            helper.make_node("ArgMax", ["y"], ["best"], axis=1, keepdims=0),
+        ],
+        "linear",
+        inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+        outputs=[
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2]),
+            helper.make_tensor_value_info("best", TensorProto.INT64, ["batch"]),
+        ],
+        initializer=[numpy_helper.from_array(weight, "weight"), numpy_helper.from_array(bias, "bias")],
+    )
+    _save(graph, model_dir / "1")
+
+
+def test_signature_comes_from_the_graph_with_dynamic_batch_as_minus_one(tmp_path: Path) -> None:
+    _linear_model(tmp_path)
+    signature = _runtime(tmp_path).signature()
+    assert signature is not None
+    assert signature.inputs == (TensorSpec("x", "FP32", (-1, 3)),)
+    assert signature.outputs == (TensorSpec("y", "FP32", (-1, 2)), TensorSpec("best", "INT64", (-1,)))
+
+
+@pytest.mark.parametrize("rows", [1, 5])
+def test_predict_returns_every_output_with_one_row_per_input_row(tmp_path: Path, rows: int) -> None:
+    _linear_model(tmp_path)
+    x = np.arange(rows * 3, dtype=np.float32).reshape(rows, 3)
+    outputs = _runtime(tmp_path).predict({"x": x})
+    assert set(outputs) == {"y", "best"}
+    expected = x @ np.array([[1, 0], [0, 1], [1, -1]], dtype=np.float32) + np.array([0.5, -0.5], dtype=np.float32)
+    np.testing.assert_allclose(outputs["y"], expected)
+    assert outputs["y"].dtype == np.float32
+    assert outputs["best"].dtype == np.int64
+    np.testing.assert_array_equal(outputs["best"], expected.argmax(axis=1))
+
+
+def test_bytes_identity_model_round_trips_bytes(tmp_path: Path) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["text"], ["same"])],
+        "identity",
+        inputs=[helper.make_tensor_value_info("text", TensorProto.STRING, ["batch"])],
+        outputs=[helper.make_tensor_value_info("same", TensorProto.STRING, ["batch"])],
+    )
+    _save(graph, tmp_path / "1")
+    runtime = _runtime(tmp_path)
+    signature = runtime.signature()
+    assert signature is not None
+    assert signature.inputs == (TensorSpec("text", "BYTES", (-1,)),)
+    assert signature.outputs == (TensorSpec("same", "BYTES", (-1,)),)
+
+    sent = np.array([b"hello", "caf\u00e9".encode(), b""], dtype=object)
+    result = runtime.predict({"text": sent})["same"]
+    assert result.dtype == object
+    assert list(result) == [b"hello", "caf\u00e9".encode(), b""]
+    assert all(isinstance(item, bytes) for item in result)
+
+
+def test_missing_model_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "1").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no file ending in \.onnx"):
+        _runtime(tmp_path)
