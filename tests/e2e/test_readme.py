@@ -1,0 +1,106 @@
+"""Every command and snippet in the README runs, against the real demo server."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from servekit.config import parse_model_config
+from servekit.repository.registry import Registry
+
+from .harness import ServerProcess, servekit_command
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.DOTALL)
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """What scripts/serve-demo runs: `servekit demo models` then `servekit serve models --default-model digits`."""
+    models = tmp_path_factory.mktemp("demo") / "models"
+    subprocess.run(servekit_command("demo", str(models)), check=True, capture_output=True, timeout=120)
+    server = ServerProcess(models, tmp_path_factory.mktemp("logs") / "demo.log", "--default-model", "digits")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_quick_start_has_two_commands_that_exist_and_ci_runs_the_test_one() -> None:
+    quick_start = blocks("bash")[0]
+    commands = [line.split("#")[0].strip() for line in quick_start.splitlines() if line.strip()]
+    assert commands == ["./scripts/serve-demo", "./scripts/test"]
+    for command in commands:
+        assert os.access(ROOT / command, os.X_OK), command
+    assert "scripts/test" in (ROOT / ".ci" / "run").read_text()
+    serve_demo = (ROOT / "scripts" / "serve-demo").read_text()
+    assert "servekit demo models" in serve_demo and "--default-model digits" in serve_demo
+
+
+def test_curl_examples_answer_as_documented(demo_server: ServerProcess) -> None:
+    example = next(block for block in blocks("bash") if "curl" in block)
+    commands = re.split(r"\n(?=curl )", example.replace("localhost:8000", demo_server.url).strip())
+    assert len(commands) == 4
+    outputs = []
+    for command in commands:
+        done = subprocess.run(["bash", "-c", command.replace("curl -s", "curl -sf")], capture_output=True,
+                              text=True, timeout=30)
+        assert done.returncode == 0, (command, done.stderr, demo_server.log())
+        outputs.append(json.loads(done.stdout))
+    ready, metadata, predicted, inferred = outputs
+    assert ready == {"ready": True}
+    assert metadata["versions"] == (["1", "2"] if "2" in metadata["versions"] else ["1"])
+    assert predicted["predictions"] == [0] and predicted["probabilities"] is None
+    assert inferred["id"] == "req-1"
+    assert inferred["outputs"] == [{"name": "label", "datatype": "INT64", "shape": [1], "data": [0]}]
+
+
+def test_python_client_snippet_runs(demo_server: ServerProcess) -> None:
+    snippet = next(block for block in blocks("python") if "tritonclient" in block)
+    done = subprocess.run([sys.executable, "-c", snippet.replace("127.0.0.1:8000", demo_server.url)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(r"\[\d\]\n", done.stdout)
+
+
+def test_config_reference_parses() -> None:
+    reference = next(block for block in blocks("yaml") if "max_batch_size" in block)
+    config = parse_model_config(reference, "README.md")
+    assert config.max_batch_size == 32 and config.batching.preferred_batch_sizes == [8, 16]
+
+
+def test_handler_example_serves(tmp_path: Path) -> None:
+    import asyncio
+
+    import numpy as np
+
+    handler = next(block for block in blocks("python") if "BaseHandler" in block)
+    model = tmp_path / "doubler"
+    (model / "1").mkdir(parents=True)
+    (model / "handler.py").write_text(handler)
+    (model / "config.yaml").write_text(
+        "inputs: [{name: x, datatype: FP32, shape: [-1, 2]}]\n"
+        "outputs: [{name: y, datatype: FP32, shape: [-1, 2]}]\n"
+        "parameters: {scale: 3}\n"
+    )
+    registry = Registry(tmp_path)
+
+    async def run() -> list[list[float]]:
+        await registry.load_all()
+        outputs = await registry.resolve("doubler").batcher.submit({"x": np.ones((2, 2), dtype=np.float32)})
+        await registry.close()
+        return outputs["y"].tolist()  # type: ignore[no-any-return]
+
+    assert asyncio.run(run()) == [[3.0, 3.0], [3.0, 3.0]]
