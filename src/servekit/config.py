@@ -159,13 +159,16 @@ class ServerSettings(BaseSettings):
     repository: Path = Path("models")
     host: str = "127.0.0.1"
     http_port: int = 8000
-    grpc_port: int = 8001
+    grpc_port: int = Field(default=8001, ge=0, le=65535, description="0 = do not serve gRPC")
     metrics_port: int = 8002
     management_port: int = 8003
     workers: int = Field(default=1, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     default_model: str | None = None
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    grpc_max_message_bytes: int = Field(
+        default=65 * 1024 * 1024, ge=1024, description="largest gRPC message either way: a 64 MiB tensor and the rest"
+    )
     load_models: list[str] | None = Field(
         default=None, description="only these models at start (default: every model in the repository)"
     )

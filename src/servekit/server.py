@@ -1,9 +1,11 @@
-"""Start the transports. Today: HTTP on uvicorn (uvloop + httptools when installed).
+"""Start the transports: HTTP on uvicorn (uvloop + httptools when installed), and gRPC
+(grpc.aio) inside each uvicorn worker's lifespan, on the same event loop and data plane.
 
 SIGTERM/SIGINT: uvicorn stops accepting, lets in-flight requests finish, then the
-app's lifespan drains every batcher and unloads the models; the process exits 0.
-With ``workers > 1`` uvicorn forks that many processes sharing the listening
-socket; each reads its settings from the SERVEKIT_* environment set here.
+app's lifespan stops gRPC (in-flight calls finish), drains every batcher and unloads
+the models; the process exits 0. With ``workers > 1`` uvicorn forks that many processes
+sharing the HTTP socket, and each binds the gRPC port with SO_REUSEPORT; each reads its
+settings from the SERVEKIT_* environment set here.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import logging
 import os
 import signal
+import socket
 from types import FrameType
 
 import uvicorn
@@ -19,7 +22,7 @@ import uvicorn
 from servekit.config import ServerSettings
 from servekit.observability.logging import configure_logging
 
-__all__ = ["export_settings", "serve"]
+__all__ = ["check_port_free", "export_settings", "serve"]
 
 log = logging.getLogger("servekit")
 
@@ -34,14 +37,29 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def check_port_free(host: str, port: int) -> None:
+    """SystemExit with a clear message when ``host:port`` is taken. Workers bind the gRPC port
+    with SO_REUSEPORT, which would silently share a port some other server listens on."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as exc:
+            raise SystemExit(f"servekit: cannot serve gRPC on {host}:{port}: {exc.strerror}") from None
+
+
 def serve(settings: ServerSettings) -> None:
     configure_logging(settings.log_level)
     export_settings(settings)
+    grpc = f"gRPC on {settings.host}:{settings.grpc_port}" if settings.grpc_port else "no gRPC"
     log.info(
-        "servekit serving %s: HTTP on http://%s:%d (%d worker%s)",
-        settings.repository, settings.host, settings.http_port, settings.workers,
+        "servekit serving %s: HTTP on http://%s:%d, %s (%d worker%s)",
+        settings.repository, settings.host, settings.http_port, grpc, settings.workers,
         "" if settings.workers == 1 else "s",
     )
+    if settings.grpc_port:
+        check_port_free(settings.host, settings.grpc_port)
     # uvicorn restores this handler after its graceful shutdown and re-raises the captured
     # SIGTERM; a finished drain is a clean stop, so exit 0 rather than die by the signal (-15).
     signal.signal(signal.SIGTERM, _exit_cleanly)

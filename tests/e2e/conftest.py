@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from .grpc_repos import build_grpc_repository
 from .harness import SIMPLE_MAX_REQUEST_BYTES, ServerProcess
 from .repos import build_main_repository, write_identity_model, write_onnx_model
 
@@ -46,6 +47,28 @@ def simple_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
         "--default-model", "onnx_linear",
         "--max-request-bytes", str(SIMPLE_MAX_REQUEST_BYTES),
     )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def grpc_markers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Files where ``slow`` (batch sizes) and ``slow_classifier`` (first value of each row) record what ran."""
+    folder = tmp_path_factory.mktemp("markers")
+    return {"slow": folder / "slow.txt", "slow_classifier": folder / "slow_classifier.txt"}
+
+
+@pytest.fixture(scope="session")
+def grpc_server(grpc_markers: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The gRPC tests' server: tests/e2e/grpc_repos.py's models, slow_classifier as the default model."""
+    repository = build_grpc_repository(
+        tmp_path_factory.mktemp("grpc") / "models", grpc_markers["slow"], grpc_markers["slow_classifier"]
+    )
+    server = ServerProcess(repository, tmp_path_factory.mktemp("logs") / "grpc.log",
+                           "--default-model", "slow_classifier")
     server.start()
     try:
         yield server

@@ -34,14 +34,17 @@ def servekit_command(*args: str) -> list[str]:
 
 
 class ServerProcess:
-    """``python -m servekit serve REPO`` on its own port; output goes to a log file for failure reports."""
+    """``python -m servekit serve REPO`` on its own HTTP and gRPC ports; output goes to a log file
+    for failure reports."""
 
     def __init__(self, repository: Path, log_path: Path, *extra_args: str) -> None:
         self.repository = repository
         self.log_path = log_path
         self.port = free_port()
+        self.grpc_port = free_port()
         self.args = servekit_command(
-            "serve", str(repository), "--host", HOST, "--http-port", str(self.port), *extra_args
+            "serve", str(repository), "--host", HOST, "--http-port", str(self.port),
+            "--grpc-port", str(self.grpc_port), *extra_args,
         )
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -49,6 +52,11 @@ class ServerProcess:
     def url(self) -> str:
         """host:port, as tritonclient wants it (no scheme)."""
         return f"{HOST}:{self.port}"
+
+    @property
+    def grpc_url(self) -> str:
+        """host:port of the gRPC server (tritonclient.grpc and grpc channels take it as is)."""
+        return f"{HOST}:{self.grpc_port}"
 
     @property
     def base_url(self) -> str:

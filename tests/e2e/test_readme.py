@@ -75,6 +75,19 @@ def test_python_client_snippet_runs(demo_server: ServerProcess) -> None:
     assert re.fullmatch(r"\[\d\]\n", done.stdout)
 
 
+def test_grpc_snippets_run(demo_server: ServerProcess) -> None:
+    snippets = [block for block in blocks("python") if "127.0.0.1:8001" in block]
+    assert len(snippets) == 2
+    outputs = []
+    for snippet in snippets:
+        done = subprocess.run([sys.executable, "-c", snippet.replace("127.0.0.1:8001", demo_server.grpc_url)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    assert re.fullmatch(r"\[\d\]\n", outputs[0])
+    assert re.fullmatch(r"\d\n\d 10\n\d 10\n", outputs[1])
+
+
 def test_config_reference_parses() -> None:
     reference = next(block for block in blocks("yaml") if "max_batch_size" in block)
     config = parse_model_config(reference, "README.md")

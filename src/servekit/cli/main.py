@@ -15,14 +15,14 @@ __all__ = ["main"]
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="servekit")
 def main() -> None:
-    """servekit: serve models over HTTP (Open Inference Protocol and a simple JSON API)."""
+    """servekit: serve models over HTTP and gRPC (Open Inference Protocol and a simple API)."""
 
 
 @main.command()
 @click.argument("repository", required=False, type=click.Path(path_type=Path))
 @click.option("--host", help="Address to bind [env SERVEKIT_HOST; default 127.0.0.1].")
 @click.option("--http-port", type=int, help="HTTP port [SERVEKIT_HTTP_PORT; 8000].")
-@click.option("--grpc-port", type=int, help="gRPC port [SERVEKIT_GRPC_PORT; 8001] (gRPC transport: not yet served).")
+@click.option("--grpc-port", type=int, help="gRPC port [SERVEKIT_GRPC_PORT; 8001]; 0 = no gRPC.")
 @click.option("--metrics-port", type=int, help="Metrics port [SERVEKIT_METRICS_PORT; 8002] (not yet served).")
 @click.option("--management-port", type=int, help="Management port [SERVEKIT_MANAGEMENT_PORT; 8003] "
               "(not yet served).")
@@ -31,6 +31,8 @@ def main() -> None:
               help="[SERVEKIT_LOG_LEVEL; info]")
 @click.option("--default-model", help="Model of the simple API (/predict) when there are several.")
 @click.option("--max-request-bytes", type=int, help="Largest request body accepted [64 MiB].")
+@click.option("--grpc-max-message-bytes", type=int, help="Largest gRPC message, received or sent [65 MiB: a "
+              "64 MiB tensor and the rest].")
 def serve(repository: Path | None, **flags: Any) -> None:
     """Serve every model in REPOSITORY (default: ./models or SERVEKIT_REPOSITORY)."""
     from pydantic import ValidationError

@@ -23,10 +23,13 @@ __all__ = ["app_from_environment", "create_app"]
 log = logging.getLogger("servekit.http")
 
 
-def create_app(settings: ServerSettings, dataplane: DataPlane | None = None) -> FastAPI:
+def create_app(settings: ServerSettings, dataplane: DataPlane | None = None, *, serve_grpc: bool = False) -> FastAPI:
     """An app serving ``settings.repository``; models load in the lifespan and drain on shutdown.
 
     Pass ``dataplane`` to serve an already-built one (its lifecycle is then the caller's).
+    With ``serve_grpc`` (and ``settings.grpc_port`` not 0) the lifespan also runs the gRPC
+    server over the same data plane, in the same event loop: started once models are
+    loaded, stopped (in-flight calls finish) before they are drained.
     """
     owned = dataplane is None
     plane = dataplane or DataPlane(Registry(settings.repository), settings.default_model)
@@ -36,11 +39,20 @@ def create_app(settings: ServerSettings, dataplane: DataPlane | None = None) -> 
         if owned:
             await plane.registry.load_all(settings.load_models)
             plane.started = True
+        grpc_server = None
         try:
+            if serve_grpc and settings.grpc_port:
+                from servekit.grpc.server import GrpcServer  # only a server that serves gRPC imports grpc
+
+                grpc_server = GrpcServer(plane, settings)
+                await grpc_server.start()
             yield
         finally:
             if owned:
                 plane.stopping = True
+            if grpc_server is not None:
+                await grpc_server.stop()
+            if owned:
                 await plane.registry.close()
 
     app = FastAPI(
@@ -72,4 +84,4 @@ def app_from_environment() -> FastAPI:
     """Factory for uvicorn workers: settings come from SERVEKIT_* variables."""
     settings = ServerSettings()
     configure_logging(settings.log_level)
-    return create_app(settings)
+    return create_app(settings, serve_grpc=True)

@@ -1,0 +1,98 @@
+"""How a servicer method becomes an RPC: registration, the one error mapping, deadlines.
+
+Servicers are plain classes with one ``async`` method per RPC (an async generator when
+the RPC streams responses). ``add_service`` registers every method a service descriptor
+declares, wrapping each so that a ServekitError ends the call with the gRPC code of the
+error table (``error.grpc_code``) and its message, and anything unexpected is logged and
+ends the call as INTERNAL with no traceback. No servicer maps errors on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import Message
+
+from servekit.errors import ServekitError
+
+__all__ = ["abort_with", "add_service", "deadline_of"]
+
+log = logging.getLogger("servekit.grpc")
+
+Unary = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]
+Streaming = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Message]]
+
+
+def deadline_of(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
+    """The client's deadline as an absolute ``time.monotonic()``, or None when it set none."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: Exception) -> None:
+    """End the call with ``error``'s status from the error table (never returns)."""
+    if not isinstance(error, ServekitError):
+        log.error("unexpected error in a gRPC call", exc_info=error)
+        error = ServekitError("internal server error")
+    metadata = tuple((key.lower(), value) for key, value in error.headers().items())
+    if metadata:
+        context.set_trailing_metadata(metadata)
+    await context.abort(grpc.StatusCode[error.grpc_code], error.message)
+
+
+def _unary(behaviour: Unary) -> Unary:
+    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        try:
+            return await behaviour(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            await abort_with(context, error)
+            raise AssertionError("unreachable: abort raises") from error
+
+    return call
+
+
+def _streaming(behaviour: Streaming) -> Streaming:
+    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Message]:
+        try:
+            async for response in behaviour(request, context):
+                yield response
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            await abort_with(context, error)
+
+    return call
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
+def add_service(server: grpc.aio.Server, service: ServiceDescriptor, servicer: object) -> None:
+    """Register ``servicer``'s methods for every RPC of ``service`` (AttributeError if one is missing)."""
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for method in service.methods:
+        behaviour = getattr(servicer, method.name)
+        options: dict[str, Any] = {
+            "request_deserializer": message_factory.GetMessageClass(method.input_type).FromString,
+            "response_serializer": _serialize,
+        }
+        kind = (method.client_streaming, method.server_streaming)
+        if kind == (False, False):
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(_unary(behaviour), **options)
+        elif kind == (False, True):
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(_streaming(behaviour), **options)
+        elif kind == (True, False):
+            handlers[method.name] = grpc.stream_unary_rpc_method_handler(_unary(behaviour), **options)
+        else:
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(_streaming(behaviour), **options)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)

@@ -1,0 +1,92 @@
+"""The gRPC server: grpc.aio in the same process and event loop as the HTTP server.
+
+Both transports share one DataPlane, so gRPC and HTTP requests for a model wait in the
+same batch queue and batch together. ``start`` runs once models are loaded (from the HTTP
+app's lifespan); ``stop`` stops accepting calls and lets those in flight finish for up to
+``grace_s`` seconds before the models are drained and unloaded.
+
+With several worker processes each one binds the same port with SO_REUSEPORT and the
+kernel spreads *connections* (not calls) across them; a single process binds without
+it, so a port that is already taken is an error rather than silently shared.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from google.protobuf.descriptor import FileDescriptor
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+import grpc
+from servekit.config import ServerSettings
+from servekit.dataplane import DataPlane
+from servekit.grpc.health import HealthServicer
+from servekit.grpc.inference import InferenceServicer
+from servekit.grpc.model_service import ModelServicer
+from servekit.grpc.pool import POOL
+from servekit.grpc.rpc import add_service
+
+__all__ = ["GRACE_S", "GrpcServer", "bind_address"]
+
+log = logging.getLogger("servekit.grpc")
+
+GRACE_S = 10.0
+
+
+def bind_address(host: str, port: int) -> str:
+    """host:port as gRPC wants it (IPv6 literals in brackets)."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def _reflect(files: list[FileDescriptor]) -> None:
+    """Make servekit's pool answer reflection for services whose descriptors live elsewhere."""
+    for file in files:
+        try:
+            POOL.FindFileByName(file.name)  # type: ignore[no-untyped-call]  # untyped in types-protobuf
+        except KeyError:
+            POOL.AddSerializedFile(file.serialized_pb)  # type: ignore[no-untyped-call]
+
+
+class GrpcServer:
+    """Serves InferenceServicer, ModelServicer, Health and reflection on ``settings.host:grpc_port``."""
+
+    def __init__(self, plane: DataPlane, settings: ServerSettings) -> None:
+        self._plane = plane
+        self._settings = settings
+        self._server: grpc.aio.Server | None = None
+        self.port: int | None = None
+
+    async def start(self) -> int:
+        """Bind and start serving; returns the bound port. OSError when the port cannot be bound."""
+        settings = self._settings
+        limit = settings.grpc_max_message_bytes
+        server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+        ])
+        inference, simple = InferenceServicer(self._plane), ModelServicer(self._plane)
+        names = [inference.service.full_name, simple.service.full_name]
+        health = HealthServicer(self._plane, server_services=names)
+        for servicer in (inference, simple, health):
+            add_service(server, servicer.service, servicer)
+        _reflect([health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR])
+        reflection.enable_server_reflection([*names, health.service.full_name, reflection.SERVICE_NAME], server,
+                                            pool=POOL)
+        address = bind_address(settings.host, settings.grpc_port)
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise OSError(f"cannot serve gRPC on {address}: the port is in use or the address is not local ({exc})"
+                          ) from None
+        await server.start()
+        self._server, self.port = server, port
+        log.info("gRPC on %s", bind_address(settings.host, port))
+        return port
+
+    async def stop(self, grace_s: float = GRACE_S) -> None:
+        """Stop accepting calls; in-flight calls get ``grace_s`` seconds to finish, then are cancelled."""
+        if self._server is not None:
+            await self._server.stop(grace_s)
+            self._server = None

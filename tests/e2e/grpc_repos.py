@@ -1,0 +1,87 @@
+"""The model repository of the gRPC end-to-end tests (built in code, like repos.py).
+
+Beside repos.py's identity, onnx_linear, reloadable, faulty and slow (recording its
+batches), it adds two models the simple API and the message size tests need:
+
+- ``slow_classifier``: FP32 ``[-1, 2]`` -> ``label`` INT64 ``[-1]`` (argmax) and ``probs``
+  FP32 ``[-1, 2]`` (softmax); up to 8 rows per batch; sleeps per batch and appends one line
+  per batch to its marker file: the first value of each row, space separated.
+- ``big``: FP32 ``[-1]`` with no batching -> the element count, for messages near 64 MiB.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .repos import (
+    _write_config,
+    _write_handler,
+    write_faulty_model,
+    write_identity_model,
+    write_onnx_model,
+    write_slow_model,
+)
+
+__all__ = ["SLOW_CLASSIFIER_DELAY_S", "build_grpc_repository"]
+
+SLOW_CLASSIFIER_DELAY_S = 0.2
+
+
+def _write_slow_classifier(root: Path, marker: Path) -> None:
+    model_dir = root / "slow_classifier"
+    _write_config(model_dir, {
+        "max_batch_size": 8,
+        "batching": {"max_queue_delay_ms": 50},
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 2]}],
+        "outputs": [{"name": "label", "datatype": "INT64", "shape": [-1]},
+                    {"name": "probs", "datatype": "FP32", "shape": [-1, 2]}],
+        "parameters": {"delay_s": SLOW_CLASSIFIER_DELAY_S, "marker": str(marker)},
+    })
+    _write_handler(model_dir, '''
+        import time
+
+        import numpy as np
+
+        from servekit import BaseHandler
+
+
+        class SlowClassifier(BaseHandler):
+            def inference(self, data):
+                x = data["x"]
+                with open(self.context.parameters["marker"], "a", encoding="utf-8") as f:
+                    f.write(" ".join(f"{value:g}" for value in x[:, 0]) + "\\n")
+                time.sleep(float(self.context.parameters["delay_s"]))
+                probs = np.exp(x) / np.exp(x).sum(axis=1, keepdims=True)
+                return {"label": np.argmax(x, axis=1).astype(np.int64), "probs": probs.astype(np.float32)}
+    ''')
+
+
+def _write_big(root: Path) -> None:
+    model_dir = root / "big"
+    _write_config(model_dir, {
+        "max_batch_size": 0,
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1]}],
+        "outputs": [{"name": "count", "datatype": "INT64", "shape": [1]}],
+    })
+    _write_handler(model_dir, '''
+        import numpy as np
+
+        from servekit import BaseHandler
+
+
+        class Big(BaseHandler):
+            def inference(self, data):
+                return {"count": np.array([data["x"].size], dtype=np.int64)}
+    ''')
+
+
+def build_grpc_repository(root: Path, slow_marker: Path, classifier_marker: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    write_identity_model(root)
+    write_onnx_model(root)
+    write_onnx_model(root, name="reloadable")
+    write_faulty_model(root)
+    write_slow_model(root, delay_s=0.3, marker=slow_marker)
+    _write_slow_classifier(root, classifier_marker)
+    _write_big(root)
+    return root

@@ -1,0 +1,107 @@
+"""The simple gRPC API (modelserving.ModelService) through its generated stubs, over a real port."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import grpc
+from servekit.grpc.generated import model_service_pb2 as pb
+from servekit.grpc.generated import model_service_pb2_grpc
+
+from .grpc_repos import SLOW_CLASSIFIER_DELAY_S
+from .harness import ServerProcess
+from .repos import onnx_expected
+
+
+@pytest.fixture(scope="module")
+def stub(grpc_server: ServerProcess) -> Iterator[model_service_pb2_grpc.ModelServiceStub]:
+    with grpc.insecure_channel(grpc_server.grpc_url) as channel:
+        yield model_service_pb2_grpc.ModelServiceStub(channel)
+
+
+def _ran(marker: Path) -> list[list[float]]:
+    """The rows slow_classifier ran, batch by batch (the first value of each row)."""
+    text = marker.read_text() if marker.exists() else ""
+    return [[float(v) for v in line.split()] for line in text.splitlines()]
+
+
+def _flat(rows: list[list[float]]) -> list[float]:
+    return [value for row in rows for value in row]
+
+
+def _softmax(row: list[float]) -> list[float]:
+    exp = np.exp(np.array(row, dtype=np.float64))
+    return (exp / exp.sum()).tolist()  # type: ignore[no-any-return]
+
+
+def test_predict_uses_the_default_model_or_the_named_one(stub: model_service_pb2_grpc.ModelServiceStub) -> None:
+    plain = stub.Predict(pb.PredictRequest(features=[3.0, 1.0]), timeout=10)
+    assert plain.prediction == 0 and list(plain.probabilities) == [] and plain.latency_ms > 0
+    full = stub.Predict(pb.PredictRequest(features=[1.0, 3.0], return_probabilities=True), timeout=10)
+    assert full.prediction == 1
+    assert list(full.probabilities) == pytest.approx(_softmax([1.0, 3.0]), rel=1e-5)
+    x = np.array([[1.0, 2.0, 3.0, 4.0]])
+    named = stub.Predict(pb.PredictRequest(features=x[0].tolist(), model="onnx_linear"), timeout=10)
+    assert named.prediction == onnx_expected(x)[1][0]
+
+
+def test_predict_errors_name_the_width_and_the_model(stub: model_service_pb2_grpc.ModelServiceStub) -> None:
+    with pytest.raises(grpc.RpcError) as wrong_width:
+        stub.Predict(pb.PredictRequest(features=[1.0, 2.0, 3.0]), timeout=10)
+    assert wrong_width.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "one row of 2" in wrong_width.value.details()
+    with pytest.raises(grpc.RpcError) as unknown:
+        stub.Predict(pb.PredictRequest(features=[1.0], model="no_such_model"), timeout=10)
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND and "no_such_model" in unknown.value.details()
+
+
+def test_predict_stream_answers_each_row_in_order(
+    stub: model_service_pb2_grpc.ModelServiceStub, grpc_markers: dict[str, Path]
+) -> None:
+    marker = grpc_markers["slow_classifier"]
+    before = len(_ran(marker))
+    rows = [[1.0, 0.0], [0.0, 1.0], [5.0, 2.0], [2.0, 7.0]]
+    answers = list(stub.PredictStream(pb.PredictRequest(features=_flat(rows), return_probabilities=True),
+                                      timeout=10))
+    assert [a.prediction for a in answers] == [0, 1, 0, 1]
+    for answer, row in zip(answers, rows, strict=True):
+        assert list(answer.probabilities) == pytest.approx(_softmax(row), rel=1e-5)
+    assert _ran(marker)[before:] == [[1.0], [0.0, 5.0, 2.0]]  # the first row alone, the rest as one batch
+
+
+def test_a_cancelled_stream_leaves_its_queued_rows_unrun(
+    stub: model_service_pb2_grpc.ModelServiceStub, grpc_markers: dict[str, Path]
+) -> None:
+    marker = grpc_markers["slow_classifier"]
+    before = len(_ran(marker))
+    rows = [[100.0 + i, 0.0] for i in range(12)]
+    call = stub.PredictStream(pb.PredictRequest(features=_flat(rows)), timeout=10)
+    next(call)  # row 100 ran alone; rows 101..108 now run as one batch, 109..111 wait in the queue
+    call.cancel()
+    time.sleep(3 * SLOW_CLASSIFIER_DELAY_S)
+    ran = _ran(marker)[before:]
+    assert ran == [[100.0], [101.0 + i for i in range(8)]], ran  # never 109..111
+
+
+def test_predict_bidi_pipelines_answers_in_order_and_ends_on_error(
+    stub: model_service_pb2_grpc.ModelServiceStub, grpc_markers: dict[str, Path]
+) -> None:
+    marker = grpc_markers["slow_classifier"]
+    before = len(_ran(marker))
+    rows = [[200.0, 300.0], [201.0, 0.0], [0.0, 202.0], [203.0, 0.0]]
+    answers = list(stub.PredictBidi(iter(pb.PredictRequest(features=row) for row in rows), timeout=10))
+    assert [a.prediction for a in answers] == [1, 0, 1, 0]
+    # In flight together: the first ran alone on the idle model, the other three as one batch.
+    assert _ran(marker)[before:] == [[200.0], [201.0, 0.0, 203.0]]
+    requests = [pb.PredictRequest(features=[1.0, 0.0]), pb.PredictRequest(features=[1.0]),
+                pb.PredictRequest(features=[0.0, 1.0])]
+    call = stub.PredictBidi(iter(requests), timeout=10)
+    assert next(call).prediction == 0
+    with pytest.raises(grpc.RpcError) as ended:
+        next(call)
+    assert ended.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "one row of 2" in ended.value.details()
