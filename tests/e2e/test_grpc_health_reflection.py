@@ -6,13 +6,12 @@ import queue
 import threading
 from collections.abc import Iterator
 
+import grpc
 import pytest
 import tritonclient.grpc as grpcclient
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
-
-import grpc
 
 from .harness import ServerProcess
 

@@ -6,10 +6,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
-import grpc
 from servekit.grpc.generated import model_service_pb2 as pb
 from servekit.grpc.generated import model_service_pb2_grpc
 

@@ -9,10 +9,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
-import grpc
 from servekit.grpc.generated import inference_pb2, inference_pb2_grpc
 
 from .harness import HOST, ServerProcess, free_port, servekit_command

@@ -69,7 +69,7 @@ class InferenceServicer:
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
         inference = codec.decode_infer_request(request)
         inference.deadline = deadline_of(context)
-        return codec.encode_infer_response(await self._plane.infer(inference))
+        return codec.encode_infer_response(await self._plane.infer(inference, "grpc"))
 
     async def ModelStreamInfer(
         self, requests: AsyncIterator[pb.ModelInferRequest], context: Context
@@ -80,7 +80,7 @@ class InferenceServicer:
             try:
                 inference = codec.decode_infer_request(request)
                 inference.deadline = deadline
-                response = codec.encode_infer_response(await self._plane.infer(inference))
+                response = codec.encode_infer_response(await self._plane.infer(inference, "grpc"))
                 return pb.ModelStreamInferResponse(infer_response=response)
             except Exception as error:
                 if not isinstance(error, ServekitError):

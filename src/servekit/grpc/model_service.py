@@ -39,7 +39,7 @@ class ModelServicer:
     async def _predict_one(self, request: pb.PredictRequest) -> pb.PredictResponse:
         model, width = self._model_and_width(request.model)
         rows = decode_rows(request.features, width, single=True)
-        result = await self._plane.predict(rows, request.return_probabilities, model)
+        result = await self._plane.predict(rows, request.return_probabilities, model, "simple_grpc")
         return encode_prediction(model, result)
 
     async def Predict(self, request: pb.PredictRequest, context: Context) -> pb.PredictResponse:
@@ -48,7 +48,8 @@ class ModelServicer:
     async def PredictStream(self, request: pb.PredictRequest, context: Context) -> AsyncIterator[pb.PredictResponse]:
         model, width = self._model_and_width(request.model)
         rows = decode_rows(request.features, width, single=False)
-        tasks = [asyncio.ensure_future(self._plane.predict(rows[i : i + 1], request.return_probabilities, model))
+        tasks = [asyncio.ensure_future(self._plane.predict(rows[i : i + 1], request.return_probabilities, model,
+                                                           "simple_grpc"))
                  for i in range(len(rows))]
         try:
             for task in tasks:

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import logging
 
+import grpc
 from google.protobuf.descriptor import FileDescriptor
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-import grpc
 from servekit.config import ServerSettings
 from servekit.dataplane import DataPlane
 from servekit.grpc.health import HealthServicer
