@@ -117,7 +117,8 @@ class Server:
 def serving(repository: Path, log_path: Path) -> Iterator[Server]:
     http_port, grpc_port = free_port(), free_port()
     command = [sys.executable, "-m", "servekit", "serve", str(repository), "--host", "127.0.0.1",
-               "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--log-level", "warning",
+               "--http-port", str(http_port), "--grpc-port", str(grpc_port),
+               "--metrics-port", "0", "--management-port", "0", "--log-level", "warning",
                "--default-model", MODEL]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)

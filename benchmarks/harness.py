@@ -184,7 +184,8 @@ def serving(repository: Path, log_path: Path) -> Iterator[Server]:
     # --grpc-port 0: no gRPC, so nothing else shares the event loop and no fixed port can clash.
     command = [
         sys.executable, "-m", "servekit", "serve", str(repository),
-        "--host", "127.0.0.1", "--http-port", str(port), "--grpc-port", "0", "--log-level", "warning",
+        "--host", "127.0.0.1", "--http-port", str(port), "--grpc-port", "0",
+        "--metrics-port", "0", "--management-port", "0", "--log-level", "warning",
     ]
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)

@@ -20,6 +20,7 @@ def test_every_client_error_maps_to_a_4xx_and_a_grpc_code() -> None:
         errors.Unauthenticated: (401, "UNAUTHENTICATED"),
         errors.PermissionDenied: (403, "PERMISSION_DENIED"),
         errors.ModelFailed: (500, "INTERNAL"),
+        errors.Conflict: (409, "ALREADY_EXISTS"),
     }
     for error_class, (status, code) in table.items():
         assert (error_class.http_status, error_class.grpc_code) == (status, code), error_class

@@ -18,6 +18,7 @@ from servekit.types import DATATYPES, TensorSpec
 
 __all__ = [
     "BatchingConfig",
+    "CacheConfig",
     "ModelConfig",
     "OnnxConfig",
     "ServerSettings",
@@ -114,6 +115,14 @@ class SimpleApiConfig(_Strict):
     probability_output: str | None = None
 
 
+class CacheConfig(_Strict):
+    """The response cache, opt-in per model: only for models whose outputs depend on their inputs alone."""
+
+    enabled: bool = False
+    ttl_s: float | None = Field(default=3600.0, gt=0, description="seconds an answer stays cached; null = no "
+                                "expiry (memory: until evicted)")
+
+
 class ModelConfig(_Strict):
     name: str | None = None
     runtime: RuntimeName | None = None
@@ -126,10 +135,25 @@ class ModelConfig(_Strict):
     device: Literal["cpu", "cuda", "auto"] = "auto"
     version_policy: VersionPolicy = Field(default_factory=VersionPolicy)
     default_version: int | None = None
+    traffic: dict[int, int] | None = Field(
+        default=None, description="weight per version for requests that name none, e.g. {1: 90, 2: 10}"
+    )
     onnx: OnnxConfig = Field(default_factory=OnnxConfig)
     simple: SimpleApiConfig = Field(default_factory=SimpleApiConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     trust_pickle: bool = False
     parameters: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("traffic")
+    @classmethod
+    def _valid_split(cls, value: dict[int, int] | None) -> dict[int, int] | None:
+        if value is None:
+            return None
+        if any(version < 1 for version in value) or any(weight < 0 for weight in value.values()):
+            raise ValueError("versions are numbers from 1 and weights are 0 or more")
+        if value and not any(value.values()):
+            raise ValueError("at least one version needs a weight above 0")
+        return value or None
 
 
 def parse_model_config(text: str, source: Path | str) -> ModelConfig:
@@ -160,8 +184,22 @@ class ServerSettings(BaseSettings):
     host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int = Field(default=8001, ge=0, le=65535, description="0 = do not serve gRPC")
-    metrics_port: int = 8002
-    management_port: int = 8003
+    metrics_port: int = Field(default=8002, ge=0, le=65535, description="0 = do not serve metrics")
+    management_port: int = Field(default=8003, ge=0, le=65535, description="0 = no management API")
+    management_host: str = Field(default="127.0.0.1", description="the management API's address (loopback only "
+                                 "by default, whatever --host says)")
+    management_token: str | None = Field(default=None, repr=False, description="bearer token of the management "
+                                         "API (default: a fresh one per start, written to a file only the owner "
+                                         "can read)")
+    management_auth: bool = Field(default=True, description="False serves the management API without a token")
+    model_store: Path | None = Field(default=None, description="where archives are read from and registered "
+                                     "models are unpacked (default: the repository)")
+    allowed_urls: list[str] = Field(default_factory=list, description="archive URLs the management API may "
+                                    "fetch: http(s) or file:// prefixes or globs (default: none, local only)")
+    max_archive_bytes: int = Field(default=4 * 1024**3, ge=1024, description="largest archive, packed or unpacked")
+    max_archive_files: int = Field(default=10_000, ge=1, description="most files in one archive")
+    poll_interval: float | None = Field(default=None, ge=0, description="seconds between repository rescans "
+                                        "that load and unload what changed on disk (0 or none = off)")
     workers: int = Field(default=1, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     default_model: str | None = None
@@ -172,3 +210,29 @@ class ServerSettings(BaseSettings):
     load_models: list[str] | None = Field(
         default=None, description="only these models at start (default: every model in the repository)"
     )
+    access_log: Literal["text", "json", "off"] = "text"
+    cache_url: str = Field(default="memory://", description="memory:// (per process) or redis://host:port/db")
+    cache_max_bytes: int = Field(default=128 * 1024 * 1024, ge=0, description="memory cache bound, per process")
+    cache_namespace: str | None = Field(
+        default=None, description="prefix of every cache key; `serve` sets a fresh one per start, shared by its "
+        "workers, so a restart never reads answers computed from older model files"
+    )
+
+    @field_validator("cache_url")
+    @classmethod
+    def _known_cache_scheme(cls, value: str) -> str:
+        scheme = value.partition("://")[0]
+        if scheme not in ("memory", "redis", "rediss", "unix") or "://" not in value:
+            raise ValueError(f"cache URL {value!r}: expected memory://, redis://HOST:PORT/DB, rediss:// or unix://")
+        return value
+
+    @property
+    def store(self) -> Path:
+        """The model store: where archives are read from and registered models are unpacked."""
+        return self.model_store if self.model_store is not None else self.repository
+
+    @property
+    def management_enabled(self) -> bool:
+        """The management API runs only with one worker: each worker has its own models, and a
+        change made in one process would silently not reach the others."""
+        return self.management_port != 0 and self.workers == 1

@@ -2,7 +2,9 @@
 
 Transports decode wire bytes into InferenceRequest, call a method here and encode
 what comes back. Every decision about models, versions, validation and errors is
-made here or below (registry, batcher), never in a transport.
+made here or below (registry, batcher), never in a transport. Each inference request
+is recorded here, once (metrics and the access log, ``servekit.observability.requests``),
+under the protocol its transport names; the response cache sits here, before the batcher.
 """
 
 from __future__ import annotations
@@ -13,10 +15,14 @@ from typing import Any
 import numpy as np
 
 from servekit import __version__
+from servekit.cache import ResponseCache
 from servekit.codecs import triton
 from servekit.codecs.simple import SimplePrediction
 from servekit.errors import InvalidInput, ModelNotFound, ModelNotReady, ServekitError
+from servekit.observability.metrics import Protocol
+from servekit.observability.requests import RequestObservation
 from servekit.repository.registry import Registry
+from servekit.repository.traffic import routing_key
 from servekit.repository.version import LoadState, ModelVersion
 from servekit.runtimes.base import Arrays
 from servekit.types import DATATYPES, InferenceRequest, InferenceResponse, ModelMetadata, Tensor, TensorSpec
@@ -37,9 +43,11 @@ def _check_tensor(spec: TensorSpec, tensor: Tensor) -> None:
 
 
 class DataPlane:
-    def __init__(self, registry: Registry, default_model: str | None = None) -> None:
+    def __init__(self, registry: Registry, default_model: str | None = None,
+                 cache: ResponseCache | None = None) -> None:
         self.registry = registry
         self._default_model = default_model
+        self.cache = cache  # used for models whose config enables it
         self.started = False  # set once the start-up loading has finished
         self.stopping = False
 
@@ -84,21 +92,56 @@ class DataPlane:
 
     # -- inference -------------------------------------------------------------
 
-    async def infer(self, request: InferenceRequest) -> InferenceResponse:
-        """Validate against the model's signature, run through its batcher, select outputs."""
-        version = self.registry.resolve(request.model_name, request.model_version)
+    async def infer(self, request: InferenceRequest, protocol: Protocol = "internal") -> InferenceResponse:
+        """Validate against the model's signature, answer from the cache or run through the
+        batcher, select outputs. ``protocol`` names the transport in metrics and the access log."""
+        with RequestObservation(protocol, request.model_name, request.id, self.registry.model_names) as seen:
+            return await self._infer(request, seen)
+
+    def rejections(self, protocol: Protocol, model: str | None = None) -> RequestObservation:
+        """A context for a transport's decoding of one request: a request it rejects there (a body
+        that does not parse, an unknown model) is recorded like one the data plane answered.
+        ``model`` None: the simple API's default model."""
+        if model is None:
+            try:
+                model = self.default_model()
+            except ServekitError:
+                model = ""
+        return RequestObservation(protocol, model, None, self.registry.model_names, rejections_only=True)
+
+    async def _infer(self, request: InferenceRequest, seen: RequestObservation) -> InferenceResponse:
+        version = self.registry.route(request.model_name, request.model_version, routing_key(request.parameters))
+        seen.resolved(version.name, str(version.version))
         started = time.perf_counter_ns()
         ok = False
         try:
             arrays = self._validated_inputs(version, request)
             wanted = self._requested_outputs(version, request)
-            outputs = await version.batcher.submit(arrays, _deadline(request))
+            if self.cache is not None and version.config.cache.enabled:
+                outputs = await self._cached_answer(self.cache, version, arrays, request, seen)
+            else:
+                outputs = await version.batcher.submit(arrays, _deadline(request))
             ok = True
         finally:
             version.stats.record_request(ok, time.perf_counter_ns() - started)
         specs = {spec.name: spec for spec in version.outputs}
         tensors = [Tensor.from_array(name, _conform(_output(outputs, name), specs[name])) for name in wanted]
         return InferenceResponse(request.model_name, str(version.version), tensors, id=request.id)
+
+    async def _cached_answer(self, cache: ResponseCache, version: ModelVersion, arrays: Arrays,
+                             request: InferenceRequest, seen: RequestObservation) -> Arrays:
+        """The cache's answer to these inputs, else the model's (which is then cached)."""
+        asked = time.perf_counter_ns()
+        key = cache.key(version, arrays, request.parameters)
+        cached = await cache.get(key)
+        version.stats.record_cache(cached is not None, time.perf_counter_ns() - asked)
+        seen.cached(cached is not None)
+        if cached is not None:
+            return cached
+        outputs = await version.batcher.submit(arrays, _deadline(request))
+        declared = {spec.name: outputs[spec.name] for spec in version.outputs if spec.name in outputs}
+        await cache.put(key, declared, version.config.cache.ttl_s)
+        return outputs
 
     def _validated_inputs(self, version: ModelVersion, request: InferenceRequest) -> Arrays:
         given = {tensor.name: tensor for tensor in request.inputs}
@@ -148,10 +191,18 @@ class DataPlane:
         return {"status": "ok" if self.ready() else "starting", "model_loaded": True, "device": version.device}
 
     async def predict(self, rows: np.ndarray[Any, Any], return_probabilities: bool,
-                      model: str | None = None) -> SimplePrediction:
+                      model: str | None = None, protocol: Protocol = "internal") -> SimplePrediction:
         """Run rows (2-D) through a single-input model and read predictions and probabilities."""
+        with RequestObservation(protocol, model or "", None, self.registry.model_names) as seen:
+            if not model:
+                seen.model = model = self.default_model()
+            return await self._predict(rows, return_probabilities, model, seen)
+
+    async def _predict(self, rows: np.ndarray[Any, Any], return_probabilities: bool, model: str,
+                       seen: RequestObservation) -> SimplePrediction:
         started = time.perf_counter()
-        version = self.registry.resolve(model or self.default_model())
+        version = self.registry.route(model)
+        seen.resolved(version.name, str(version.version))
         if len(version.inputs) != 1:
             raise InvalidInput(f"the simple API needs a model with one input; {version.name!r} has "
                                f"{len(version.inputs)}")
@@ -159,7 +210,7 @@ class DataPlane:
         data = rows.astype(np.float64) if spec.datatype == "FP64" else rows
         tensor = Tensor(spec.name, "FP64" if spec.datatype == "FP64" else "FP32", tuple(data.shape), data)
         request = InferenceRequest(version.name, [tensor], model_version=str(version.version))
-        response = await self.infer(request)
+        response = await self._infer(request, seen)
         outputs = {t.name: t.data for t in response.outputs}
         predictions, probabilities = _read_simple(version, outputs)
         return SimplePrediction(

@@ -14,6 +14,7 @@ This module imports no web or RPC framework.
     ├── DeadlineExceeded            504 / DEADLINE_EXCEEDED
     ├── Unauthenticated             401 / UNAUTHENTICATED
     ├── PermissionDenied            403 / PERMISSION_DENIED
+    ├── Conflict                    409 / ALREADY_EXISTS (a model or version already registered)
     ├── ModelFailed                 500 / INTERNAL      (the model raised; no traceback leaks)
     └── ConfigError                 raised while loading a repository, never per request
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "Conflict",
     "DeadlineExceeded",
     "InvalidInput",
     "InvalidSchema",
@@ -117,6 +119,13 @@ class Unauthenticated(ServekitError):
 class PermissionDenied(ServekitError):
     http_status = 403
     grpc_code = "PERMISSION_DENIED"
+
+
+class Conflict(ServekitError):
+    """The change collides with what exists: a model or version already registered, files that differ."""
+
+    http_status = 409
+    grpc_code = "ALREADY_EXISTS"
 
 
 class ModelFailed(ServekitError):

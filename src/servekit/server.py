@@ -1,5 +1,7 @@
 """Start the transports: HTTP on uvicorn (uvloop + httptools when installed), and gRPC
 (grpc.aio) inside each uvicorn worker's lifespan, on the same event loop and data plane.
+Metrics are served from this process (see ``servekit.observability.exposition``), started
+before uvicorn so that every worker writes its values where the metrics server reads them.
 
 SIGTERM/SIGINT: uvicorn stops accepting, lets in-flight requests finish, then the
 app's lifespan stops gRPC (in-flight calls finish), drains every batcher and unloads
@@ -13,13 +15,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
+import sys
 from types import FrameType
 
 import uvicorn
 
 from servekit.config import ServerSettings
+from servekit.observability.exposition import MetricsServer, use_multiprocess_dir
 from servekit.observability.logging import configure_logging
 
 __all__ = ["check_port_free", "export_settings", "serve"]
@@ -49,27 +54,53 @@ def check_port_free(host: str, port: int) -> None:
             raise SystemExit(f"servekit: cannot serve gRPC on {host}:{port}: {exc.strerror}") from None
 
 
+def start_metrics(settings: ServerSettings) -> MetricsServer:
+    """Send every process's metric values to one fresh folder and serve their sum on
+    ``settings.host:metrics_port``. Must run before this process imports prometheus-client."""
+    folder, ours = use_multiprocess_dir()
+    if "prometheus_client.values" in sys.modules:  # imported too early: choose the value class again
+        from prometheus_client import values
+
+        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    server = MetricsServer(folder, remove_folder=ours)
+    try:
+        server.start(settings.host, settings.metrics_port)
+    except OSError as exc:
+        server.stop()
+        raise SystemExit(f"servekit: cannot serve metrics on {settings.host}:{settings.metrics_port}: "
+                         f"{exc.strerror or exc}") from None
+    return server
+
+
 def serve(settings: ServerSettings) -> None:
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.access_log)
+    if settings.cache_namespace is None:  # one per start, shared by this start's workers (servekit.cache)
+        settings = settings.model_copy(update={"cache_namespace": secrets.token_hex(8)})
     export_settings(settings)
     grpc = f"gRPC on {settings.host}:{settings.grpc_port}" if settings.grpc_port else "no gRPC"
+    metrics = f"metrics on http://{settings.host}:{settings.metrics_port}" if settings.metrics_port else "no metrics"
     log.info(
-        "servekit serving %s: HTTP on http://%s:%d, %s (%d worker%s)",
-        settings.repository, settings.host, settings.http_port, grpc, settings.workers,
+        "servekit serving %s: HTTP on http://%s:%d, %s, %s (%d worker%s)",
+        settings.repository, settings.host, settings.http_port, grpc, metrics, settings.workers,
         "" if settings.workers == 1 else "s",
     )
     if settings.grpc_port:
         check_port_free(settings.host, settings.grpc_port)
+    metrics_server = start_metrics(settings) if settings.metrics_port else None
     # uvicorn restores this handler after its graceful shutdown and re-raises the captured
     # SIGTERM; a finished drain is a clean stop, so exit 0 rather than die by the signal (-15).
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    uvicorn.run(
-        "servekit.http.app:app_from_environment",
-        factory=True,
-        host=settings.host,
-        port=settings.http_port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-        access_log=False,
-        server_header=False,
-    )
+    try:
+        uvicorn.run(
+            "servekit.http.app:app_from_environment",
+            factory=True,
+            host=settings.host,
+            port=settings.http_port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+            access_log=False,
+            server_header=False,
+        )
+    finally:
+        if metrics_server is not None:
+            metrics_server.stop()

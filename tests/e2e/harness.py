@@ -34,17 +34,20 @@ def servekit_command(*args: str) -> list[str]:
 
 
 class ServerProcess:
-    """``python -m servekit serve REPO`` on its own HTTP and gRPC ports; output goes to a log file
-    for failure reports."""
+    """``python -m servekit serve REPO`` on its own HTTP, gRPC and metrics ports; output goes to a log
+    file for failure reports. An ``extra_args`` ``--metrics-port`` wins over the free one (e.g. 0). The
+    management API is off unless ``extra_args`` give a ``--management-port`` (tests/e2e/managed.py does)."""
 
     def __init__(self, repository: Path, log_path: Path, *extra_args: str) -> None:
         self.repository = repository
         self.log_path = log_path
         self.port = free_port()
         self.grpc_port = free_port()
+        self.metrics_port = free_port()
         self.args = servekit_command(
             "serve", str(repository), "--host", HOST, "--http-port", str(self.port),
-            "--grpc-port", str(self.grpc_port), *extra_args,
+            "--grpc-port", str(self.grpc_port), "--metrics-port", str(self.metrics_port),
+            "--management-port", "0", *extra_args,
         )
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -57,6 +60,11 @@ class ServerProcess:
     def grpc_url(self) -> str:
         """host:port of the gRPC server (tritonclient.grpc and grpc channels take it as is)."""
         return f"{HOST}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """The Prometheus endpoint (any path answers; /metrics by convention)."""
+        return f"http://{HOST}:{self.metrics_port}/metrics"
 
     @property
     def base_url(self) -> str:

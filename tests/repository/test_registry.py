@@ -8,6 +8,7 @@ import pytest
 
 from servekit.errors import ModelNotFound, ModelNotReady
 from servekit.repository.registry import Registry
+from servekit.repository.version import LoadState
 from tests.builders import write_onnx_model, write_repository
 
 
@@ -75,3 +76,166 @@ def test_unload_then_load_again(tmp_path: Path) -> None:
         await registry.close()
 
     asyncio.run(cycle())
+
+
+# -- reloads, version swaps, overrides -------------------------------------------------------------------
+
+VERSIONED_HANDLER = """
+import time
+
+import numpy as np
+
+from servekit import BaseHandler
+
+
+class Versioned(BaseHandler):
+    def inference(self, data):
+        time.sleep(float(self.context.parameters.get("delay_s", 0)))
+        return {"v": np.full((len(data["x"]), 1), self.context.version, dtype=np.int64)}
+"""
+
+
+def write_versioned(root: Path, versions: tuple[int, ...], config: str = "", name: str = "m") -> Path:
+    """A handler model answering each row with the version that ran it."""
+    model = root / name
+    model.mkdir(parents=True, exist_ok=True)
+    (model / "handler.py").write_text(VERSIONED_HANDLER)
+    (model / "config.yaml").write_text("inputs: [{name: x, datatype: FP32, shape: [-1, 1]}]\n"
+                                       "outputs: [{name: v, datatype: INT64, shape: [-1, 1]}]\n" + config)
+    for version in versions:
+        (model / str(version)).mkdir(exist_ok=True)
+    return model
+
+
+async def answer(registry: Registry, version: str | None = None, key: str | None = None) -> int:
+    chosen = registry.route("m", version, key)
+    outputs = await chosen.batcher.submit({"x": np.zeros((1, 1), dtype=np.float32)})
+    return int(outputs["v"][0, 0])
+
+
+def test_unchanged_versions_are_kept_and_changed_ones_reload(tmp_path: Path) -> None:
+    model = write_versioned(tmp_path, (1, 2), "version_policy: {all: true}\n")
+    registry = Registry(tmp_path)
+
+    async def run() -> None:
+        await registry.load_all()
+        first = dict(registry.entry("m").versions)
+        await registry.load("m")
+        assert registry.entry("m").versions == first  # the very same objects: nothing reloaded
+        (model / "2" / "weights.bin").write_bytes(b"new")
+        with (model / "config.yaml").open("a") as config:
+            config.write("default_version: 1\n")  # a routing field: no reload
+        await registry.load("m")
+        after = registry.entry("m").versions
+        assert after[1] is first[1] and after[2] is not first[2]
+        assert first[2].state is LoadState.UNLOADING
+        assert registry.resolve("m").version == 1
+        await registry.close()
+
+    asyncio.run(run())
+
+
+def test_a_new_version_loads_while_the_old_one_serves_and_drains(tmp_path: Path) -> None:
+    model = write_versioned(tmp_path, (1,), "parameters: {delay_s: 0.3}\n")
+    registry = Registry(tmp_path)
+
+    async def run() -> None:
+        await registry.load_all()
+        old = registry.resolve("m")
+        in_flight = asyncio.create_task(answer(registry))
+        await asyncio.sleep(0.05)  # version 1 is computing
+        (model / "2").mkdir()
+        await registry.load("m")  # latest: 1 -> version 2 serves, version 1 drains
+        assert registry.resolve("m").version == 2 and old.state is LoadState.UNLOADING
+        assert await in_flight == 1
+        assert await answer(registry) == 2
+        with pytest.raises(ModelNotFound, match="no version '1'"):
+            registry.resolve("m", "1")
+        await registry.close()
+
+    asyncio.run(run())
+
+
+def test_a_version_that_fails_to_load_never_takes_the_model_down(tmp_path: Path) -> None:
+    model = write_versioned(tmp_path, (1,))
+    registry = Registry(tmp_path)
+
+    async def run() -> None:
+        await registry.load_all()
+        (model / "2").mkdir()
+        (model / "handler.py").write_text("raise ImportError('broken')\n")
+        await registry.load("m")
+        entry = registry.entry("m")
+        assert 2 in entry.failed_versions and "broken" in entry.failed_versions[2]
+        assert await answer(registry) == 1  # version 1 serves on
+        assert "kept serving" in entry.stale[1]
+        await registry.close()
+
+    asyncio.run(run())
+
+
+def test_traffic_split_default_version_and_scaling(tmp_path: Path) -> None:
+    write_versioned(tmp_path, (1, 2), "version_policy: {all: true}\ntraffic: {1: 1, 2: 3}\n")
+    registry = Registry(tmp_path)
+
+    async def run() -> None:
+        await registry.load_all()
+        seen = {await answer(registry, key=f"user-{n}") for n in range(40)}
+        assert seen == {1, 2}
+        assert {await answer(registry, key="alice") for _ in range(10)} == {await answer(registry, key="alice")}
+        assert await answer(registry, "1") == 1  # a named version ignores the split
+        registry.set_traffic("m", {2: 1})
+        assert {await answer(registry, key=f"user-{n}") for n in range(20)} == {2}
+        with pytest.raises(ModelNotFound, match="no version '5'"):
+            registry.set_traffic("m", {5: 1})
+        registry.set_default("m", 1)  # clears the split: everything to version 1
+        assert {await answer(registry, key=f"user-{n}") for n in range(20)} == {1}
+        before = registry.entry("m").versions[1]
+        await registry.scale("m", 2)
+        after = registry.entry("m").versions[1]
+        assert after is not before and after.batcher.instance_count == 2
+        await registry.load("m")  # the override survives a reload from disk, and nothing reloads
+        assert registry.entry("m").versions[1] is after
+        assert registry.resolve("m").version == 1
+        await registry.close()
+
+    asyncio.run(run())
+
+
+def test_remove_answers_503_while_draining_then_404(tmp_path: Path) -> None:
+    write_versioned(tmp_path, (1,), "parameters: {delay_s: 0.3}\n")
+    registry = Registry(tmp_path)
+
+    async def run() -> None:
+        await registry.load_all()
+        in_flight = asyncio.create_task(answer(registry))
+        await asyncio.sleep(0.05)
+        removing = asyncio.create_task(registry.remove("m", reason="being unregistered"))
+        await asyncio.sleep(0.05)
+        with pytest.raises(ModelNotReady, match="being unregistered"):
+            registry.resolve("m")
+        assert await in_flight == 1
+        await removing
+        with pytest.raises(ModelNotFound):
+            registry.resolve("m")
+
+    asyncio.run(run())
+
+
+def test_model_names_must_be_plain_folder_names(tmp_path: Path) -> None:
+    write_repository(tmp_path / "repo", {"m": None})
+    registry = Registry(tmp_path / "repo")
+    for name in ("..", ".", "../repo", ".servekit", "_private"):
+        with pytest.raises(ModelNotFound):
+            asyncio.run(registry.load(name))
+
+
+def test_a_separate_model_store_is_served_too(tmp_path: Path) -> None:
+    write_repository(tmp_path / "repo", {"a": None, "both": None})
+    write_repository(tmp_path / "store", {"b": None, "both": "max_batch_size: 2\n"})
+    (tmp_path / "store" / ".servekit").mkdir()  # the store's own work folder is never a model
+    registry = Registry(tmp_path / "repo", store=tmp_path / "store")
+    assert registry.discover() == ["a", "b", "both"]
+    assert registry.model_dir("both") == tmp_path / "repo" / "both"  # the repository wins a name
+    asyncio.run(registry.load_all())
+    assert registry.resolve("b").version == 1 and registry.resolve("both").max_batch_size == 32

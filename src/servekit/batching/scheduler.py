@@ -10,8 +10,10 @@ batching delay runs out, so an idle model starts a lone request at once.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,11 +22,15 @@ import numpy as np
 from servekit.batching.queue import BatchPolicy, BatchQueue, QueuedItem, should_dispatch
 from servekit.batching.stats import ModelStats
 from servekit.errors import DeadlineExceeded, InvalidInput, ModelFailed, ModelNotReady, ServekitError
+from servekit.observability import metrics
 from servekit.runtimes.base import Arrays, Runtime
 
 __all__ = ["Batcher", "count_rows", "run_batch"]
 
 log = logging.getLogger("servekit.batching")
+
+# Batchers built per label in this process: a model version's load count (see Batcher.generation).
+_GENERATIONS: defaultdict[str, itertools.count[int]] = defaultdict(lambda: itertools.count(1))
 
 
 def count_rows(inputs: Arrays) -> int:
@@ -81,7 +87,12 @@ class _Instance:
 
 
 class Batcher:
-    """Queue and batch requests for one model version across its instances."""
+    """Queue and batch requests for one model version across its instances.
+
+    ``label`` is ``model:version``; its two parts are the labels of the batcher's metrics.
+    ``generation`` is 1 for the first batcher of a label in this process, 2 for the next (a
+    reload), and so on: the response cache keeps the answers of each load apart by it.
+    """
 
     def __init__(
         self,
@@ -96,6 +107,10 @@ class Batcher:
         if not runtimes:
             raise ValueError("a batcher needs at least one instance")
         self.label = label
+        self.generation = next(_GENERATIONS[label])
+        model, _, version = label.rpartition(":")
+        self._metrics = metrics.for_version(model or version, version if model else "")
+        self._queue_depth = 0
         self.policy = policy
         self.stats = stats or ModelStats()
         self._oversize = oversize
@@ -169,6 +184,9 @@ class Batcher:
             loop = asyncio.get_running_loop()
             wake_at = loop.time() + max(0.0, oldest + self.policy.max_delay_s - now)
             self._timer = loop.call_at(wake_at, self._on_timer)
+        if len(self._queue) != self._queue_depth:  # a gauge write only when the depth changed
+            self._queue_depth = len(self._queue)
+            self._metrics.queue_depth.set(self._queue_depth)
         self._check_drained()
 
     def _on_timer(self) -> None:
@@ -176,8 +194,11 @@ class Batcher:
         self._pump()
 
     def _start(self, instance: _Instance, items: list[QueuedItem], now: float) -> None:
+        queue_duration = self._metrics.queue_duration
         for item in items:
-            self.stats.record_queue(int((now - item.enqueued_at) * 1e9))
+            waited = now - item.enqueued_at
+            self.stats.record_queue(int(waited * 1e9))
+            queue_duration.observe(waited)
         loop = asyncio.get_running_loop()
         started = time.perf_counter_ns()
         batched = self.policy.max_rows is not None
@@ -186,7 +207,10 @@ class Batcher:
 
     def _finish(self, instance: _Instance, items: list[QueuedItem], done: Any, started: int) -> None:
         elapsed = time.perf_counter_ns() - started
-        self.stats.record_batch(sum(item.rows for item in items), elapsed, int(time.time() * 1000))
+        rows = sum(item.rows for item in items)
+        self.stats.record_batch(rows, elapsed, int(time.time() * 1000))
+        self._metrics.compute_duration.observe(elapsed / 1e9)
+        self._metrics.batch_size.observe(rows)
         self._idle.append(instance)
         error = done.exception()
         if error is not None:

@@ -29,6 +29,10 @@ class ModelStats:
     queue_ns: int = 0
     compute_count: int = 0
     compute_ns: int = 0
+    cache_hit_count: int = 0
+    cache_hit_ns: int = 0  # time spent asking the response cache, for answers it had
+    cache_miss_count: int = 0
+    cache_miss_ns: int = 0  # time spent asking it for answers it did not have
     last_inference_ms: int = 0
     batch_sizes: dict[int, BatchSizeStats] = field(default_factory=dict)
 
@@ -45,6 +49,14 @@ class ModelStats:
     def record_queue(self, queue_ns: int) -> None:
         self.queue_count += 1
         self.queue_ns += queue_ns
+
+    def record_cache(self, hit: bool, lookup_ns: int) -> None:
+        if hit:
+            self.cache_hit_count += 1
+            self.cache_hit_ns += lookup_ns
+        else:
+            self.cache_miss_count += 1
+            self.cache_miss_ns += lookup_ns
 
     def record_request(self, ok: bool, duration_ns: int) -> None:
         if ok:

@@ -1,4 +1,5 @@
-"""``servekit serve`` and ``servekit demo``. Every serve flag also reads SERVEKIT_<FLAG>."""
+"""``servekit serve`` and ``servekit demo`` (and the toolkit's commands, registered from
+:mod:`servekit.cli.toolkit`). Every serve flag also reads SERVEKIT_<FLAG>."""
 
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ def main() -> None:
 @click.option("--host", help="Address to bind [env SERVEKIT_HOST; default 127.0.0.1].")
 @click.option("--http-port", type=int, help="HTTP port [SERVEKIT_HTTP_PORT; 8000].")
 @click.option("--grpc-port", type=int, help="gRPC port [SERVEKIT_GRPC_PORT; 8001]; 0 = no gRPC.")
-@click.option("--metrics-port", type=int, help="Metrics port [SERVEKIT_METRICS_PORT; 8002] (not yet served).")
-@click.option("--management-port", type=int, help="Management port [SERVEKIT_MANAGEMENT_PORT; 8003] "
-              "(not yet served).")
+@click.option("--metrics-port", type=int, help="Prometheus metrics port [SERVEKIT_METRICS_PORT; 8002]; 0 = none.")
+@click.option("--management-port", type=int, help="Management API port [SERVEKIT_MANAGEMENT_PORT; 8003]; 0 = "
+              "none. Needs --workers 1.")
 @click.option("--workers", type=click.IntRange(min=1), help="Worker processes sharing the ports [SERVEKIT_WORKERS; 1].")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               help="[SERVEKIT_LOG_LEVEL; info]")
@@ -33,6 +34,24 @@ def main() -> None:
 @click.option("--max-request-bytes", type=int, help="Largest request body accepted [64 MiB].")
 @click.option("--grpc-max-message-bytes", type=int, help="Largest gRPC message, received or sent [65 MiB: a "
               "64 MiB tensor and the rest].")
+@click.option("--access-log", type=click.Choice(["text", "json", "off"]), help="One line per inference request "
+              "[SERVEKIT_ACCESS_LOG; text].")
+@click.option("--cache-url", help="Response cache of models that enable it: memory:// or redis://HOST:PORT/DB "
+              "[SERVEKIT_CACHE_URL; memory://].")
+@click.option("--cache-max-bytes", type=click.IntRange(min=0), help="Bound of the memory cache, per worker "
+              "[128 MiB].")
+@click.option("--management-host", help="Management API address [SERVEKIT_MANAGEMENT_HOST; 127.0.0.1].")
+@click.option("--management-token", help="Bearer token of the management API [SERVEKIT_MANAGEMENT_TOKEN, better: "
+              "flags show in ps; default: a fresh one per start, written to MODEL_STORE/.servekit/management-token].")
+@click.option("--management-auth/--no-management-auth", default=None, help="Ask for the bearer token [on].")
+@click.option("--model-store", type=click.Path(path_type=Path, file_okay=False), help="Where archives are read "
+              "from and registered models unpacked [SERVEKIT_MODEL_STORE; the repository].")
+@click.option("--allowed-url", "allowed_urls", multiple=True, help="Archive URLs the management API may fetch: an "
+              "https://HOST/PATH/ or file:///FOLDER/ prefix, or a glob (repeatable) [none: the model store only].")
+@click.option("--max-archive-bytes", type=click.IntRange(min=1024), help="Largest archive, packed or unpacked "
+              "[4 GiB].")
+@click.option("--poll-interval", type=click.FloatRange(min=0), help="Rescan the repository every SECONDS, loading "
+              "and unloading what changed [SERVEKIT_POLL_INTERVAL; 0 = off].")
 def serve(repository: Path | None, **flags: Any) -> None:
     """Serve every model in REPOSITORY (default: ./models or SERVEKIT_REPOSITORY)."""
     from pydantic import ValidationError
@@ -40,7 +59,7 @@ def serve(repository: Path | None, **flags: Any) -> None:
     from servekit.config import ServerSettings
     from servekit.server import serve as run_server
 
-    given = {name: value for name, value in flags.items() if value is not None}
+    given = {name: value for name, value in flags.items() if value is not None and value != ()}
     if repository is not None:
         given["repository"] = repository
     try:
@@ -49,6 +68,12 @@ def serve(repository: Path | None, **flags: Any) -> None:
         raise click.UsageError(str(exc)) from None
     if not settings.repository.is_dir():
         raise click.UsageError(f"model repository {settings.repository} is not a folder (try: servekit demo)")
+    if settings.workers > 1 and settings.management_port:
+        # Each worker holds its own models: a change would reach one of them only.
+        if "management_port" in settings.model_fields_set:
+            raise click.UsageError("the management API needs --workers 1; with several workers use "
+                                   "--management-port 0 and roll out versions on disk with --poll-interval")
+        click.echo("servekit: the management API is off: it needs --workers 1", err=True)
     run_server(settings)
 
 
@@ -63,3 +88,22 @@ def demo(directory: Path, include_torch: bool | None) -> None:
     names = write_demo_repository(directory, include_torch=include_torch)
     click.echo(f"wrote {len(names)} demo models to {directory}: {', '.join(names)}")
     click.echo(f"serve them with: servekit serve {directory}")
+
+
+def _register_archive() -> None:
+    from servekit.cli.archive import archive
+
+    main.add_command(archive)
+
+
+_register_archive()
+
+
+def _register_toolkit() -> None:
+    from servekit.cli.toolkit import advise, bench, convert
+
+    for command in (convert, bench, advise):
+        main.add_command(command)
+
+
+_register_toolkit()

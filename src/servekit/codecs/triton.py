@@ -77,8 +77,8 @@ def model_statistics(version: ModelVersion) -> dict[str, Any]:
             "compute_input": _duration(s.compute_count, 0),
             "compute_infer": _duration(s.compute_count, s.compute_ns),
             "compute_output": _duration(s.compute_count, 0),
-            "cache_hit": _duration(0, 0),
-            "cache_miss": _duration(0, 0),
+            "cache_hit": _duration(s.cache_hit_count, s.cache_hit_ns),
+            "cache_miss": _duration(s.cache_miss_count, s.cache_miss_ns),
         },
         "batch_stats": [
             {

@@ -67,7 +67,8 @@ class InferenceServicer:
     # -- inference -----------------------------------------------------------------------
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
-        inference = codec.decode_infer_request(request)
+        with self._plane.rejections("grpc", request.model_name):
+            inference = codec.decode_infer_request(request)
         inference.deadline = deadline_of(context)
         return codec.encode_infer_response(await self._plane.infer(inference, "grpc"))
 
@@ -78,7 +79,8 @@ class InferenceServicer:
 
         async def answer(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
             try:
-                inference = codec.decode_infer_request(request)
+                with self._plane.rejections("grpc", request.model_name):
+                    inference = codec.decode_infer_request(request)
                 inference.deadline = deadline
                 response = codec.encode_infer_response(await self._plane.infer(inference, "grpc"))
                 return pb.ModelStreamInferResponse(infer_response=response)

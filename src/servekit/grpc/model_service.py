@@ -37,8 +37,9 @@ class ModelServicer:
         return model, inputs[0].shape[-1] if inputs and inputs[0].shape else -1
 
     async def _predict_one(self, request: pb.PredictRequest) -> pb.PredictResponse:
-        model, width = self._model_and_width(request.model)
-        rows = decode_rows(request.features, width, single=True)
+        with self._plane.rejections("simple_grpc", request.model or None):
+            model, width = self._model_and_width(request.model)
+            rows = decode_rows(request.features, width, single=True)
         result = await self._plane.predict(rows, request.return_probabilities, model, "simple_grpc")
         return encode_prediction(model, result)
 
@@ -46,8 +47,9 @@ class ModelServicer:
         return await self._predict_one(request)
 
     async def PredictStream(self, request: pb.PredictRequest, context: Context) -> AsyncIterator[pb.PredictResponse]:
-        model, width = self._model_and_width(request.model)
-        rows = decode_rows(request.features, width, single=False)
+        with self._plane.rejections("simple_grpc", request.model or None):
+            model, width = self._model_and_width(request.model)
+            rows = decode_rows(request.features, width, single=False)
         tasks = [asyncio.ensure_future(self._plane.predict(rows[i : i + 1], request.return_probabilities, model,
                                                            "simple_grpc"))
                  for i in range(len(rows))]

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from servekit import __version__
+from servekit.cache import create_cache
 from servekit.config import ServerSettings
 from servekit.dataplane import DataPlane
 from servekit.errors import ServekitError
@@ -24,7 +25,8 @@ __all__ = ["app_from_environment", "create_app"]
 log = logging.getLogger("servekit.http")
 
 
-def create_app(settings: ServerSettings, dataplane: DataPlane | None = None, *, serve_grpc: bool = False) -> FastAPI:
+def create_app(settings: ServerSettings, dataplane: DataPlane | None = None, *, serve_grpc: bool = False,
+               serve_management: bool = False) -> FastAPI:
     """An app serving ``settings.repository``; models load in the lifespan and drain on shutdown.
 
     Pass ``dataplane`` to serve an already-built one (its lifecycle is then the caller's).
@@ -33,11 +35,12 @@ def create_app(settings: ServerSettings, dataplane: DataPlane | None = None, *, 
     loaded, stopped (in-flight calls finish) before they are drained.
     """
     owned = dataplane is None
-    plane = dataplane or DataPlane(Registry(settings.repository), settings.default_model)
+    plane = dataplane or DataPlane(Registry(settings.repository, store=settings.model_store), settings.default_model)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if owned:
+            plane.cache = create_cache(settings)
             await plane.registry.load_all(settings.load_models)
             # Move everything alive after loading (modules, weights, sessions) out of the
             # collector's reach: batching frees requests in waves, and without this each
@@ -46,20 +49,38 @@ def create_app(settings: ServerSettings, dataplane: DataPlane | None = None, *, 
             gc.freeze()
             plane.started = True
         grpc_server = None
+        management = None
+        poller = None
         try:
             if serve_grpc and settings.grpc_port:
                 from servekit.grpc.server import GrpcServer  # only a server that serves gRPC imports grpc
 
                 grpc_server = GrpcServer(plane, settings)
                 await grpc_server.start()
+            if serve_management and settings.management_enabled:
+                from servekit.http.management_server import ManagementServer
+
+                management = ManagementServer(plane, settings)
+                await management.start()
+            if owned and settings.poll_interval:
+                from servekit.repository.polling import RepositoryPoller
+
+                poller = RepositoryPoller(plane.registry, settings.poll_interval)
+                await poller.start()
             yield
         finally:
             if owned:
                 plane.stopping = True
+            if poller is not None:
+                await poller.stop()
+            if management is not None:
+                await management.stop()
             if grpc_server is not None:
                 await grpc_server.stop()
             if owned:
                 await plane.registry.close()
+                if plane.cache is not None:
+                    await plane.cache.close()
 
     app = FastAPI(
         title="servekit",
@@ -89,5 +110,5 @@ async def _unexpected_error(request: Request, error: Exception) -> Response:
 def app_from_environment() -> FastAPI:
     """Factory for uvicorn workers: settings come from SERVEKIT_* variables."""
     settings = ServerSettings()
-    configure_logging(settings.log_level)
-    return create_app(settings, serve_grpc=True)
+    configure_logging(settings.log_level, settings.access_log)
+    return create_app(settings, serve_grpc=True, serve_management=True)

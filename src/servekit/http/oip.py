@@ -101,13 +101,16 @@ async def model_statistics(request: Request, model: str, version: str | None = N
 @router.post("/models/{model}/versions/{version}/infer", openapi_extra=_INFER_DOC)
 async def infer(request: Request, model: str, version: str | None = None) -> Response:
     plane = _plane(request)
-    plane.registry.resolve(model, version)  # unknown model or version: 404/503 before reading the body
-    body = await read_body(request, request.app.state.settings.max_request_bytes)
-    header_length = request.headers.get(_HEADER_LENGTH)
-    if header_length is not None and not header_length.isdigit():
-        raise InvalidInput("Inference-Header-Content-Length must be a non-negative integer")
-    inference = decode_infer_request(body, model, version, int(header_length) if header_length else None)
-    response = await plane.infer(inference)
+    with plane.rejections("http", model):
+        plane.registry.resolve(model, version)  # unknown model or version: 404/503 before reading the body
+        body = await read_body(request, request.app.state.settings.max_request_bytes)
+        header_length = request.headers.get(_HEADER_LENGTH)
+        if header_length is not None and not header_length.isdigit():
+            raise InvalidInput("Inference-Header-Content-Length must be a non-negative integer")
+        inference = decode_infer_request(body, model, version, int(header_length) if header_length else None)
+        if (key := request.headers.get("x-routing-key")) is not None:
+            inference.parameters.setdefault("routing_key", key)
+    response = await plane.infer(inference, "http")
     content, json_length = encode_infer_response(response, inference)
     if json_length is None:
         return Response(content, media_type="application/json")

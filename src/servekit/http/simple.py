@@ -41,10 +41,11 @@ _PREDICT_DOC: dict[str, Any] = {
 
 @router.post("/predict", openapi_extra=_PREDICT_DOC)
 async def predict(request: Request) -> Response:
-    body = await read_body(request, request.app.state.settings.max_request_bytes)
-    rows, return_probabilities = decode_predict_request(body)
     plane: DataPlane = request.app.state.dataplane
-    result = await plane.predict(rows, return_probabilities)
+    with plane.rejections("simple_http"):
+        body = await read_body(request, request.app.state.settings.max_request_bytes)
+        rows, return_probabilities = decode_predict_request(body)
+    result = await plane.predict(rows, return_probabilities, protocol="simple_http")
     return Response(encode_predict_response(result), media_type="application/json")
 
 

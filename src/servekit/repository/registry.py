@@ -1,8 +1,20 @@
 """The model registry: which models and versions exist, their state, and resolution.
 
-The repository folder is read here (the only I/O of this package, always in a worker
-thread); the event loop only swaps finished ModelVersion objects in and out, so a
-version that is loading never blocks one that is serving.
+The repository folder is read here (always in a worker thread); the event loop only swaps
+finished ModelVersion objects in and out, so a version that is loading never blocks one
+that is serving.
+
+Guarantees of every (re)load:
+
+- a version whose files and serving config are unchanged is kept as it is, never reloaded;
+- new and changed versions load while the old ones keep serving, then one assignment on
+  the event loop switches traffic to them at once;
+- a retired version takes no new requests but finishes those it already queued before
+  it is unloaded (its batcher drains);
+- a changed version that fails to reload keeps serving the files it was loaded from.
+
+Every change to one model (load, unload, removal, scaling) holds that model's lock, so a
+repository poll, a management call and a repository-extension call never interleave.
 """
 
 from __future__ import annotations
@@ -10,88 +22,126 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+import random
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-from servekit.config import ModelConfig, parse_model_config
+from servekit.config import ModelConfig
 from servekit.errors import ConfigError, ModelNotFound, ModelNotReady, ServekitError
-from servekit.repository.version import LoadState, ModelVersion, load_version
+from servekit.observability.metrics import record_model_unloaded, record_models_loaded
+from servekit.repository.entry import ModelEntry, Overrides, read_model_config, scan_versions, valid_model_name
+from servekit.repository.traffic import pick_version
+from servekit.repository.version import LoadState, ModelVersion, load_version, serving_fields, version_fingerprint
 
-__all__ = ["ModelEntry", "Registry", "scan_versions"]
+__all__ = ["Registry"]
 
 log = logging.getLogger("servekit.repository")
 
 
-@dataclass(eq=False, slots=True)
-class ModelEntry:
-    name: str
-    path: Path
-    config: ModelConfig | None = None
-    versions: dict[int, ModelVersion] = field(default_factory=dict)
-    failed_versions: dict[int, str] = field(default_factory=dict)
-    state: LoadState = LoadState.UNAVAILABLE
-    reason: str = "not loaded"
-
-    def default_version(self) -> ModelVersion | None:
-        ready = {v: mv for v, mv in self.versions.items() if mv.state is LoadState.READY}
-        if not ready:
-            return None
-        wanted = self.config.default_version if self.config else None
-        if wanted is not None and wanted in ready:
-            return ready[wanted]
-        return ready[max(ready)]
+@dataclass(slots=True)
+class _Plan:
+    config: ModelConfig
+    keep: list[int]
+    load: list[int]
+    on_disk: list[int]
 
 
-def scan_versions(model_dir: Path) -> list[int]:
-    """Numbered version folders inside a model folder."""
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
-
-
-def _read_config(model_dir: Path) -> ModelConfig:
-    path = model_dir / "config.yaml"
-    if not path.exists():
-        return ModelConfig()
-    return parse_model_config(path.read_text(encoding="utf-8"), path)
-
-
-def _load_model(entry: ModelEntry) -> tuple[ModelConfig, dict[int, ModelVersion], dict[int, str]]:
-    """Read config and load every selected version (blocking). Failures are kept per version."""
-    config = _read_config(entry.path)
-    selected = config.version_policy.select(scan_versions(entry.path))
+def _plan(path: Path, overrides: Overrides, current: dict[int, ModelVersion]) -> _Plan:
+    """Which selected versions can stay as they are and which must (re)load (blocking)."""
+    config = overrides.apply(read_model_config(path))
+    on_disk = scan_versions(path)
+    selected = config.version_policy.select(on_disk)
     if not selected:
-        raise ServekitError(f"{entry.path}: no numbered version folders to load (e.g. {entry.path}/1/)")
+        raise ServekitError(f"{path}: no numbered version folders to load (e.g. {path}/1/)")
+    wanted = serving_fields(config)
+    keep: list[int] = []
+    load: list[int] = []
+    for version in selected:
+        old = current.get(version)
+        unchanged = (old is not None and old.state is LoadState.READY
+                     and old.fingerprint == version_fingerprint(path, version) and serving_fields(old.config) == wanted)
+        (keep if unchanged else load).append(version)
+    return _Plan(config, keep, load, on_disk)
+
+
+def _load_versions(name: str, path: Path, config: ModelConfig,
+                   versions: list[int]) -> tuple[dict[int, ModelVersion], dict[int, str]]:
+    """Load the given versions (blocking). Failures are kept per version."""
     loaded: dict[int, ModelVersion] = {}
     failed: dict[int, str] = {}
-    for version in selected:
+    for version in versions:
         try:
-            loaded[version] = load_version(entry.name, entry.path, version, config)
+            loaded[version] = load_version(name, path, version, config)
         except Exception as exc:  # one bad version must not stop the others
             message = exc.message if isinstance(exc, ServekitError) else f"{type(exc).__name__}: {exc}"
-            log.error("model %s version %d failed to load: %s", entry.name, version, message)
+            log.error("model %s version %d failed to load: %s", name, version, message)
             failed[version] = message
-    return config, loaded, failed
+    return loaded, failed
+
+
+class _TaskLock:
+    """An asyncio lock that the task holding it may take again (a management call holds a
+    model's lock across its disk changes and the reload that follows)."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._owner: asyncio.Task[object] | None = None
+
+    @contextlib.asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        task = asyncio.current_task()
+        if task is not None and self._owner is task:
+            yield
+            return
+        async with self._lock:
+            self._owner = task
+            try:
+                yield
+            finally:
+                self._owner = None
 
 
 class Registry:
-    """Every model of one repository folder, by name."""
+    """Every model of a repository folder (and of the model store, when that is another folder), by name."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, store: Path | None = None) -> None:
         self.root = root
+        self.store = store if store is not None else root
         self._models: dict[str, ModelEntry] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, _TaskLock] = {}
+        self._rng = random.Random()
+
+    @property
+    def roots(self) -> tuple[Path, ...]:
+        """Folders holding model folders; a name found in both is the repository's."""
+        return (self.root,) if self.store.resolve() == self.root.resolve() else (self.root, self.store)
 
     def model_names(self) -> list[str]:
         return sorted(self._models)
+
+    def model_dir(self, name: str) -> Path | None:
+        """The folder of model ``name`` on disk, or None."""
+        if not valid_model_name(name):
+            return None
+        for root in self.roots:
+            if (root / name).is_dir():
+                return root / name
+        return None
 
     def discover(self) -> list[str]:
         """Names of model folders on disk (without loading them)."""
         if not self.root.is_dir():
             raise ServekitError(f"model repository {self.root} does not exist or is not a folder")
-        names = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
-        for name in names:
-            self._models.setdefault(name, ModelEntry(name, self.root / name))
-        return names
+        found: dict[str, Path] = {}
+        for root in self.roots:
+            if root.is_dir():
+                for path in sorted(root.iterdir()):
+                    if path.is_dir() and valid_model_name(path.name):
+                        found.setdefault(path.name, path)
+        for name, path in found.items():
+            self._models.setdefault(name, ModelEntry(name, path, source=str(path)))
+        return sorted(found)
 
     def entry(self, name: str) -> ModelEntry:
         try:
@@ -100,7 +150,7 @@ class Registry:
             raise ModelNotFound(f"unknown model {name!r}") from None
 
     def resolve(self, name: str, version: str | None = None) -> ModelVersion:
-        """The version that serves a request; 404 when absent, 503 when not ready."""
+        """The named version, or the default one; 404 when absent, 503 when not ready."""
         entry = self.entry(name)
         if version in (None, ""):
             chosen = entry.default_version()
@@ -118,6 +168,20 @@ class Registry:
             raise ModelNotReady(f"model {name!r} version {number} is {chosen.state.value.lower()}")
         return chosen
 
+    def route(self, name: str, version: str | None = None, routing_key: str | None = None) -> ModelVersion:
+        """The version one inference request runs on: the named one; else the traffic split's pick
+        (sticky per ``routing_key``) when the model has a split; else the default version."""
+        if version not in (None, ""):
+            return self.resolve(name, version)
+        entry = self.entry(name)
+        split = entry.config.traffic if entry.config else None
+        if split:
+            ready = entry.ready_versions()
+            chosen = pick_version(split, ready, routing_key, self._rng)
+            if chosen is not None:
+                return ready[chosen]
+        return self.resolve(name)
+
     def index(self) -> list[dict[str, str]]:
         """One row per model version (or per model when it has none), for the repository index."""
         rows: list[dict[str, str]] = []
@@ -129,25 +193,34 @@ class Registry:
             for v in versions:
                 if v in entry.versions:
                     rows.append({"name": name, "version": str(v), "state": entry.versions[v].state.value,
-                                 "reason": ""})
+                                 "reason": entry.stale.get(v, "")})
                 else:
                     rows.append({"name": name, "version": str(v), "state": LoadState.UNAVAILABLE.value,
                                  "reason": entry.failed_versions[v]})
         return rows
 
+    @contextlib.asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[None]:
+        """Hold model ``name``'s lock: no load, unload or removal of it runs meanwhile, except the
+        holder's own (the lock is re-entrant for the task that holds it)."""
+        async with self._locks.setdefault(name, _TaskLock()).hold():
+            yield
+
     async def load(self, name: str) -> ModelEntry:
-        """(Re)load a model from disk. New versions load while old ones keep serving."""
-        if name not in self._models:
-            path = self.root / name
-            if not path.is_dir():
-                raise ModelNotFound(f"no model folder {name!r} in the repository {self.root}")
-            self._models[name] = ModelEntry(name, path)
-        entry = self._models[name]
-        async with self._locks.setdefault(name, asyncio.Lock()):
+        """(Re)load a model from disk: only new and changed versions load, while the others serve."""
+        async with self.exclusive(name):
+            path = self.model_dir(name)
+            if path is None:
+                raise ModelNotFound(f"no model folder {name!r} in {' or '.join(map(str, self.roots))}")
+            entry = self._models.get(name)
+            if entry is None:
+                entry = self._models[name] = ModelEntry(name, path, source=str(path))
+            entry.path = path
             if not entry.versions:
                 entry.state, entry.reason = LoadState.LOADING, "loading"
             try:
-                config, loaded, failed = await asyncio.to_thread(_load_model, entry)
+                plan = await asyncio.to_thread(_plan, path, entry.overrides, dict(entry.versions))
+                loaded, failed = await asyncio.to_thread(_load_versions, name, path, plan.config, plan.load)
             except Exception as exc:
                 message = exc.message if isinstance(exc, ServekitError) else f"{type(exc).__name__}: {exc}"
                 log.error("model %s failed to load: %s", name, message)
@@ -156,26 +229,107 @@ class Registry:
                 if isinstance(exc, ConfigError):
                     raise ConfigError(f"model {name!r} failed to load: {message}") from None
                 raise ModelNotReady(f"model {name!r} failed to load: {message}") from None
-            old = entry.versions
-            entry.config, entry.versions, entry.failed_versions = config, loaded, failed
-            if loaded:
-                entry.state, entry.reason = LoadState.READY, ""
-            else:
-                entry.state = LoadState.UNAVAILABLE
-                entry.reason = "; ".join(f"version {v}: {why}" for v, why in failed.items())
-            await _retire(old.values())
-            if not loaded:
+            record_models_loaded(loaded.values())
+            await _retire(self._swap(entry, plan, loaded, failed))
+            if not entry.versions:
                 raise ModelNotReady(f"model {name!r} failed to load: {entry.reason}")
             return entry
+
+    def _swap(self, entry: ModelEntry, plan: _Plan, loaded: dict[int, ModelVersion],
+              failed: dict[int, str]) -> list[ModelVersion]:
+        """Switch the entry to its new versions in one step; returns the versions to retire."""
+        serving = {v: entry.versions[v] for v in plan.keep}
+        serving.update(loaded)
+        stale: dict[int, str] = {}
+        for version, why in failed.items():
+            old = entry.versions.get(version)
+            if old is not None and old.state is LoadState.READY:
+                serving[version] = old
+                stale[version] = f"reloading failed, serving the files loaded before: {why}"
+                log.warning("model %s version %d keeps serving its previous files", entry.name, version)
+        if not serving:  # a failed load never takes a serving model down: what is still on disk serves on
+            for version, old in entry.ready_versions().items():
+                if version in plan.on_disk:
+                    serving[version] = old
+                    stale[version] = "kept serving: no version selected by version_policy could load"
+        retiring = [mv for v, mv in entry.versions.items() if serving.get(v) is not mv]
+        entry.config = plan.config
+        entry.versions = dict(sorted(serving.items()))
+        entry.failed_versions = {v: why for v, why in failed.items() if v not in serving}
+        entry.stale = stale
+        if entry.versions:
+            entry.state, entry.reason = LoadState.READY, ""
+        else:
+            entry.state = LoadState.UNAVAILABLE
+            entry.reason = "; ".join(f"version {v}: {why}" for v, why in failed.items())
+        return retiring
 
     async def unload(self, name: str) -> None:
         """Stop serving a model: new requests get 503, in-flight ones finish."""
         entry = self.entry(name)
-        async with self._locks.setdefault(name, asyncio.Lock()):
+        async with self.exclusive(name):
             old = entry.versions
-            entry.versions, entry.failed_versions = {}, {}
+            entry.versions, entry.failed_versions, entry.stale = {}, {}, {}
             entry.state, entry.reason = LoadState.UNAVAILABLE, "unloaded"
             await _retire(old.values())
+
+    async def remove(self, name: str, reason: str = "removed") -> None:
+        """Forget a model whose folder is gone: 503 (``reason``) while in-flight requests finish, then 404."""
+        async with self.exclusive(name):
+            entry = self._models.get(name)
+            if entry is None:
+                return
+            old = entry.versions
+            entry.versions, entry.failed_versions, entry.stale = {}, {}, {}
+            entry.state, entry.reason = LoadState.UNLOADING, reason
+            await _retire(old.values())
+            if self._models.get(name) is entry:
+                del self._models[name]
+
+    async def drop_version(self, name: str, version: int) -> None:
+        """Stop serving one version now (404 for it from here on); its in-flight requests finish."""
+        async with self.exclusive(name):
+            entry = self.entry(name)
+            entry.failed_versions.pop(version, None)
+            entry.stale.pop(version, None)
+            old = entry.versions.pop(version, None)
+            if not entry.versions:
+                entry.state, entry.reason = LoadState.UNAVAILABLE, f"version {version} was removed"
+            if old is not None:
+                await _retire([old])
+
+    def set_default(self, name: str, version: int) -> None:
+        """Make ``version`` the default until restart; a traffic split is cleared (all traffic to it)."""
+        entry = self.entry(name)
+        self.resolve(name, str(version))
+        entry.overrides.default_version, entry.overrides.traffic = version, {}
+        entry.config = entry.overrides.apply(entry.config or ModelConfig())
+
+    def set_traffic(self, name: str, split: dict[int, int]) -> None:
+        """Split unversioned traffic by ``split`` until restart ({} clears it); every weighted version must be ready."""
+        entry = self.entry(name)
+        for version, weight in split.items():
+            if weight > 0:
+                self.resolve(name, str(version))
+        entry.overrides.traffic = dict(sorted(split.items()))
+        entry.config = entry.overrides.apply(entry.config or ModelConfig())
+
+    async def scale(self, name: str, instances: int) -> ModelEntry:
+        """Serve every version with ``instances`` instances: new ones load while the old ones serve."""
+        async with self.exclusive(name):
+            entry = self.entry(name)
+            before = entry.overrides.instances
+            entry.overrides.instances = instances
+            try:
+                await self.load(name)
+            except ServekitError:
+                entry.overrides.instances = before
+                raise
+            if entry.stale:
+                entry.overrides.instances = before
+                problems = "; ".join(f"version {v}: {why}" for v, why in entry.stale.items())
+                raise ModelNotReady(f"model {name!r} could not scale to {instances} instances: {problems}")
+            return entry
 
     async def load_all(self, names: list[str] | None = None) -> None:
         """Load the given models (default: all discovered); failures only mark the model unavailable."""
@@ -194,5 +348,5 @@ async def _retire(versions: Iterable[ModelVersion]) -> None:
     retiring = list(versions)
     for version in retiring:
         version.state = LoadState.UNLOADING
+        record_model_unloaded(version)
     await asyncio.gather(*(version.batcher.close() for version in retiring))
-

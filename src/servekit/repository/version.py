@@ -19,7 +19,13 @@ from servekit.runtimes.base import Runtime
 from servekit.runtimes.python import handler_path
 from servekit.types import TensorSpec
 
-__all__ = ["LoadState", "ModelVersion", "load_version"]
+__all__ = ["Fingerprint", "LoadState", "ModelVersion", "load_version", "serving_fields", "version_fingerprint"]
+
+# (path relative to the model folder, size, mtime in ns) of every file one version is loaded from.
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+# Config fields that only choose among loaded versions: changing them never reloads one.
+_ROUTING_FIELDS = frozenset({"default_version", "traffic", "version_policy"})
 
 log = logging.getLogger("servekit.repository")
 
@@ -46,6 +52,7 @@ class ModelVersion:
     load_seconds: float
     stats: ModelStats = field(default_factory=ModelStats)
     state: LoadState = LoadState.READY
+    fingerprint: Fingerprint = ()
 
     @property
     def input_by_name(self) -> dict[str, TensorSpec]:
@@ -64,6 +71,39 @@ class ModelVersion:
             "load_seconds": round(self.load_seconds, 4),
             "statistics": self.stats.summary(),
         }
+
+
+def version_fingerprint(model_dir: Path, version: int) -> Fingerprint:
+    """What one version is loaded from, cheaply (stat only): the files of its version folder and
+    the model folder's own files (handler, extras), but neither config.yaml (compared parsed, see
+    ``serving_fields``) nor other versions' folders. Equal fingerprints: no need to reload."""
+    found: list[tuple[str, int, int]] = []
+    stack = [model_dir]
+    while stack:
+        folder = stack.pop()
+        try:
+            children = list(folder.iterdir())
+        except OSError:
+            continue
+        for child in children:
+            relative = child.relative_to(model_dir)
+            top = relative.parts[0]
+            if folder == model_dir and (child.name == "config.yaml" or (top.isdigit() and top != str(version))):
+                continue
+            try:
+                if child.is_dir():
+                    stack.append(child)
+                else:
+                    info = child.stat()
+                    found.append((relative.as_posix(), info.st_size, info.st_mtime_ns))
+            except OSError:
+                continue
+    return tuple(sorted(found))
+
+
+def serving_fields(config: ModelConfig) -> dict[str, Any]:
+    """The part of a config that a loaded version depends on (all but the routing fields)."""
+    return config.model_dump(exclude=set(_ROUTING_FIELDS))
 
 
 def _choose_signature(config: ModelConfig, derived: Signature | None, where: Path) -> Signature:
@@ -95,18 +135,24 @@ def _max_batch_size(config: ModelConfig, signature: Signature, where: Path) -> i
 def load_version(name: str, model_dir: Path, version: int, config: ModelConfig) -> ModelVersion:
     """Load one version (blocking: call from a worker thread). Raises with a clear reason."""
     started = time.perf_counter()
+    fingerprint = version_fingerprint(model_dir, version)
     version_dir = model_dir / str(version)
     where = model_dir / "config.yaml"
     has_handler = config.handler is not None or handler_path(model_dir, None)[0].is_file()
     runtime_name = config.runtime or detect_runtime(version_dir, has_handler)
     context = RuntimeContext(name, version, model_dir, version_dir, config)
     runtimes: list[Runtime] = []
-    for _ in range(config.instances):
-        runtime = create_runtime(runtime_name, context)
-        runtime.load()
-        runtimes.append(runtime)
-    signature = _choose_signature(config, runtimes[0].signature(), where)
-    max_batch_size = _max_batch_size(config, signature, where)
+    try:
+        for _ in range(config.instances):
+            runtime = create_runtime(runtime_name, context)
+            runtime.load()
+            runtimes.append(runtime)
+        signature = _choose_signature(config, runtimes[0].signature(), where)
+        max_batch_size = _max_batch_size(config, signature, where)
+    except BaseException:
+        for loaded_runtime in runtimes:  # what loaded before the failure must not stay in memory
+            loaded_runtime.unload()
+        raise
     batching = config.batching
     policy = BatchPolicy(
         max_rows=max_batch_size if max_batch_size > 0 and batching.enabled else None,
@@ -139,6 +185,7 @@ def load_version(name: str, model_dir: Path, version: int, config: ModelConfig) 
         device=runtimes[0].device,
         load_seconds=time.perf_counter() - started,
         stats=stats,
+        fingerprint=fingerprint,
     )
     log.info("loaded %s version %d (%s, %s) in %.3f s", name, version, runtime_name, loaded.device, loaded.load_seconds)
     return loaded

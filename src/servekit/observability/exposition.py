@@ -1,0 +1,151 @@
+"""The metrics server: Prometheus text format on its own port, one per ``servekit serve``.
+
+``serve`` calls ``use_multiprocess_dir`` before anything imports prometheus-client, so the
+serving process and every uvicorn worker it forks write their values to files in one
+folder; ``MetricsServer`` runs in that same ``serve`` process (a thread), and at each
+scrape adds the files up (``MultiProcessCollector``). One arrangement serves both cases:
+with one worker, uvicorn serves in the ``serve`` process itself; with ``--workers N`` the
+``serve`` process is uvicorn's supervisor and the workers are its children. A worker that
+died leaves its counters (they must never go backwards) but not its live gauges.
+
+Process metrics (``process_*``, as prometheus-client names them) are read from /proc for
+the ``serve`` process and each of its children, one series per process (label ``pid``).
+
+This module imports prometheus-client only inside functions: importing it fixes, once per
+process, whether values go to memory or to files.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from prometheus_client.metrics_core import Metric
+
+__all__ = ["MULTIPROC_ENV", "MetricsServer", "use_multiprocess_dir"]
+
+log = logging.getLogger("servekit.metrics")
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live\w+?_(\d+)\.db$")
+
+
+def use_multiprocess_dir() -> tuple[Path, bool]:
+    """Point ``PROMETHEUS_MULTIPROC_DIR`` at an empty folder; returns it and whether it is ours to delete.
+
+    A folder the user already named is kept but emptied of old value files (stale counters of a
+    previous run would otherwise be added to this one's); otherwise a fresh temporary folder.
+    """
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("*.db"):
+            old.unlink()
+        return folder, False
+    folder = Path(tempfile.mkdtemp(prefix="servekit-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(folder)
+    return folder, True
+
+
+def _children(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (Linux /proc; empty elsewhere)."""
+    found: list[int] = []
+    for path in glob.glob(f"/proc/{pid}/task/*/children"):
+        try:
+            found.extend(int(child) for child in Path(path).read_text().split())
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _ServerProcesses:
+    """``process_*`` metrics of the serving process and its children, labelled by ``pid``."""
+
+    def __init__(self, root_pid: int) -> None:
+        self._root = root_pid
+
+    def collect(self) -> Iterable[Metric]:
+        from prometheus_client import ProcessCollector
+        from prometheus_client.metrics_core import Metric
+
+        merged: dict[str, Metric] = {}
+        for pid in [self._root, *_children(self._root)]:
+            collector = ProcessCollector(pid=lambda pid=pid: pid, registry=None)  # type: ignore[misc]
+            for family in collector.collect():
+                into = merged.get(family.name)
+                if into is None:
+                    into = merged[family.name] = Metric(family.name, family.documentation, family.type)
+                for sample in family.samples:
+                    into.add_sample(sample.name, {**sample.labels, "pid": str(pid)}, sample.value)
+        return list(merged.values())
+
+
+class _LiveWorkerFiles:
+    """MultiProcessCollector, after dropping the live-gauge files of processes that are gone."""
+
+    def __init__(self, folder: Path) -> None:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        self._folder = folder
+        self._collector = MultiProcessCollector(None, path=str(folder))  # type: ignore[no-untyped-call]
+
+    def collect(self) -> Iterable[Metric]:
+        from prometheus_client.multiprocess import mark_process_dead
+
+        for path in self._folder.glob("gauge_live*.db"):
+            match = _LIVE_GAUGE_FILE.search(path.name)
+            if match and not _alive(int(match.group(1))):
+                mark_process_dead(int(match.group(1)), str(self._folder))  # type: ignore[no-untyped-call]
+        return self._collector.collect()  # type: ignore[no-any-return,no-untyped-call]
+
+
+class MetricsServer:
+    """Serves ``/metrics`` (any path, as prometheus-client does) on ``host:port`` from a daemon thread."""
+
+    def __init__(self, folder: Path, remove_folder: bool) -> None:
+        self.folder = folder
+        self._remove_folder = remove_folder
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self.port: int | None = None
+
+    def start(self, host: str, port: int) -> int:
+        """Bind and serve; returns the bound port. OSError when it cannot bind."""
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_LiveWorkerFiles(self.folder))
+        registry.register(_ServerProcesses(os.getpid()))
+        self._server, self._thread = start_http_server(port, addr=host.strip("[]"), registry=registry)
+        self.port = self._server.server_port
+        return self.port
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._remove_folder:
+            shutil.rmtree(self.folder, ignore_errors=True)

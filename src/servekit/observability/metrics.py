@@ -1,0 +1,147 @@
+"""servekit's Prometheus metrics: every metric object, defined once, here.
+
+One registry (prometheus-client's default). With ``servekit serve`` the values live in
+prometheus-client's multiprocess files (``PROMETHEUS_MULTIPROC_DIR``, set by ``serve``
+before any worker starts), so every worker writes its own file and the metrics server
+(``servekit.observability.exposition``) adds them up. Counters and histograms are summed
+over workers; each gauge says how (``multiprocess_mode``): ``livesum`` adds the live
+workers' values, ``livemax`` takes the largest.
+
+Hot path: per request one counter and one histogram child (looked up in a dict by
+(protocol, outcome)), two in-flight gauge updates; per batch a few histogram
+observations. Label children are resolved once per model version (``for_version``),
+never by formatting strings per request.
+
+Names, all in base units (seconds, rows, requests):
+
+    servekit_requests_total{model,version,protocol,outcome}      counter
+    servekit_request_duration_seconds{model,version,protocol}    histogram (data plane entry to answer)
+    servekit_queue_duration_seconds{model,version}               histogram (per request, waiting for a batch)
+    servekit_compute_duration_seconds{model,version}             histogram (per batch, the model running)
+    servekit_batch_size{model,version}                           histogram (rows per batch)
+    servekit_queue_depth{model,version}                          gauge (requests waiting)
+    servekit_inflight_requests{model,version}                    gauge (accepted, not yet answered)
+    servekit_model_ready{model,version}                          gauge (worker processes serving the version)
+    servekit_model_instances{model,version}                      gauge (instances, over all workers)
+    servekit_model_load_duration_seconds{model,version}          gauge (the last load, slowest worker)
+    servekit_cache_hits_total{model,version}, servekit_cache_misses_total{model,version}   counters
+    servekit_cache_errors_total{operation}                       counter (a failed cache call; served as a miss)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Final, Literal
+
+from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from servekit.repository.version import ModelVersion
+
+__all__ = [
+    "BATCH_SIZE_BUCKETS",
+    "DURATION_BUCKETS",
+    "Protocol",
+    "VersionMetrics",
+    "for_version",
+    "record_cache_error",
+    "record_models_loaded",
+    "record_model_unloaded",
+]
+
+# "http" and "grpc": the Open Inference Protocol over each transport; "simple_http" (/predict) and
+# "simple_grpc" (modelserving.ModelService): the simple API; "internal": an in-process caller.
+Protocol = Literal["http", "grpc", "simple_http", "simple_grpc", "internal"]
+
+DURATION_BUCKETS: Final = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)
+BATCH_SIZE_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+_VERSION = ("model", "version")
+
+REQUESTS = Counter("servekit_requests", "Inference requests answered, by outcome ('success' or the error).",
+                   [*_VERSION, "protocol", "outcome"])
+REQUEST_DURATION = Histogram("servekit_request_duration_seconds",
+                             "Time from the data plane receiving a request to its answer.",
+                             [*_VERSION, "protocol"], buckets=DURATION_BUCKETS)
+QUEUE_DURATION = Histogram("servekit_queue_duration_seconds", "Time a request waited in its batch queue.",
+                           _VERSION, buckets=DURATION_BUCKETS)
+COMPUTE_DURATION = Histogram("servekit_compute_duration_seconds", "Time the model ran on one batch.",
+                             _VERSION, buckets=DURATION_BUCKETS)
+BATCH_SIZE = Histogram("servekit_batch_size", "Rows per batch run.", _VERSION, buckets=BATCH_SIZE_BUCKETS)
+QUEUE_DEPTH = Gauge("servekit_queue_depth", "Requests waiting in the batch queue.", _VERSION,
+                    multiprocess_mode="livesum")
+INFLIGHT = Gauge("servekit_inflight_requests", "Requests accepted by the data plane and not yet answered.",
+                 _VERSION, multiprocess_mode="livesum")
+MODEL_READY = Gauge("servekit_model_ready", "Worker processes in which the version is loaded and serving.",
+                    _VERSION, multiprocess_mode="livesum")
+MODEL_INSTANCES = Gauge("servekit_model_instances", "Model instances of the version, over all workers.",
+                        _VERSION, multiprocess_mode="livesum")
+MODEL_LOAD_DURATION = Gauge("servekit_model_load_duration_seconds", "How long the version took to load.",
+                            _VERSION, multiprocess_mode="livemax")
+CACHE_HITS = Counter("servekit_cache_hits", "Requests answered from the response cache.", _VERSION)
+CACHE_MISSES = Counter("servekit_cache_misses", "Cacheable requests the response cache could not answer.",
+                       _VERSION)
+CACHE_ERRORS = Counter("servekit_cache_errors", "Failed cache calls (each served as a miss).", ["operation"])
+
+
+class VersionMetrics:
+    """The label children of one model version, resolved once (see ``for_version``)."""
+
+    __slots__ = ("_durations", "_labels", "_requests", "batch_size", "cache_hits", "cache_misses",
+                 "compute_duration", "inflight", "queue_depth", "queue_duration")
+
+    def __init__(self, model: str, version: str) -> None:
+        self._labels = (model, version)
+        self._requests: dict[tuple[str, str], Counter] = {}
+        self._durations: dict[str, Histogram] = {}
+        self.queue_duration = QUEUE_DURATION.labels(model, version)
+        self.compute_duration = COMPUTE_DURATION.labels(model, version)
+        self.batch_size = BATCH_SIZE.labels(model, version)
+        self.queue_depth = QUEUE_DEPTH.labels(model, version)
+        self.inflight = INFLIGHT.labels(model, version)
+        self.cache_hits = CACHE_HITS.labels(model, version)
+        self.cache_misses = CACHE_MISSES.labels(model, version)
+
+    def record_request(self, protocol: str, outcome: str, seconds: float) -> None:
+        counter = self._requests.get((protocol, outcome))
+        if counter is None:
+            counter = self._requests[protocol, outcome] = REQUESTS.labels(*self._labels, protocol, outcome)
+        counter.inc()
+        histogram = self._durations.get(protocol)
+        if histogram is None:
+            histogram = self._durations[protocol] = REQUEST_DURATION.labels(*self._labels, protocol)
+        histogram.observe(seconds)
+
+
+_BY_VERSION: dict[tuple[str, str], VersionMetrics] = {}
+
+
+def for_version(model: str, version: str) -> VersionMetrics:
+    """The (cached) label children of ``model`` at ``version`` ("" when the request never resolved one)."""
+    metrics = _BY_VERSION.get((model, version))
+    if metrics is None:
+        metrics = _BY_VERSION[model, version] = VersionMetrics(model, version)
+    return metrics
+
+
+def record_models_loaded(versions: Iterable[ModelVersion]) -> None:
+    """Versions that now serve (called by the registry once they are swapped in)."""
+    for version in versions:
+        labels = (version.name, str(version.version))
+        MODEL_READY.labels(*labels).inc()
+        MODEL_INSTANCES.labels(*labels).inc(version.batcher.instance_count)
+        MODEL_LOAD_DURATION.labels(*labels).set(version.load_seconds)
+
+
+def record_model_unloaded(version: ModelVersion) -> None:
+    """A version stops taking requests (unload, or replaced by a reload). Counts down rather than
+    setting 0, because a reload swaps the new copy in before the old one retires."""
+    labels = (version.name, str(version.version))
+    MODEL_READY.labels(*labels).dec()
+    MODEL_INSTANCES.labels(*labels).dec(version.batcher.instance_count)
+
+
+def record_cache_error(operation: Literal["get", "set"]) -> None:
+    CACHE_ERRORS.labels(operation).inc()

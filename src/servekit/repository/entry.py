@@ -1,0 +1,76 @@
+"""One model of the repository: its folder, config, versions and state, and the model folder rules.
+
+Pure data and small blocking helpers; the Registry owns every change to a ModelEntry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from servekit.config import ModelConfig, parse_model_config
+from servekit.repository.version import LoadState, ModelVersion
+
+__all__ = ["ModelEntry", "Overrides", "read_model_config", "scan_versions", "valid_model_name"]
+
+
+@dataclass(slots=True)
+class Overrides:
+    """Changes made over the management API. They win over config.yaml until the server restarts."""
+
+    instances: int | None = None
+    default_version: int | None = None
+    traffic: dict[int, int] | None = None  # {} = no split, whatever config.yaml says
+
+    def apply(self, config: ModelConfig) -> ModelConfig:
+        update: dict[str, object] = {}
+        if self.instances is not None:
+            update["instances"] = self.instances
+        if self.default_version is not None:
+            update["default_version"] = self.default_version
+        if self.traffic is not None:
+            update["traffic"] = self.traffic or None
+        return config.model_copy(update=update) if update else config
+
+
+@dataclass(eq=False, slots=True)
+class ModelEntry:
+    name: str
+    path: Path
+    config: ModelConfig | None = None  # config.yaml with the overrides applied
+    versions: dict[int, ModelVersion] = field(default_factory=dict)
+    failed_versions: dict[int, str] = field(default_factory=dict)
+    stale: dict[int, str] = field(default_factory=dict)  # serving older files: why the reload failed
+    state: LoadState = LoadState.UNAVAILABLE
+    reason: str = "not loaded"
+    source: str = ""  # where the model came from: its folder, or the archive it was registered from
+    overrides: Overrides = field(default_factory=Overrides)
+
+    def ready_versions(self) -> dict[int, ModelVersion]:
+        return {v: mv for v, mv in self.versions.items() if mv.state is LoadState.READY}
+
+    def default_version(self) -> ModelVersion | None:
+        ready = self.ready_versions()
+        if not ready:
+            return None
+        wanted = self.config.default_version if self.config else None
+        if wanted is not None and wanted in ready:
+            return ready[wanted]
+        return ready[max(ready)]
+
+
+def scan_versions(model_dir: Path) -> list[int]:
+    """Numbered version folders inside a model folder."""
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def valid_model_name(name: str) -> bool:
+    """A name that is one plain folder name: no separators, not hidden, not '.' or '..'."""
+    return bool(name) and "/" not in name and "\\" not in name and "\0" not in name and not name.startswith((".", "_"))
+
+
+def read_model_config(model_dir: Path) -> ModelConfig:
+    path = model_dir / "config.yaml"
+    if not path.exists():
+        return ModelConfig()
+    return parse_model_config(path.read_text(encoding="utf-8"), path)

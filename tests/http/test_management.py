@@ -1,0 +1,205 @@
+"""The management API in-process: auth, registration, describe, scaling, routing, unregistering, errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from starlette.testclient import TestClient
+
+from servekit import __version__
+from servekit.config import ServerSettings
+from servekit.dataplane import DataPlane
+from servekit.http.management import create_management_app
+from servekit.repository.archive import pack_model
+from servekit.repository.registry import Registry
+from tests.builders import write_onnx_model, write_repository
+
+TOKEN = "test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    """A repository (the model store) holding model 'base', plus archives lin-1.zip and lin-2.zip."""
+    root = tmp_path / "store"
+    write_repository(root, {"base": None})
+    source = tmp_path / "src" / "lin"
+    write_onnx_model(source / "1")
+    write_onnx_model(source / "2", np.ones((4, 3), dtype=np.float32))
+    (source / "config.yaml").write_text("max_batch_size: 8\n")
+    pack_model(source, root / "lin-1.zip", version=1)
+    pack_model(source, root / "lin-2.zip", version=2)
+    return root
+
+
+@pytest.fixture
+def client(store: Path) -> Iterator[TestClient]:
+    settings = ServerSettings(repository=store, max_archive_bytes=1_000_000)
+    plane = DataPlane(Registry(store))
+    with TestClient(create_management_app(plane, settings, token=TOKEN)) as test_client:
+        test_client.portal.call(plane.registry.load_all)
+        yield test_client
+        test_client.portal.call(plane.registry.close)
+
+
+def call(client: TestClient, method: str, path: str, expected: int = 200, **kwargs: Any) -> Any:
+    response = client.request(method, path, headers=AUTH, **kwargs)
+    assert response.status_code == expected, response.text
+    return response.json()
+
+
+def test_a_missing_token_is_401_and_a_wrong_one_403(client: TestClient) -> None:
+    missing = client.get("/models")
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    assert missing.json()["type"] == "Unauthenticated"
+    for header in (b"Bearer wrong-token", f"Basic {TOKEN}".encode(), f"Bearer {TOKEN}x".encode(),
+                   "Bearer ünïcode".encode()):
+        response = client.get("/models", headers={"Authorization": header})
+        assert response.status_code == (401 if header.startswith(b"Basic") else 403), header
+    assert client.get("/openapi.json").status_code == 401
+    assert call(client, "GET", "/models")["models"][0]["modelName"] == "base"
+
+
+def test_without_a_token_the_app_is_open(store: Path) -> None:
+    plane = DataPlane(Registry(store))
+    with TestClient(create_management_app(plane, ServerSettings(repository=store), token=None)) as open_client:
+        assert open_client.get("/models").status_code == 200
+
+
+def test_list_pages_through_models(client: TestClient) -> None:
+    call(client, "POST", "/models?url=lin-1.zip")
+    first = call(client, "GET", "/models?limit=1")
+    assert [m["modelName"] for m in first["models"]] == ["base"] and first["nextPageToken"] == "base"
+    second = call(client, "GET", f"/models?limit=1&next_page_token={first['nextPageToken']}")
+    assert [m["modelName"] for m in second["models"]] == ["lin"] and "nextPageToken" not in second
+    assert call(client, "GET", "/models?limit=0", 400)["message"] == "limit must be from 1 to 1000"
+    assert call(client, "GET", "/models?limit=ten", 400)["type"] == "InvalidInput"
+
+
+def test_register_with_overrides_then_a_second_version(client: TestClient, store: Path) -> None:
+    registered = call(client, "POST", "/models?url=lin-1.zip&batch_size=4&max_batch_delay=7&initial_workers=2")
+    assert registered["modelName"] == "lin" and registered["serving"] is True
+    effective = yaml.safe_load((store / "lin" / "config.yaml").read_text())
+    assert effective == {"max_batch_size": 4, "batching": {"max_queue_delay_ms": 7.0}, "instances": 2}
+    [described] = call(client, "GET", "/models/lin")
+    assert (described["modelVersion"], described["status"], described["batchSize"], described["maxBatchDelay"],
+            described["minWorkers"], described["modelUrl"]) == ("1", "READY", 4, 7.0, 2, "lin-1.zip")
+    assert described["statistics"]["requests"] == 0 and described["default"] is True
+
+    call(client, "POST", "/models?url=lin-2.zip")  # version_policy latest: 1 -> version 2 replaces version 1
+    assert [d["modelVersion"] for d in call(client, "GET", "/models/lin")] == ["2"]
+    assert sorted(p.name for p in (store / "lin").iterdir()) == ["1", "2", "config.yaml"]
+    assert call(client, "POST", "/models?url=lin-2.zip", 409)["type"] == "Conflict"
+    assert "apply to a new model" in call(client, "POST", "/models?url=lin-1.zip&batch_size=2", 400)["message"]
+    assert not list((store / ".servekit" / "staging").iterdir())
+
+
+def test_a_version_with_another_config_is_a_conflict(client: TestClient, tmp_path: Path, store: Path) -> None:
+    call(client, "POST", "/models?url=lin-1.zip")
+    other = tmp_path / "other" / "lin"
+    write_onnx_model(other / "3")
+    (other / "config.yaml").write_text("max_batch_size: 8\nonnx: {intra_op_threads: 2}\n")
+    pack_model(other, store / "lin-3.zip")
+    message = call(client, "POST", "/models?url=lin-3.zip", 409)["message"]
+    assert "config.yaml differs from model 'lin' in onnx" in message
+    assert not (store / "lin" / "3").exists()
+    call(client, "POST", "/models?url=lin-3.zip&model_name=lin_fast")  # fine as a model of its own
+
+
+def test_refused_sources(client: TestClient, tmp_path: Path, store: Path) -> None:
+    outside = tmp_path / "outside.zip"
+    (store / "lin-1.zip").rename(outside)
+    assert call(client, "POST", f"/models?url={outside}", 403)["type"] == "PermissionDenied"
+    assert call(client, "POST", "/models?url=../outside.zip", 403)["type"] == "PermissionDenied"
+    refused = call(client, "POST", "/models?url=https://example.com/lin-1.zip", 403)
+    assert "registers local archives only" in refused["message"]
+    assert "no archive 'gone.zip'" in call(client, "POST", "/models?url=gone.zip", 400)["message"]
+    assert "give the archive" in call(client, "POST", "/models", 400)["message"]
+    assert "cannot be a model name" in call(client, "POST", "/models?url=lin-2.zip&model_name=..", 400)["message"]
+
+
+def test_a_malicious_archive_is_refused_and_leaves_nothing(client: TestClient, tmp_path: Path, store: Path) -> None:
+    payload = b"owned"
+    manifest = {"format": "servekit-archive/1", "name": "evil", "version": 1, "runtime": "onnx",
+                "servekit_version": __version__, "files": {"../../escaped.txt": hashlib.sha256(payload).hexdigest()}}
+    with zipfile.ZipFile(store / "evil.zip", "w") as archive:
+        archive.writestr("MANIFEST.json", json.dumps(manifest))
+        archive.writestr("../../escaped.txt", payload)
+    def everything() -> list[Path]:
+        return sorted(p for p in tmp_path.rglob("*") if ".servekit" not in p.parts)
+
+    before = everything()
+    refused = call(client, "POST", "/models?url=evil.zip", 400)
+    assert "'..'" in refused["message"]
+    assert everything() == before
+    assert not list((store / ".servekit" / "staging").iterdir())
+
+
+def test_a_version_that_fails_to_load_is_not_kept(client: TestClient, tmp_path: Path, store: Path) -> None:
+    broken = tmp_path / "broken" / "bad"
+    (broken / "1").mkdir(parents=True)
+    (broken / "1" / "model.onnx").write_bytes(b"not onnx")
+    pack_model(broken, store / "bad-1.zip")
+    assert "failed to load" in call(client, "POST", "/models?url=bad-1.zip", 400)["message"]
+    assert not (store / "bad").exists()
+    assert call(client, "GET", "/models/bad", 404)["type"] == "ModelNotFound"
+
+
+def test_scale_default_traffic_and_unregister(client: TestClient, store: Path) -> None:
+    call(client, "POST", "/models?url=lin-1.zip")
+    (store / "lin" / "config.yaml").write_text("max_batch_size: 8\nversion_policy: {all: true}\n")
+    call(client, "POST", "/models?url=lin-2.zip")
+    assert [d["modelVersion"] for d in call(client, "GET", "/models/lin")] == ["1", "2"]
+
+    scaled = call(client, "PUT", "/models/lin?min_worker=3&max_worker=4")
+    assert scaled["status"] == "model 'lin' serves with 3 instances"
+    assert all(d["minWorkers"] == 3 for d in call(client, "GET", "/models/lin"))
+    assert call(client, "PUT", "/models/lin?min_worker=3&max_worker=2", 400)["message"].startswith("max_worker")
+    assert call(client, "PUT", "/models/lin?min_worker=99", 400)["message"] == "min_worker must be from 1 to 64"
+
+    call(client, "PUT", "/models/lin/1/set-default")
+    assert [d["default"] for d in call(client, "GET", "/models/lin")] == [True, False]
+    assert call(client, "PUT", "/models/lin/9/set-default", 404)["type"] == "ModelNotFound"
+
+    assert call(client, "PUT", "/models/lin/traffic", json={"1": 90, "2": 10})["traffic"] == {"1": 90, "2": 10}
+    assert [d["trafficWeight"] for d in call(client, "GET", "/models/lin")] == [90, 10]
+    assert "JSON object" in call(client, "PUT", "/models/lin/traffic", 400, json=[1])["message"]
+    assert call(client, "PUT", "/models/lin/traffic", 400, content=b"{nope")["type"] == "InvalidInput"
+    call(client, "PUT", "/models/lin/traffic", json={})
+    assert [d["trafficWeight"] for d in call(client, "GET", "/models/lin")] == [None, None]
+
+    call(client, "DELETE", "/models/lin/2")
+    assert [d["modelVersion"] for d in call(client, "GET", "/models/lin")] == ["1"]
+    assert not (store / "lin" / "2").exists()
+    assert call(client, "GET", "/models/lin/2", 404)["message"] == "model 'lin' has no version '2'"
+    assert call(client, "DELETE", "/models/lin/7", 404)["type"] == "ModelNotFound"
+    call(client, "DELETE", "/models/lin")
+    assert not (store / "lin").exists() and call(client, "GET", "/models/lin", 404)["type"] == "ModelNotFound"
+    assert not list((store / ".servekit" / "trash").iterdir())
+
+
+def test_models_outside_the_store_are_not_deleted(tmp_path: Path) -> None:
+    repository, store = tmp_path / "repo", tmp_path / "store"
+    write_repository(repository, {"base": None})
+    settings = ServerSettings(repository=repository, model_store=store)
+    plane = DataPlane(Registry(repository, store=store))
+    with TestClient(create_management_app(plane, settings, token=None)) as open_client:
+        open_client.portal.call(plane.registry.load_all)
+        response = open_client.delete("/models/base")
+        assert response.status_code == 400 and "outside the model store" in response.json()["message"]
+        assert (repository / "base" / "1" / "model.onnx").exists()
+        open_client.portal.call(plane.registry.close)
+
+
+def test_unknown_routes_answer_in_the_same_shape(client: TestClient) -> None:
+    assert call(client, "GET", "/nothing", 404) == {"code": 404, "type": "HTTPException", "message": "Not Found"}
+    assert call(client, "PATCH", "/models", 405)["code"] == 405
+    assert call(client, "GET", "/models/base/one", 400)["message"] == "'one' is not a version number"

@@ -1,0 +1,103 @@
+"""Small models for the toolkit tests, written in code into a temporary folder."""
+
+from __future__ import annotations
+
+import textwrap
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["TINY_NET", "DRIFTING_NET", "serve_once", "write_sklearn_classifier", "write_torch_models"]
+
+# An nn.Module in its own file, as `servekit convert --module` reads it: 8 features -> dict of two outputs.
+TINY_NET = '''
+import torch
+
+
+class TinyNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.hidden = torch.nn.Linear(8, 16)
+        self.out = torch.nn.Linear(16, 3)
+
+    def forward(self, features):
+        scores = torch.softmax(self.out(torch.relu(self.hidden(features))), dim=1)
+        return {"scores": scores, "label": scores.argmax(dim=1)}
+'''
+
+# Answers differently once exported than when run eagerly: a parity check must catch it.
+DRIFTING_NET = '''
+import torch
+
+
+class Drifts(torch.nn.Module):
+    def forward(self, x):
+        if torch.compiler.is_exporting():
+            return x + 0.5
+        return x * 1.0
+'''
+
+
+def write_torch_models(folder: Path) -> dict[str, Path]:
+    """net.py (TinyNet), weights.pt (its state dict), model.pt (TorchScript), model.pt2 (dynamic batch),
+    static.pt2 (batch fixed at 1), scaled.pt (TorchScript returning one tensor), drifting.py."""
+    import sys
+
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "net.py").write_text(textwrap.dedent(TINY_NET), encoding="utf-8")
+    (folder / "drifting.py").write_text(textwrap.dedent(DRIFTING_NET), encoding="utf-8")
+    sys.path.insert(0, str(folder))
+    try:
+        import net
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop("net", None)
+    module = net.TinyNet().eval()
+    torch.save(module.state_dict(), folder / "weights.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(module), str(folder / "model.pt"))
+        torch.jit.save(torch.jit.script(torch.nn.Sequential(module.hidden, torch.nn.ReLU())), str(folder / "scaled.pt"))
+    example = (torch.randn(2, 8),)
+    program = torch.export.export(module, example, dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(folder / "model.pt2"))
+    torch.export.save(torch.export.export(module, (torch.randn(1, 8),)), str(folder / "static.pt2"))
+    names = ("net.py", "weights.pt", "model.pt", "model.pt2", "static.pt2", "scaled.pt", "drifting.py")
+    return {name: folder / name for name in names}
+
+
+def write_sklearn_classifier(path: Path) -> Any:
+    """A logistic regression on 5 random features, three classes, saved with skops."""
+    import skops.io
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((90, 5)).astype(np.float32)
+    classes = np.argmax(features[:, :3], axis=1)
+    estimator = LogisticRegression(max_iter=500).fit(features, classes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    skops.io.dump(estimator, path)
+    return estimator
+
+
+def serve_once(repository: Path, model: str, inputs: dict[str, np.ndarray[Any, Any]]) -> dict[str, Any]:
+    """Load ``repository`` with servekit's Registry (as `servekit serve` does) and infer once."""
+    import asyncio
+
+    from servekit.repository.registry import Registry
+
+    registry = Registry(repository)
+
+    async def run() -> dict[str, Any]:
+        await registry.load(model)
+        try:
+            return await registry.resolve(model).batcher.submit(inputs)  # type: ignore[no-any-return]
+        finally:
+            await registry.close()
+
+    return asyncio.run(run())
