@@ -177,18 +177,23 @@ def http(method: str, url: str, body: str | None = None, timeout: float = 5.0) -
 
 
 @contextlib.contextmanager
-def serving(repository: Path, log_path: Path) -> Iterator[Server]:
+def serving(repository: Path, log_path: Path, source: Path | None = None,
+            extra_args: tuple[str, ...] = ()) -> Iterator[Server]:
     """``python -m servekit serve REPOSITORY``, HTTP only, on 127.0.0.1 and a free port, ready;
-    always stopped after."""
+    always stopped after. ``source``: a ``src`` folder whose servekit to run instead of the
+    installed one (put first on PYTHONPATH), e.g. a copy of the code before a change."""
     port = free_port()
     # --grpc-port 0: no gRPC, so nothing else shares the event loop and no fixed port can clash.
     command = [
         sys.executable, "-m", "servekit", "serve", str(repository),
         "--host", "127.0.0.1", "--http-port", str(port), "--grpc-port", "0",
-        "--metrics-port", "0", "--management-port", "0", "--log-level", "warning",
+        "--metrics-port", "0", "--management-port", "0", "--log-level", "warning", *extra_args,
     ]
+    env = dict(os.environ)
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(source.resolve()), *filter(None, [env.get("PYTHONPATH")])])
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     server = Server(process, f"http://127.0.0.1:{port}", log_path)
     try:
         _wait_ready(server)

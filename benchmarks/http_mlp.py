@@ -85,6 +85,7 @@ class RunResult:
     api: str
     batching: str
     connections: int
+    server: str  # "current", or "before" for the --compare-src servekit
     requests_per_s: float
     p50_ms: float
     p99_ms: float
@@ -241,7 +242,8 @@ def start_profiler(bench: Bench, server: Server, out: Path) -> subprocess.Popen[
 
 
 def measure(
-    bench: Bench, server: Server, api: Api, mode: str, connections: int, profile: Path | None = None
+    bench: Bench, server: Server, api: Api, mode: str, connections: int, profile: Path | None = None,
+    variant: str = "current",
 ) -> RunResult:
     """One wrk run; with ``profile``, py-spy records the server to that file meanwhile."""
     script = bench.scratch / "request.lua"
@@ -262,6 +264,7 @@ def measure(
         api=api.name,
         batching=mode,
         connections=connections,
+        server=variant,
         requests_per_s=values["requests"] / (values["duration_us"] / 1e6),
         p50_ms=values["p50_us"] / 1000,
         p99_ms=values["p99_us"] / 1000,
@@ -287,12 +290,16 @@ def median_run(repeats: list[RunResult]) -> RunResult:
     return chosen
 
 
-def benchmark_mode(bench: Bench, mode: str, repository: Path, apis: list[Api]) -> tuple[list[RunResult], str]:
-    """Serve ``repository``, run every API x connection count, stop the server; results and a note."""
+def benchmark_mode(bench: Bench, mode: str, repository: Path, apis: list[Api],
+                   variant: str = "current") -> tuple[list[RunResult], str]:
+    """Serve ``repository``, run every API x connection count, stop the server; results and a note.
+    ``variant`` "before" runs the servekit of ``--compare-src`` instead of the installed one."""
     args = bench.args
     results: list[RunResult] = []
-    with serving(repository, bench.scratch / f"server_{mode}.log") as server:
-        print(f"\n== batching {mode}: servekit serve {repository} on {server.base_url}", flush=True)
+    source = args.compare_src if variant == "before" else None
+    log_path = bench.scratch / f"server_{mode}_{variant}.log"
+    with serving(repository, log_path, source, tuple(args.server_args)) as server:
+        print(f"\n== batching {mode} ({variant}): servekit serve {repository} on {server.base_url}", flush=True)
         check_answers(server.base_url, apis)
         warmup = bench.scratch / "warmup.lua"
         for api in apis:
@@ -300,16 +307,17 @@ def benchmark_mode(bench: Bench, mode: str, repository: Path, apis: list[Api]) -
             warmup.write_text(wrk_script(api.body))
             run_wrk(bench.wrk, server.base_url + api.path, warmup, max(args.connections), args.threads, WARMUP_S)
             for connections in args.connections:
-                repeats = [measure(bench, server, api, mode, connections) for _ in range(args.repeat)]
+                repeats = [measure(bench, server, api, mode, connections, variant=variant)
+                           for _ in range(args.repeat)]
                 result = median_run(repeats)
                 if args.profile is not None and connections == max(args.connections):
                     # An extra run: the sampler slows the server, so it stays out of the table.
                     slug = re.sub(r"[^a-z0-9]+", "_", api.name.lower()).strip("_")
-                    out = args.profile / f"{mode}_{slug}_c{connections}.txt"
-                    profiled = measure(bench, server, api, mode, connections, profile=out)
+                    out = args.profile / f"{mode}_{variant}_{slug}_c{connections}.txt"
+                    profiled = measure(bench, server, api, mode, connections, profile=out, variant=variant)
                     bench.profiles.append((out, profiled.requests_per_s))
                 print(
-                    f"   {api.name:30} c={connections:<3} {result.requests_per_s:9.1f} req/s  "
+                    f"   {api.name:30} {variant:8} c={connections:<3} {result.requests_per_s:9.1f} req/s  "
                     f"p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  "
                     f"batch {result.mean_batch_size:5.2f}  non-2xx {result.non_2xx}  "
                     f"socket errors {result.socket_errors}",
@@ -318,7 +326,8 @@ def benchmark_mode(bench: Bench, mode: str, repository: Path, apis: list[Api]) -
                 results.append(result)
     problems = server.log_problems()
     exit_code = "none (killed)" if server.exit_code is None else str(server.exit_code)
-    note = f"batching {mode}: server exit code {exit_code}, {len(problems)} ERROR/Traceback line(s) in its log"
+    note = (f"batching {mode} ({variant}): server exit code {exit_code}, {len(problems)} ERROR/Traceback line(s) "
+            "in its log")
     if problems:
         note += ":\n" + "\n".join(f"    {line}" for line in problems[:10])
     return results, note
@@ -329,15 +338,15 @@ def benchmark_mode(bench: Bench, mode: str, repository: Path, apis: list[Api]) -
 
 def markdown_table(results: list[RunResult]) -> str:
     lines = [
-        "| api | batching | connections | req/s | p50 ms | p99 ms | mean batch size | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| api | batching | server | connections | req/s | p50 ms | p99 ms | mean batch size | errors |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         rate = f"{r.requests_per_s:.0f}"
         if r.rate_range is not None:
             rate += f" ({r.rate_range[0]:.0f}-{r.rate_range[1]:.0f})"
         lines.append(
-            f"| {r.api} | {r.batching} | {r.connections} | {rate} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
+            f"| {r.api} | {r.batching} | {r.server} | {r.connections} | {rate} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
             f"{r.mean_batch_size:.2f} | {r.non_2xx} non-2xx, {r.socket_errors} socket |"
         )
     return "\n".join(lines)
@@ -351,10 +360,15 @@ def report(bench: Bench, results: list[RunResult], notes: list[str], header: dic
         "latency and batch size from that run; errors summed over all runs)"
     )
     raw = "\n\n".join(
-        f"### {r.api}, batching {r.batching}, {r.connections} connection(s)\n\n```\n{r.raw.strip()}\n```"
+        f"### {r.api}, batching {r.batching}, {r.server}, {r.connections} connection(s)\n\n```\n{r.raw.strip()}\n```"
         for r in results
     )
     note_lines = "\n".join(f"- {note}" for note in notes)
+    if args.compare_src is not None:
+        repeat_line += (f"\n- server `current`: the installed servekit; `before`: the servekit in "
+                        f"`{args.compare_src}`, run right after `current` for each mode")
+    if args.server_args:
+        repeat_line += f"\n- extra `servekit serve` arguments: `{shlex.join(args.server_args)}`"
     text = f"""# HTTP benchmark: demo digits MLP, batching on vs off
 
 - command: `{header["command"]}`
@@ -409,6 +423,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/http_mlp.md"), help="markdown report")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="record the server with py-spy during each "
                         "run at the highest connection count; raw profiles go to DIR, summaries to the report")
+    parser.add_argument("--compare-src", type=Path, metavar="DIR", help="also run each mode with the servekit "
+                        "in DIR (a src folder, e.g. a copy of the code before a change), rows marked 'before'")
+    parser.add_argument("--server-arg", dest="server_args", action="append", default=[], metavar="ARG",
+                        help="extra argument for every `servekit serve` (repeatable), e.g. --server-arg=--workers=2")
     parser.add_argument("--install-tools", action="store_true",
                         help="install what is missing: wrk with apt-get, py-spy with pip")
     args = parser.parse_args(argv)
@@ -418,6 +436,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--connections takes integers, e.g. 1,32")
     if not args.connections or min(args.connections) < 1:
         parser.error("--connections needs at least one positive integer")
+    if args.compare_src is not None and not (args.compare_src / "servekit" / "__init__.py").is_file():
+        parser.error("--compare-src must be a folder holding a servekit package (e.g. a copy of src/)")
     args.batching = [m.strip() for m in args.batching.split(",") if m.strip()]
     if not args.batching or any(m not in CONFIGS for m in args.batching):
         parser.error("--batching takes on, off or on,off")
@@ -446,12 +466,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="servekit-bench-") as scratch:
         bench = Bench(args, wrk, py_spy, Path(scratch), [])
         repositories, header["model"] = write_repositories(bench.scratch, args.batching)
+        variants = ["current", "before"] if args.compare_src else ["current"]
         for mode in args.batching:
-            mode_results, note = benchmark_mode(bench, mode, repositories[mode], apis)
-            results.extend(mode_results)
-            notes.append(note)
+            # With --compare-src the two servers of a mode run back to back, so both see the same machine.
+            for variant in variants:
+                mode_results, note = benchmark_mode(bench, mode, repositories[mode], apis, variant)
+                results.extend(mode_results)
+                notes.append(note)
     header["loads"] = f"{load_before} before, {load_average()} after"
-    results.sort(key=lambda r: (r.api, r.batching != "on", r.connections))
+    results.sort(key=lambda r: (r.api, r.batching != "on", r.connections, r.server != "before"))
     print("\n" + markdown_table(results) + "\n")
     for note in notes:
         print(note)

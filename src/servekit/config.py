@@ -68,6 +68,12 @@ class BatchingConfig(_Strict):
     max_queue_size: int = Field(default=2048, ge=1, description="requests waiting, at most")
     timeout_ms: float | None = Field(default=None, gt=0, description="per-request deadline")
     oversize: Literal["split", "reject"] = "split"
+    execution: Literal["auto", "thread", "inline"] = Field(
+        default="auto",
+        description="where batches run: an instance thread, inline on the event loop (one instance; for "
+        "models computing in microseconds), or auto: inline when a one-row probe at load is that fast "
+        "(see servekit.batching.execution)",
+    )
 
     @field_validator("preferred_batch_sizes")
     @classmethod
@@ -143,6 +149,13 @@ class ModelConfig(_Strict):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     trust_pickle: bool = False
     parameters: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _inline_runs_one_instance(self) -> ModelConfig:
+        if self.batching.execution == "inline" and self.instances > 1:
+            raise ValueError("batching.execution inline runs one instance on the event loop; "
+                             f"instances is {self.instances} (use thread or auto)")
+        return self
 
     @field_validator("traffic")
     @classmethod

@@ -1,4 +1,5 @@
-"""Start the transports: HTTP on uvicorn (uvloop + httptools when installed), and gRPC
+"""Start the transports: HTTP on uvicorn (uvloop when installed; httptools, writing each
+response in one write, see ``servekit.http.protocol``), and gRPC
 (grpc.aio) inside each uvicorn worker's lifespan, on the same event loop and data plane.
 Metrics are served from this process (see ``servekit.observability.exposition``), started
 before uvicorn so that every worker writes its values where the metrics server reads them.
@@ -24,6 +25,7 @@ from types import FrameType
 import uvicorn
 
 from servekit.config import ServerSettings
+from servekit.http.protocol import http_protocol
 from servekit.observability.exposition import MetricsServer, use_multiprocess_dir
 from servekit.observability.logging import configure_logging
 
@@ -100,6 +102,7 @@ def serve(settings: ServerSettings) -> None:
             log_level=settings.log_level,
             access_log=False,
             server_header=False,
+            http=http_protocol(),  # one socket write per response (see servekit.http.protocol)
         )
     finally:
         if metrics_server is not None:

@@ -236,3 +236,60 @@ def test_count_rows_requires_inputs_to_agree() -> None:
         count_rows({"a": np.zeros((3, 2)), "b": np.zeros((2,))})
     with pytest.raises(InvalidInput, match="no batch dimension"):
         count_rows({"a": np.float32(1.0) * np.ones(())})
+
+
+# -- inline execution (servekit.batching.execution chose the event loop) ----------------
+
+
+def test_inline_runs_every_request_of_one_loop_turn_in_one_batch_on_the_loop_thread() -> None:
+    async def body() -> None:
+        runtime = DoublingRuntime()
+        threads: list[str] = []
+        predict = runtime.predict
+
+        def recording(inputs: Arrays) -> Arrays:
+            threads.append(threading.current_thread().name)
+            return predict(inputs)
+
+        runtime.predict = recording  # type: ignore[method-assign]
+        batcher = Batcher("m", [runtime], BatchPolicy(max_rows=8, max_delay_s=30.0), inline=True)
+        results = await asyncio.gather(*(batcher.submit(rows(float(i))) for i in range(5)))
+        assert [r["y"].tolist() for r in results] == [[[2.0 * i]] for i in range(5)]
+        assert runtime.batches == [5]  # one batch, formed at the end of the turn; never the 30 s delay
+        assert threads == [threading.current_thread().name]
+        assert (await batcher.submit(rows(7.0)))["y"].tolist() == [[14.0]]  # a lone request runs at once
+        more = await asyncio.gather(*(batcher.submit(rows(1.0, 2.0)) for _ in range(6)))
+        assert len(more) == 6 and runtime.batches[2:] == [8, 4]  # max_rows still holds
+        await batcher.close()
+
+    run(body)
+
+
+def test_inline_failure_fails_its_own_batch_only() -> None:
+    async def body() -> None:
+        batcher = Batcher("m", [DoublingRuntime(fail_on=3.0)], BatchPolicy(max_rows=8), inline=True)
+        outcomes = await asyncio.gather(batcher.submit(rows(3.0)), batcher.submit(rows(1.0)),
+                                        return_exceptions=True)
+        assert all(isinstance(o, ModelFailed) for o in outcomes)
+        assert "secret" not in str(outcomes[0])
+        assert (await batcher.submit(rows(1.0)))["y"].tolist() == [[2.0]]
+        bad = Batcher("m", [DoublingRuntime(drop_row=True)], BatchPolicy(max_rows=8), inline=True)
+        with pytest.raises(ModelFailed, match="rows"):
+            await bad.submit(rows(1.0, 2.0))
+
+    run(body)
+
+
+def test_inline_close_drains_what_is_queued_and_needs_one_instance() -> None:
+    async def body() -> None:
+        batcher = Batcher("m", [DoublingRuntime()], BatchPolicy(max_rows=None), inline=True)
+        pending = [asyncio.create_task(batcher.submit(rows(float(i)))) for i in range(3)]
+        await asyncio.sleep(0)
+        await batcher.close()
+        assert [(await p)["y"].tolist() for p in pending] == [[[0.0]], [[2.0]], [[4.0]]]
+        with pytest.raises(ModelNotReady):
+            await batcher.submit(rows(1.0))
+
+    run(body)
+    with pytest.raises(ValueError, match="one instance"):
+        Batcher("m", [DoublingRuntime(), DoublingRuntime()], BatchPolicy(max_rows=8), inline=True)

@@ -5,6 +5,14 @@ the chosen instance's own thread (one thread per instance, so N instances comput
 in parallel while the loop keeps accepting requests). There is no scheduler task:
 the queue is pumped when a request arrives, when a batch finishes and when the
 batching delay runs out, so an idle model starts a lone request at once.
+
+``inline=True`` (one instance; chosen per model version at load, see
+``servekit.batching.execution``) runs ``run_batch`` on the event loop thread instead: for a
+model that computes in tens of microseconds the hop to a thread and back costs more than
+the model. Then a request arriving does not start a batch at once: the queue is pumped at
+the end of the current loop turn, so every request that arrived in the same turn (all the
+connections with data ready) shares one batch. The delay never applies, as the instance is
+never busy when the queue is pumped.
 """
 
 from __future__ import annotations
@@ -103,9 +111,13 @@ class Batcher:
         oversize: str = "split",
         timeout_s: float | None = None,
         stats: ModelStats | None = None,
+        inline: bool = False,
     ) -> None:
         if not runtimes:
             raise ValueError("a batcher needs at least one instance")
+        if inline and len(runtimes) > 1:
+            raise ValueError("inline execution runs one instance on the event loop; this batcher has "
+                             f"{len(runtimes)}")
         self.label = label
         self.generation = next(_GENERATIONS[label])
         model, _, version = label.rpartition(":")
@@ -119,6 +131,8 @@ class Batcher:
         self._instances = [_Instance(runtime, label, i) for i, runtime in enumerate(runtimes)]
         self._idle = list(reversed(self._instances))
         self._timer: asyncio.TimerHandle | None = None
+        self.inline = inline
+        self._pump_scheduled = False
         self._closing = False
         self._drained: asyncio.Event | None = None
 
@@ -164,7 +178,11 @@ class Batcher:
         future: asyncio.Future[Arrays] = loop.create_future()
         item = QueuedItem(rows=rows, enqueued_at=now, deadline=deadline, payload=(inputs, future))
         self._queue.put(item)
-        self._pump()
+        if not self.inline:
+            self._pump()
+        elif not self._pump_scheduled:  # at the end of this loop turn, with everything that arrives meanwhile
+            self._pump_scheduled = True
+            loop.call_soon(self._on_scheduled_pump)
         try:
             return await future
         except asyncio.CancelledError:
@@ -189,6 +207,10 @@ class Batcher:
             self._metrics.queue_depth.set(self._queue_depth)
         self._check_drained()
 
+    def _on_scheduled_pump(self) -> None:
+        self._pump_scheduled = False
+        self._pump()
+
     def _on_timer(self) -> None:
         self._timer = None
         self._pump()
@@ -199,31 +221,44 @@ class Batcher:
             waited = now - item.enqueued_at
             self.stats.record_queue(int(waited * 1e9))
             queue_duration.observe(waited)
-        loop = asyncio.get_running_loop()
         started = time.perf_counter_ns()
         batched = self.policy.max_rows is not None
+        if self.inline:  # _pump's loop goes on to the next batch: no _pump from here
+            try:
+                results = run_batch(instance.runtime, items, batched)
+            except Exception as exc:
+                self._complete(instance, items, started, None, exc)
+            else:
+                self._complete(instance, items, started, results, None)
+            return
+        loop = asyncio.get_running_loop()
         work = loop.run_in_executor(instance.executor, run_batch, instance.runtime, items, batched)
         work.add_done_callback(lambda done: self._finish(instance, items, done, started))
 
     def _finish(self, instance: _Instance, items: list[QueuedItem], done: Any, started: int) -> None:
+        error = done.exception()
+        self._complete(instance, items, started, None if error is not None else done.result(), error)
+        self._pump()
+
+    def _complete(self, instance: _Instance, items: list[QueuedItem], started: int,
+                  results: list[Arrays] | None, error: BaseException | None) -> None:
+        """Record the batch, free the instance, answer its requests (results, or error for all)."""
         elapsed = time.perf_counter_ns() - started
         rows = sum(item.rows for item in items)
         self.stats.record_batch(rows, elapsed, int(time.time() * 1000))
         self._metrics.compute_duration.observe(elapsed / 1e9)
         self._metrics.batch_size.observe(rows)
         self._idle.append(instance)
-        error = done.exception()
-        if error is not None:
+        if error is not None or results is None:
             if not isinstance(error, ServekitError):
                 error = ModelFailed(f"batch failed: {type(error).__name__}")
             for item in items:
                 _fail(item, error)
         else:
-            for item, result in zip(items, done.result(), strict=True):
+            for item, result in zip(items, results, strict=True):
                 future = item.payload[1]
                 if not future.done():
                     future.set_result(result)
-        self._pump()
 
     def _check_drained(self) -> None:
         if self._drained is not None and not self._queue and self.busy == 0:

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 from servekit import __version__
 from servekit.cache import create_cache
@@ -17,6 +18,7 @@ from servekit.dataplane import DataPlane
 from servekit.errors import ServekitError
 from servekit.http import oip, simple
 from servekit.http.bodies import error_response
+from servekit.http.hot_routes import HotRoutes
 from servekit.observability.logging import configure_logging
 from servekit.repository.registry import Registry
 
@@ -82,7 +84,7 @@ def create_app(settings: ServerSettings, dataplane: DataPlane | None = None, *, 
                 if plane.cache is not None:
                     await plane.cache.close()
 
-    app = FastAPI(
+    app = _ServekitApp(
         title="servekit",
         version=__version__,
         description="Open Inference Protocol (KServe V2) REST and a simple JSON API.",
@@ -95,6 +97,14 @@ def create_app(settings: ServerSettings, dataplane: DataPlane | None = None, *, 
     app.add_exception_handler(ServekitError, _servekit_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected_error)
     return app
+
+
+class _ServekitApp(FastAPI):
+    """FastAPI, with the infer and predict routes answered in front of its whole middleware
+    stack (error, telemetry, body-limit and exception middleware, routing): see hot_routes."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return HotRoutes(super().build_middleware_stack(), self.state.dataplane, self.state.settings)
 
 
 async def _servekit_error(request: Request, error: ServekitError) -> Response:

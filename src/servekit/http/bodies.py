@@ -3,32 +3,53 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 from servekit.errors import InvalidInput, PayloadTooLarge, ServekitError
 
-__all__ = ["error_response", "json_response", "read_body"]
+__all__ = ["error_response", "inflate", "json_response", "read_body", "receive_body"]
 
 JSON = "application/json"
 
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, decompressed when gzip/deflate encoded; 413 past ``limit`` bytes."""
-    declared = request.headers.get("content-length")
+    return await receive_body(request.receive, request.headers, limit)
+
+
+async def receive_body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:
+    """The whole body from ASGI ``receive``, decompressed when gzip/deflate encoded; 413 past
+    ``limit`` bytes (before reading when Content-Length says so). ``headers`` has lower-case names.
+    Raises ClientDisconnect when the client goes away before the body ends."""
+    declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    encoding = request.headers.get("content-encoding", "identity").lower()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        chunk: bytes = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return inflate(body, headers.get("content-encoding", "identity"), limit)
+
+
+def inflate(body: bytes, encoding: str, limit: int) -> bytes:
+    """``body`` decoded per its Content-Encoding (identity, gzip or deflate); 413 past ``limit`` bytes."""
+    encoding = encoding.lower()
     if encoding in ("identity", ""):
         return body
     if encoding not in ("gzip", "deflate"):

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 from servekit.codecs.oip import decode_infer_request, encode_infer_response
 from servekit.dataplane import DataPlane
 from servekit.errors import InvalidInput
-from servekit.http.bodies import json_response, read_body
+from servekit.http.bodies import json_response, read_body, receive_body
 
-__all__ = ["router"]
+__all__ = ["answer_infer", "router"]
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol"])
 
 _HEADER_LENGTH = "inference-header-content-length"
+_JSON_TYPE = ("content-type", "application/json")
 
 _INFER_DOC: dict[str, Any] = {
     "requestBody": {
@@ -100,25 +103,34 @@ async def model_statistics(request: Request, model: str, version: str | None = N
 @router.post("/models/{model}/infer", openapi_extra=_INFER_DOC)
 @router.post("/models/{model}/versions/{version}/infer", openapi_extra=_INFER_DOC)
 async def infer(request: Request, model: str, version: str | None = None) -> Response:
-    plane = _plane(request)
+    # Served by servekit.http.hot_routes before FastAPI routes it; declared here for the
+    # OpenAPI document, and answering the same way should anything reach it.
+    content, headers = await answer_infer(
+        _plane(request), request.app.state.settings.max_request_bytes, model, version, request.headers,
+        request.receive,
+    )
+    return Response(content, headers=dict(headers))
+
+
+async def answer_infer(plane: DataPlane, limit: int, model: str, version: str | None,
+                       headers: Mapping[str, str], receive: Receive) -> tuple[bytes, list[tuple[str, str]]]:
+    """One infer request, from its headers (lower-case names) and ASGI ``receive`` to the body and
+    headers of its 200 response; every failure raises (ServekitError: the error table)."""
     with plane.rejections("http", model):
         plane.registry.resolve(model, version)  # unknown model or version: 404/503 before reading the body
-        body = await read_body(request, request.app.state.settings.max_request_bytes)
-        header_length = request.headers.get(_HEADER_LENGTH)
+        body = await receive_body(receive, headers, limit)
+        header_length = headers.get(_HEADER_LENGTH)
         if header_length is not None and not header_length.isdigit():
             raise InvalidInput("Inference-Header-Content-Length must be a non-negative integer")
         inference = decode_infer_request(body, model, version, int(header_length) if header_length else None)
-        if (key := request.headers.get("x-routing-key")) is not None:
+        if (key := headers.get("x-routing-key")) is not None:
             inference.parameters.setdefault("routing_key", key)
     response = await plane.infer(inference, "http")
     content, json_length = encode_infer_response(response, inference)
     if json_length is None:
-        return Response(content, media_type="application/json")
-    return Response(
-        content,
-        media_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(json_length)},
-    )
+        return content, [_JSON_TYPE]
+    return content, [("content-type", "application/octet-stream"), ("inference-header-content-length",
+                                                                     str(json_length))]
 
 
 @router.post("/repository/index")

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 from servekit.codecs.simple import decode_predict_request, encode_predict_response
 from servekit.dataplane import DataPlane
-from servekit.http.bodies import json_response, read_body
+from servekit.http.bodies import json_response, receive_body
 
-__all__ = ["router"]
+__all__ = ["answer_predict", "router"]
 
 router = APIRouter(tags=["Simple API"])
 
@@ -41,12 +43,22 @@ _PREDICT_DOC: dict[str, Any] = {
 
 @router.post("/predict", openapi_extra=_PREDICT_DOC)
 async def predict(request: Request) -> Response:
+    # Served by servekit.http.hot_routes before FastAPI routes it; declared here for the
+    # OpenAPI document, and answering the same way should anything reach it.
     plane: DataPlane = request.app.state.dataplane
+    content = await answer_predict(plane, request.app.state.settings.max_request_bytes, request.headers,
+                                   request.receive)
+    return Response(content, media_type="application/json")
+
+
+async def answer_predict(plane: DataPlane, limit: int, headers: Mapping[str, str], receive: Receive) -> bytes:
+    """One /predict request, from its headers (lower-case names) and ASGI ``receive`` to the JSON
+    body of its 200 response; every failure raises (ServekitError: the error table)."""
     with plane.rejections("simple_http"):
-        body = await read_body(request, request.app.state.settings.max_request_bytes)
+        body = await receive_body(receive, headers, limit)
         rows, return_probabilities = decode_predict_request(body)
     result = await plane.predict(rows, return_probabilities, protocol="simple_http")
-    return Response(encode_predict_response(result), media_type="application/json")
+    return encode_predict_response(result)
 
 
 @router.get("/health")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from servekit.batching.execution import choose_execution
 from servekit.batching.queue import BatchPolicy
 from servekit.batching.scheduler import Batcher
 from servekit.batching.stats import ModelStats
@@ -171,6 +172,8 @@ def load_version(name: str, model_dir: Path, version: int, config: ModelConfig) 
         oversize=batching.oversize,
         timeout_s=batching.timeout_ms / 1000 if batching.timeout_ms else None,
         stats=stats,
+        inline=choose_execution(batching.execution, runtime_name, runtimes, signature.inputs, f"{name}:{version}",
+                                batched=max_batch_size > 0),
     )
     loaded = ModelVersion(
         name=name,

@@ -1,0 +1,96 @@
+"""The two hot routes, POST ``/v2/models/{m}[/versions/{v}]/infer`` and POST ``/predict``,
+answered in plain ASGI in front of FastAPI's routing.
+
+Why: for a model that computes in tens of microseconds, FastAPI's per-request work (route
+matching over every route, dependency and parameter solving, the exception middleware,
+building Request and Response objects) cost more than the model and the codecs together
+(benchmarks/results/http_mlp_profile.md). ``HotRoutes`` is a pure ASGI middleware: it
+matches these two paths with a split, calls the same handlers the FastAPI routes call
+(``oip.answer_infer``, ``simple.answer_predict``), and sends the answer as two ASGI messages.
+Everything else, including other methods on these paths, goes on to FastAPI untouched;
+the FastAPI routes stay declared, so they are in ``/openapi.json``.
+
+Errors take the same table as FastAPI's handlers in ``servekit.http.app``: a ServekitError
+its status (key ``error`` under /v2, ``detail`` for /predict), anything else a logged 500.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from servekit.config import ServerSettings
+from servekit.dataplane import DataPlane
+from servekit.errors import ServekitError
+from servekit.http.bodies import error_response
+from servekit.http.oip import answer_infer
+from servekit.http.simple import answer_predict
+
+__all__ = ["HotRoutes", "match_infer_path"]
+
+log = logging.getLogger("servekit.http")
+
+
+def match_infer_path(path: str) -> tuple[str, str | None] | None:
+    """(model, version or None) for ``/v2/models/{m}/infer`` or ``/v2/models/{m}/versions/{v}/infer``,
+    else None; segments must be non-empty, as FastAPI's ``{param}`` requires."""
+    if not path.endswith("/infer") or not path.startswith("/v2/models/"):
+        return None
+    parts = path[len("/v2/models/"):-len("/infer")].split("/")
+    if len(parts) == 1 and parts[0]:
+        return parts[0], None
+    if len(parts) == 3 and parts[1] == "versions" and parts[0] and parts[2]:
+        return parts[0], parts[2]
+    return None
+
+
+class HotRoutes:
+    """ASGI middleware answering the infer and predict routes itself (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, dataplane: DataPlane, settings: ServerSettings) -> None:
+        self.app = app
+        self.plane = dataplane
+        self.limit = settings.max_request_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root):]
+        if path == "/predict":
+            await self._answer(scope, receive, send, None)
+            return
+        matched = match_infer_path(path)
+        if matched is None:
+            await self.app(scope, receive, send)
+            return
+        await self._answer(scope, receive, send, matched)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send,
+                      infer: tuple[str, str | None] | None) -> None:
+        headers = Headers(scope=scope)
+        try:
+            if infer is None:
+                content = await answer_predict(self.plane, self.limit, headers, receive)
+                extra: list[tuple[bytes, bytes]] = [(b"content-type", b"application/json")]
+            else:
+                content, named = await answer_infer(self.plane, self.limit, *infer, headers, receive)
+                extra = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in named]
+        except ClientDisconnect:
+            return  # nobody to answer
+        except ServekitError as error:
+            await error_response(error, "detail" if infer is None else "error")(scope, receive, send)
+            return
+        except Exception:
+            log.exception("unexpected error on POST %s", scope["path"])
+            await error_response(ServekitError("internal server error"), "error")(scope, receive, send)
+            return
+        extra.append((b"content-length", str(len(content)).encode("latin-1")))
+        await send({"type": "http.response.start", "status": 200, "headers": extra})
+        await send({"type": "http.response.body", "body": content})
