@@ -65,3 +65,28 @@ def test_server_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -
     settings = ServerSettings()
     assert settings.http_port == 9123 and settings.load_models == ["a", "b"]
     assert ServerSettings(http_port=1).http_port == 1
+
+
+def test_ray_block_defaults_to_one_replica() -> None:
+    assert parse_model_config("", "config.yaml").ray.deployment_options() == {"num_replicas": 1}
+
+
+def test_ray_block_maps_to_serve_deployment_options() -> None:
+    text = "ray:\n  num_replicas: auto\n  min_replicas: 1\n  max_replicas: 4\n  target_ongoing_requests: 8\n" \
+           "  num_cpus: 0.5\n"
+    assert parse_model_config(text, "config.yaml").ray.deployment_options() == {
+        "num_replicas": "auto",
+        "autoscaling_config": {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8},
+        "ray_actor_options": {"num_cpus": 0.5},
+    }
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("ray:\n  num_replicas: 0\n", "num_replicas is at least 1"),
+    ("ray:\n  num_replicas: 2\n  max_replicas: 4\n", "only apply with num_replicas: auto"),
+    ("ray:\n  num_replicas: auto\n  min_replicas: 5\n  max_replicas: 2\n", "above max_replicas"),
+    ("ray:\n  replicas: 2\n", "ray.replicas"),
+])
+def test_bad_ray_block_is_reported(text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        parse_model_config(text, "config.yaml")

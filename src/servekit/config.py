@@ -21,6 +21,7 @@ __all__ = [
     "CacheConfig",
     "ModelConfig",
     "OnnxConfig",
+    "RayConfig",
     "ServerSettings",
     "SimpleApiConfig",
     "TensorConfig",
@@ -129,6 +130,42 @@ class CacheConfig(_Strict):
                                 "expiry (memory: until evicted)")
 
 
+class RayConfig(_Strict):
+    """How ``servekit ray deploy`` places the model on a Ray cluster. Replicas are Ray actors,
+    each with its own copy of the model; ``instances`` stay threads inside each replica."""
+
+    num_replicas: int | Literal["auto"] = Field(default=1, description="replicas, or auto: Ray Serve "
+                                                "autoscaling between min_replicas and max_replicas")
+    min_replicas: int | None = Field(default=None, ge=0)
+    max_replicas: int | None = Field(default=None, ge=1)
+    target_ongoing_requests: float | None = Field(default=None, gt=0, description="requests per replica the "
+                                                  "autoscaler aims at")
+    num_cpus: float | None = Field(default=None, ge=0, description="CPUs reserved per replica (Ray's default: 1)")
+
+    @model_validator(mode="after")
+    def _coherent_scaling(self) -> RayConfig:
+        if isinstance(self.num_replicas, int) and self.num_replicas < 1:
+            raise ValueError("num_replicas is at least 1, or auto")
+        autoscaling = ("min_replicas", "max_replicas", "target_ongoing_requests")
+        given = [key for key in autoscaling if getattr(self, key) is not None]
+        if given and self.num_replicas != "auto":
+            raise ValueError(f"{', '.join(given)} only apply with num_replicas: auto")
+        if self.min_replicas is not None and self.max_replicas is not None and self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas {self.min_replicas} is above max_replicas {self.max_replicas}")
+        return self
+
+    def deployment_options(self) -> dict[str, Any]:
+        """Keyword arguments of Ray Serve's ``Deployment.options`` (pure: no Ray import)."""
+        options: dict[str, Any] = {"num_replicas": self.num_replicas}
+        if self.num_replicas == "auto":
+            autoscaling = {key: getattr(self, key) for key in ("min_replicas", "max_replicas",
+                                                               "target_ongoing_requests")}
+            options["autoscaling_config"] = {key: value for key, value in autoscaling.items() if value is not None}
+        if self.num_cpus is not None:
+            options["ray_actor_options"] = {"num_cpus": self.num_cpus}
+        return options
+
+
 class ModelConfig(_Strict):
     name: str | None = None
     runtime: RuntimeName | None = None
@@ -147,6 +184,7 @@ class ModelConfig(_Strict):
     onnx: OnnxConfig = Field(default_factory=OnnxConfig)
     simple: SimpleApiConfig = Field(default_factory=SimpleApiConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
     trust_pickle: bool = False
     parameters: dict[str, Any] = Field(default_factory=dict)
 

@@ -107,3 +107,13 @@ def _register_toolkit() -> None:
 
 
 _register_toolkit()
+
+
+def _register_ray() -> None:
+    # The command is always listed; Ray itself is imported only when it runs (extra: servekit[ray]).
+    from servekit.cli.ray import ray
+
+    main.add_command(ray)
+
+
+_register_ray()
