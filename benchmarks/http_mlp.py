@@ -111,57 +111,13 @@ class Bench:
 
 
 def write_model(path: Path) -> str:
-    """Write the digits MLP as ONNX to ``path``; return where it came from.
+    """Write the demo digits MLP (servekit.demo, trained on load_digits) as ONNX to ``path``."""
+    from servekit.demo import write_demo_repository
 
-    Prefers servekit.demo (the trained demo model); falls back to the same graph with
-    random weights if the demo module is missing or fails.
-    """
-    try:
-        from servekit.demo import write_demo_repository
-
-        with tempfile.TemporaryDirectory(prefix="servekit-demo-") as scratch:
-            write_demo_repository(Path(scratch), include_torch=False)
-            shutil.copyfile(Path(scratch) / MODEL / "1" / "model.onnx", path)
-        return "servekit.demo, trained on load_digits"
-    except Exception as exc:  # any failure of an unfinished demo: use our own model
-        print(f"servekit.demo unavailable ({type(exc).__name__}: {exc}); using a random-weight MLP", flush=True)
-        _write_random_mlp(path)
-        return "random weights, built by the benchmark because servekit.demo was unavailable"
-
-
-def _write_random_mlp(path: Path) -> None:
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    arrays = {
-        "pixel_scale": np.array([1 / 16], dtype=np.float32),
-        "hidden_weight": (rng.standard_normal((64, 256)) * 0.1).astype(np.float32),
-        "hidden_bias": np.zeros(256, dtype=np.float32),
-        "output_weight": (rng.standard_normal((256, 10)) * 0.1).astype(np.float32),
-        "output_bias": np.zeros(10, dtype=np.float32),
-    }
-    nodes = [
-        helper.make_node("Mul", ["input", "pixel_scale"], ["scaled"]),
-        helper.make_node("Gemm", ["scaled", "hidden_weight", "hidden_bias"], ["hidden_linear"]),
-        helper.make_node("Relu", ["hidden_linear"], ["hidden"]),
-        helper.make_node("Gemm", ["hidden", "output_weight", "output_bias"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
-        helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "digits_mlp",
-        inputs=[helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 64])],
-        outputs=[
-            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 10]),
-            helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
-        ],
-        initializer=[numpy_helper.from_array(array, name) for name, array in arrays.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="servekit.bench")
-    onnx.checker.check_model(model)
-    onnx.save_model(model, str(path))
+    with tempfile.TemporaryDirectory(prefix="servekit-demo-") as scratch:
+        write_demo_repository(Path(scratch), include_torch=False)
+        shutil.copyfile(Path(scratch) / MODEL / "1" / "model.onnx", path)
+    return "servekit.demo, trained on load_digits"
 
 
 def write_repositories(root: Path, modes: list[str]) -> tuple[dict[str, Path], str]:
