@@ -125,6 +125,7 @@ def test_unchanged_versions_are_kept_and_changed_ones_reload(tmp_path: Path) -> 
         (model / "2" / "weights.bin").write_bytes(b"new")
         with (model / "config.yaml").open("a") as config:
             config.write("default_version: 1\n")  # a routing field: no reload
+            config.write("ray: {num_replicas: 2}\n")  # only `servekit ray deploy` reads it: no reload
         await registry.load("m")
         after = registry.entry("m").versions
         assert after[1] is first[1] and after[2] is not first[2]
