@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -71,15 +70,6 @@ def _hits_by_process(server: ServerProcess) -> set[str]:
     """PIDs of the processes whose access log has a cache hit (text lines: "... INFO PID servekit.access: ...")."""
     return {line.split(" servekit.access: ")[0].split()[-1] for line in server.log().splitlines()
             if " servekit.access: " in line and line.endswith("cache=hit")}
-
-
-@pytest.fixture()
-def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path / "redis").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_hits_reloads_and_a_dead_redis(tmp_path: Path, redis_server: RedisProcess) -> None:

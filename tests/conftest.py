@@ -1,3 +1,5 @@
+"""Fixtures shared across test folders."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -5,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from .redis_process import RedisProcess
+from tests.cache.redis_process import RedisProcess
 
 
 @pytest.fixture()
 def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A real redis-server on a free loopback port, stopped by PID after the test."""
     server = RedisProcess(tmp_path / "redis").start()
     try:
         yield server
