@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from starlette.responses import Response
-from starlette.types import ASGIApp
+from starlette.types import Receive, Scope, Send
 
 from servekit import __version__
 from servekit.cache import create_cache
@@ -100,11 +100,17 @@ def create_app(settings: ServerSettings, dataplane: DataPlane | None = None, *, 
 
 
 class _ServekitApp(FastAPI):
-    """FastAPI, with the infer and predict routes answered in front of its whole middleware
-    stack (error, telemetry, body-limit and exception middleware, routing): see hot_routes."""
+    """FastAPI, with the infer and predict routes answered in front of all of it: its
+    per-request telemetry check (``FastAPI.__call__`` asks OpenTelemetry, which reads the
+    environment, on every request), middleware stack and routing. See hot_routes."""
 
-    def build_middleware_stack(self) -> ASGIApp:
-        return HotRoutes(super().build_middleware_stack(), self.state.dataplane, self.state.settings)
+    _hot_routes: HotRoutes | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hot = self._hot_routes
+        if hot is None:  # built on first use: state.dataplane is set after __init__
+            hot = self._hot_routes = HotRoutes(super().__call__, self.state.dataplane, self.state.settings)
+        await hot(scope, receive, send)
 
 
 async def _servekit_error(request: Request, error: ServekitError) -> Response:
