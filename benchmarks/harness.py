@@ -45,7 +45,7 @@ STOP_TIMEOUT_S = 15.0
 # sits in a level-2 long string because JSON rows end in "]]", which would close [[ ]].
 _LUA_TEMPLATE = """\
 wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Content-Type"] = "{content_type}"
 wrk.body = [==[{body}]==]
 
 function done(summary, latency, requests)
@@ -239,11 +239,11 @@ def _stop(process: subprocess.Popen[bytes]) -> int | None:
 # -- wrk -------------------------------------------------------------------------------
 
 
-def wrk_script(body: str) -> str:
-    """A wrk Lua script that POSTs ``body`` as JSON and prints one SERVEKIT_RESULT line when done."""
+def wrk_script(body: str, content_type: str = "application/json") -> str:
+    """A wrk Lua script that POSTs ``body`` and prints one SERVEKIT_RESULT line when done."""
     if "]==]" in body:
         raise ValueError("the body holds ']==]', which would end the Lua long string early")
-    return _LUA_TEMPLATE.format(body=body)
+    return _LUA_TEMPLATE.format(body=body, content_type=content_type)
 
 
 def run_wrk(

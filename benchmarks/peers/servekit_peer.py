@@ -1,0 +1,46 @@
+"""servekit itself, run from the interpreter running the suite (the project's own venv)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from peers.base import MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE, Launch, Peer, Workload, free_port, parse_oip_json
+
+
+class ServekitPeer(Peer):
+    name = "servekit"
+    own_venv = False
+    version_of = "servekit"
+
+    def __init__(self, extra_args: tuple[str, ...] = ()) -> None:
+        self.extra_args = extra_args
+
+    def launch(self, python: Path, workload: Workload, workdir: Path, port: int) -> Launch:
+        model_dir = workdir / "repository" / workload.name
+        (model_dir / "1").mkdir(parents=True)
+        if workload.kind == "onnx":
+            shutil.copy(workload.model_path, model_dir / "1" / "model.onnx")
+        else:
+            shutil.copy(workload.folder / "model.skops", model_dir / "1" / "model.skops")
+        (model_dir / "config.yaml").write_text(
+            f"max_batch_size: {MAX_BATCH_SIZE}\n"
+            f"batching:\n  max_queue_delay_ms: {MAX_BATCH_DELAY_MS}\n"
+            + ("outputs:\n  - {name: probabilities, datatype: FP32, shape: [-1, 10]}\n"
+               # The forest's trees are a type skops asks the owner to trust explicitly.
+               "parameters:\n  trusted_types: [sklearn.tree._tree.Tree]\n"
+               if workload.kind == "sklearn" else "")
+        )
+        base = f"http://127.0.0.1:{port}"
+        grpc_port = free_port()
+        command = [
+            str(python), "-m", "servekit", "serve", str(workdir / "repository"),
+            "--host", "127.0.0.1", "--http-port", str(port), "--grpc-port", str(grpc_port),
+            "--metrics-port", "0", "--management-port", "0", "--log-level", "warning", *self.extra_args,
+        ]
+        return Launch(
+            command=command, url=f"{base}/v2/models/{workload.name}/infer", body=workload.oip_json_body(),
+            ready_url=f"{base}/v2/health/ready", parse=parse_oip_json, grpc_port=grpc_port,
+            note=f"one process (HTTP and gRPC share one event loop), dynamic batching max {MAX_BATCH_SIZE}"
+                 f" / {MAX_BATCH_DELAY_MS} ms, OIP JSON; {' '.join(self.extra_args)}".rstrip("; "),
+        )

@@ -1,0 +1,504 @@
+"""servekit beside Triton, TorchServe, MLServer, LitServe, BentoML and Ray Serve, in one run.
+
+    python benchmarks/peers/workloads.py                 # once: W1/W2/W3 models and requests
+    python benchmarks/peers_compare.py --out benchmarks/results/peers.md
+
+Each peer is installed from PyPI into its own virtual environment (``--venvs``, reused
+when its requirements have not changed), serves the same model files through the same
+model code (``peers/model_fn.py``) on 127.0.0.1, and is driven by the same load generator
+(wrk: closed loop, one row per request). Per (peer, workload) the suite records the cold
+start (process start to the first correct answer), checks the answer against the
+workload's expected output, then runs wrk at each connection count while it samples the
+server's CPU and resident memory (its whole process group). Every process is started in
+a session of its own and stopped by PID (SIGTERM to the group, SIGKILL after 15 s).
+
+Nothing here asserts a number; the report is a table, the plots, and the raw wrk output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import os
+import shlex
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import harness
+from peers.base import Launch, Peer, Workload, ensure_venv, free_port
+
+# name -> "module:Class" under benchmarks/peers/, imported only when asked for.
+PEERS = {
+    "servekit": "servekit_peer:ServekitPeer",
+    "triton": "triton:TritonPeer",
+    "torchserve": "torchserve:TorchServePeer",
+    "mlserver": "mlserver:MLServerPeer",
+    "litserve": "litserve:LitServePeer",
+    "bentoml": "bentoml_peer:BentoMLPeer",
+    "rayserve": "rayserve:RayServePeer",
+}
+# What every peer venv gets beside the peer itself: the model code's libraries, pinned to
+# the versions servekit's own environment runs, so the computation is the same everywhere.
+MODEL_LIBRARIES = ("onnxruntime", "scikit-learn", "joblib", "numpy")
+
+READY_TIMEOUT_S = 180.0
+STOP_TIMEOUT_S = 15.0
+
+
+@dataclass
+class Row:
+    peer: str
+    workload: str
+    connections: int
+    protocol: str = "http"  # "http": wrk, HTTP/1.1 + JSON; "grpc": h2load, OIP ModelInfer with raw tensors
+    req_s: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    mean_ms: float = 0.0
+    errors: int = 0
+    cpu_pct: float = 0.0  # the server's process group: CPU seconds / wall seconds * 100
+    rss_mb: float = 0.0  # the group's peak resident memory during the run
+    cold_start_s: float = 0.0
+    note: str = ""
+    failed: str = ""
+
+
+# -- processes ---------------------------------------------------------------------------
+
+
+def _session_pids(sid: int) -> list[int]:
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = Path(f"/proc/{entry.name}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[3]) == sid:  # field 6 of stat: the session id
+                pids.append(int(entry.name))
+    return pids
+
+
+def group_usage(sid: int) -> tuple[float, float]:
+    """(CPU seconds, resident MiB) summed over every process of the session ``sid``."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    page = os.sysconf("SC_PAGE_SIZE")
+    cpu = rss = 0.0
+    for pid in _session_pids(sid):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            cpu += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+            rss += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page / 2**20
+    return cpu, rss
+
+
+class PeakRss:
+    """Samples the group's resident memory every 0.25 s in a thread; ``peak`` after ``stop``."""
+
+    def __init__(self, sid: int) -> None:
+        self.sid, self.peak = sid, 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(0.25):
+            self.peak = max(self.peak, group_usage(self.sid)[1])
+
+    def stop(self) -> float:
+        self._done.set()
+        self._thread.join()
+        return self.peak
+
+
+def start(launch: Launch, log_path: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, **launch.env)
+    env.pop("VIRTUAL_ENV", None)
+    with log_path.open("wb") as log:
+        return subprocess.Popen(launch.command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                cwd=launch.cwd, start_new_session=True)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process group, SIGKILL to whatever is left after STOP_TIMEOUT_S."""
+    sid = process.pid
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(sid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline and _session_pids(sid):
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=0.2)
+    for pid in _session_pids(sid):  # children that left the process group keep the session
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(sid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=STOP_TIMEOUT_S)
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return "(no log)"
+
+
+def wait_ready(process: subprocess.Popen[bytes], launch: Launch, workload: Workload, log: Path,
+               started: float) -> float:
+    """Seconds from ``started`` to the first correct answer; raises when it never comes."""
+    deadline = started + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"exited with {process.returncode} before ready:\n{_log_tail(log)}")
+        with contextlib.suppress(OSError):
+            if harness.http("GET", launch.ready_url, timeout=1.0)[0] == 200:
+                status, body = _post(launch)
+                if status == 200:
+                    elapsed = time.monotonic() - started
+                    check_answer(launch, workload, body)
+                    return elapsed
+        time.sleep(0.05)
+    raise RuntimeError(f"not ready after {READY_TIMEOUT_S:.0f} s:\n{_log_tail(log)}")
+
+
+def _post(launch: Launch) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(launch.url, data=launch.body.encode(), method="POST",
+                                     headers={"Content-Type": launch.content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as error:
+        return int(error.code), error.read()
+
+
+def check_answer(launch: Launch, workload: Workload, body: bytes) -> None:
+    if launch.parse is None:
+        raise RuntimeError("the peer gave no parse() for its responses")
+    got = launch.parse(body)
+    for name, expected in workload.expected().items():
+        if name not in got:
+            raise RuntimeError(f"answer lacks output {name!r}: {body[:300]!r}")
+        actual = np.asarray(got[name]).reshape(expected.shape)
+        if not np.allclose(actual, expected, atol=workload.atol, rtol=1e-4):
+            raise RuntimeError(f"wrong answer for {name!r}: {actual.ravel()[:8]} vs {expected.ravel()[:8]}")
+
+
+# -- gRPC ---------------------------------------------------------------------------------
+
+
+def grpc_request(workload: Workload) -> bytes:
+    """The sample as one OIP ``ModelInferRequest`` with raw tensor contents, gRPC-framed."""
+    from servekit.grpc.generated import inference_pb2
+
+    request = inference_pb2.ModelInferRequest(model_name=workload.name)
+    for spec, array in zip(workload.inputs, workload.sample().values(), strict=True):
+        request.inputs.add(name=spec.name, datatype=spec.datatype, shape=list(array.shape))
+        request.raw_input_contents.append(np.ascontiguousarray(array, dtype=spec.numpy_dtype).tobytes())
+    message = request.SerializeToString()
+    return struct.pack(">BI", 0, len(message)) + message  # uncompressed, big-endian length
+
+
+def grpc_check(port: int, workload: Workload) -> None:
+    """One ModelInfer through grpcio; its outputs must match the workload's expected answer."""
+    import grpc
+
+    from servekit.grpc.generated import inference_pb2, inference_pb2_grpc
+
+    request = inference_pb2.ModelInferRequest()
+    request.ParseFromString(grpc_request(workload)[5:])
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        reply = inference_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+    got = {}
+    for output, raw in zip(reply.outputs, reply.raw_output_contents, strict=True):
+        dtype = {"FP32": np.float32, "INT64": np.int64, "INT32": np.int32, "FP64": np.float64}[output.datatype]
+        got[output.name] = np.frombuffer(raw, dtype=dtype).reshape(list(output.shape))
+    check_answer(Launch([], "", "", "", parse=lambda _: got), workload, b"")
+
+
+def run_h2load(port: int, workload: Workload, connections: int, duration: float, scratch: Path) -> tuple[
+        dict[str, float], str]:
+    """h2load, ``connections`` HTTP/2 connections with one call at a time each (as wrk's closed loop)."""
+    body, log = scratch / "grpc-body.bin", scratch / "h2load.log"
+    body.write_bytes(grpc_request(workload))
+    log.unlink(missing_ok=True)
+    command = ["h2load", "-t", str(min(2, connections)), "-c", str(connections), "-m", "1",
+               "-D", str(max(1, round(duration))), "-d", str(body), f"--log-file={log}",
+               "-H", "content-type: application/grpc", "-H", "te: trailers",
+               f"http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelInfer"]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
+    output = f"$ {shlex.join(command)}\n{completed.stdout}{completed.stderr}"
+    rows = [line.split("\t") for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
+    if completed.returncode != 0 or not rows:
+        raise RuntimeError(f"h2load failed ({completed.returncode}):\n{output}")
+    latencies = np.sort(np.array([int(row[2]) for row in rows], dtype=np.float64) / 1000)  # us -> ms
+    return {"requests": len(rows), "duration_s": duration, "p50_ms": float(np.percentile(latencies, 50)),
+            "p99_ms": float(np.percentile(latencies, 99)), "mean_ms": float(latencies.mean()),
+            "errors": sum(row[1] != "200" for row in rows)}, output
+
+
+# -- one peer, one workload --------------------------------------------------------------
+
+
+def measure(peer: Peer, python: Path, workload: Workload, args: argparse.Namespace, wrk: str,
+            raw: list[str]) -> list[Row]:
+    workdir = args.scratch / peer.name / workload.name
+    if workdir.exists():
+        subprocess.run(["rm", "-rf", str(workdir)], check=True)
+    workdir.mkdir(parents=True)
+    port = free_port()
+    launch = peer.launch(python, workload, workdir, port)
+    log = workdir / "server.log"
+    print(f"[{peer.name}/{workload.name}] {shlex.join(launch.command)}", flush=True)
+    started = time.monotonic()
+    process = start(launch, log)
+    rows = []
+    try:
+        cold = wait_ready(process, launch, workload, log, started)
+        print(f"[{peer.name}/{workload.name}] ready and correct after {cold:.2f} s", flush=True)
+        script = workdir / "request.lua"
+        script.write_text(harness.wrk_script(launch.body, launch.content_type))
+        harness.run_wrk(wrk, launch.url, script, max(args.connections), args.threads, args.warmup)
+        for connections in args.connections:
+            before_cpu, _ = group_usage(process.pid)
+            sampler = PeakRss(process.pid)
+            t0 = time.monotonic()
+            result, output = harness.run_wrk(wrk, launch.url, script, connections, args.threads, args.duration)
+            wall = time.monotonic() - t0
+            peak = sampler.stop()
+            after_cpu, _ = group_usage(process.pid)
+            errors = sum(int(result[key]) for key in result if key.endswith("_errors"))
+            row = Row(peer.name, workload.name, connections,
+                      req_s=result["requests"] / (result["duration_us"] / 1e6),
+                      p50_ms=result["p50_us"] / 1000, p99_ms=result["p99_us"] / 1000,
+                      mean_ms=result["mean_us"] / 1000, errors=errors,
+                      cpu_pct=100 * (after_cpu - before_cpu) / wall, rss_mb=peak, cold_start_s=cold,
+                      note=launch.note)
+            rows.append(row)
+            raw.append(f"### {peer.name} / {workload.name} / {connections} connections\n\n```\n{output.strip()}\n```\n")
+            print(f"[{peer.name}/{workload.name}] c={connections}: {row.req_s:.0f} req/s, p50 {row.p50_ms:.2f} ms,"
+                  f" p99 {row.p99_ms:.2f} ms, CPU {row.cpu_pct:.0f}%, RSS {row.rss_mb:.0f} MiB,"
+                  f" errors {errors}", flush=True)
+        if launch.grpc_port and args.grpc:
+            for row in measure_grpc(peer, launch, workload, args, process, workdir, raw):
+                row.cold_start_s = cold
+                rows.append(row)
+        if process.poll() is not None:
+            raise RuntimeError(f"exited with {process.returncode} during the run:\n{_log_tail(log)}")
+    finally:
+        stop(process)
+    return rows
+
+
+def measure_grpc(peer: Peer, launch: Launch, workload: Workload, args: argparse.Namespace,
+                 process: subprocess.Popen[bytes], workdir: Path, raw: list[str]) -> list[Row]:
+    assert launch.grpc_port is not None
+    grpc_check(launch.grpc_port, workload)
+    run_h2load(launch.grpc_port, workload, max(args.connections), args.warmup, workdir)
+    rows = []
+    for connections in args.connections:
+        before_cpu, _ = group_usage(process.pid)
+        sampler = PeakRss(process.pid)
+        t0 = time.monotonic()
+        result, output = run_h2load(launch.grpc_port, workload, connections, args.duration, workdir)
+        wall = time.monotonic() - t0
+        peak = sampler.stop()
+        after_cpu, _ = group_usage(process.pid)
+        # h2load sees HTTP statuses only; gRPC errors travel in trailers: ask once more after the run.
+        grpc_check(launch.grpc_port, workload)
+        row = Row(peer.name, workload.name, connections, "grpc", req_s=result["requests"] / result["duration_s"],
+                  p50_ms=result["p50_ms"], p99_ms=result["p99_ms"], mean_ms=result["mean_ms"],
+                  errors=int(result["errors"]), cpu_pct=100 * (after_cpu - before_cpu) / wall, rss_mb=peak,
+                  note=launch.note)
+        rows.append(row)
+        raw.append(f"### {peer.name} / {workload.name} / gRPC / {connections} connections\n\n```\n"
+                   f"{output.strip()}\n```\n")
+        print(f"[{peer.name}/{workload.name}] gRPC c={connections}: {row.req_s:.0f} req/s, p50 {row.p50_ms:.2f} ms,"
+              f" p99 {row.p99_ms:.2f} ms, CPU {row.cpu_pct:.0f}%", flush=True)
+    return rows
+
+
+# -- the report ---------------------------------------------------------------------------
+
+
+def write_report(path: Path, rows: list[Row], args: argparse.Namespace, versions: dict[str, str],
+                 raw: list[str], load_before: str) -> None:
+    lines = [
+        "# servekit beside other model servers",
+        "",
+        f"Command: `{shlex.join(['python', *sys.argv])}`",
+        "",
+        f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Machine: {harness.machine_description()}."
+        f" Load average before: {load_before}, after: {harness.load_average()}.",
+        f"Load: {harness.wrk_version(args.wrk)}, {args.threads} threads, {args.duration:.0f} s per run after a"
+        f" {args.warmup:.0f} s warm-up; one row per request; wrk and the server share the machine's cores.",
+        "",
+        "Versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()),
+        "",
+    ]
+    for workload in args.workloads:
+        selected = [row for row in rows if row.workload == workload]
+        if not selected:
+            continue
+        title = Workload.load(args.workload_root / workload).title
+        lines += [f"## {title}", "",
+                  "| peer | protocol | conns | req/s | p50 ms | p99 ms | mean ms | CPU % | RSS MiB | cold start s"
+                  " | errors |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for row in sorted(selected, key=lambda r: (r.protocol != "http", r.connections)):
+            if row.failed:
+                lines.append(f"| {row.peer} | | | failed: {row.failed} | | | | | | | |")
+                continue
+            lines.append(f"| {row.peer} | {row.protocol} | {row.connections} | {row.req_s:.0f} | {row.p50_ms:.2f}"
+                         f" | {row.p99_ms:.2f}"
+                         f" | {row.mean_ms:.2f} | {row.cpu_pct:.0f} | {row.rss_mb:.0f} | {row.cold_start_s:.2f}"
+                         f" | {row.errors} |")
+        lines += ["", "How each peer ran it:", ""]
+        for peer in dict.fromkeys(row.peer for row in selected):
+            notes = {row.note for row in selected if row.peer == peer and row.note}
+            lines += [f"- **{peer}**: {'; '.join(sorted(notes)) or '-'}"]
+        lines.append("")
+    plot = _plot(path, rows, args)
+    if plot:
+        lines += [f"![req/s and p99 per peer]({plot.name})", ""]
+    lines += ["## Raw wrk output", "", *raw]
+    path.write_text("\n".join(lines) + "\n")
+    path.with_suffix(".json").write_text(json.dumps([asdict(row) for row in rows], indent=1) + "\n")
+
+
+def _plot(path: Path, rows: list[Row], args: argparse.Namespace) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    good = [row for row in rows if not row.failed]
+    workloads = [w for w in args.workloads if any(row.workload == w for row in good)]
+    if not workloads:
+        return None
+    figure, axes = plt.subplots(len(workloads), 2, figsize=(12, 3.6 * len(workloads)), squeeze=False)
+    for index, workload in enumerate(workloads):
+        selected = [row for row in good if row.workload == workload]
+        peers = list(dict.fromkeys(row.peer for row in selected))
+        combos = list(dict.fromkeys((row.protocol, row.connections) for row in selected))
+        width = 0.8 / max(1, len(combos))
+        for offset, (protocol, connections) in enumerate(combos):
+            by_peer = {row.peer: row for row in selected if (row.protocol, row.connections) == (protocol, connections)}
+            xs = np.arange(len(peers)) + offset * width
+            label = f"{protocol} c={connections}"
+            axes[index][0].bar(xs, [by_peer[p].req_s if p in by_peer else 0 for p in peers], width, label=label)
+            axes[index][1].bar(xs, [by_peer[p].p99_ms if p in by_peer else 0 for p in peers], width, label=label)
+        for column, label in enumerate(("req/s", "p99 ms (log)")):
+            axis = axes[index][column]
+            axis.set_xticks(np.arange(len(peers)) + width * (len(combos) - 1) / 2, peers)
+            axis.set_title(f"{workload}: {label}")
+            axis.legend()
+        axes[index][1].set_yscale("log")
+    figure.tight_layout()
+    image = path.with_suffix(".png")
+    figure.savefig(image, dpi=90)
+    plt.close(figure)
+    return image
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def load_peer(name: str) -> Peer:
+    module_name, class_name = PEERS[name].split(":")
+    module = importlib.import_module(f"peers.{module_name}")
+    peer: Peer = getattr(module, class_name)()
+    return peer
+
+
+def _model_library_pins() -> tuple[str, ...]:
+    from importlib.metadata import version
+
+    return tuple(f"{name}=={version(name)}" for name in MODEL_LIBRARIES)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated, from: " + ", ".join(PEERS))
+    parser.add_argument("--workloads", default="w1,w2,w3")
+    parser.add_argument("--connections", default="1,32")
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workload-root", type=Path, default=Path("benchmarks/results/tmp/workloads"))
+    parser.add_argument("--venvs", type=Path, default=Path("benchmarks/results/tmp/venvs"))
+    parser.add_argument("--scratch", type=Path, default=Path("benchmarks/results/tmp/peers"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/tmp/peers.md"))
+    parser.add_argument("--no-grpc", dest="grpc", action="store_false",
+                        help="skip the gRPC runs (h2load) of peers that serve OIP gRPC")
+    parser.add_argument("--install-tools", action="store_true", help="apt-get install wrk when missing")
+    args = parser.parse_args()
+    args.connections = [int(c) for c in args.connections.split(",")]
+    args.workloads = args.workloads.split(",")
+    args.wrk = harness.ensure_wrk(args.install_tools)
+    args.scratch = args.scratch.resolve()
+    args.venvs = args.venvs.resolve()
+    args.venvs.mkdir(parents=True, exist_ok=True)
+    load_before = harness.load_average()
+
+    rows: list[Row] = []
+    raw: list[str] = []
+    versions: dict[str, str] = {}
+    pins = _model_library_pins()
+    for name in args.peers.split(","):
+        peer = load_peer(name)
+        why_not = peer.check_system()
+        wanted = [w for w in args.workloads if w in peer.workloads]
+        if why_not:
+            print(f"[{name}] skipped: {why_not}", flush=True)
+            rows += [Row(name, w, 0, failed=f"not run: {why_not}") for w in wanted]
+            continue
+        try:
+            python, spent = ensure_venv(args.venvs, peer, pins) if peer.own_venv else (Path(sys.executable), 0.0)
+        except subprocess.CalledProcessError as error:
+            rows += [Row(name, w, 0, failed=f"install failed: {error}") for w in wanted]
+            continue
+        if spent:
+            print(f"[{name}] venv built in {spent:.0f} s", flush=True)
+        versions[name] = _installed_version(python, peer.version_of or name)
+        for workload_name in wanted:
+            workload = Workload.load(args.workload_root / workload_name)
+            try:
+                rows += measure(peer, python, workload, args, args.wrk, raw)
+            except Exception as error:
+                traceback.print_exc()
+                rows.append(Row(name, workload_name, 0, failed=str(error).splitlines()[0][:200]))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_report(args.out, rows, args, versions, raw, load_before)
+    print(f"wrote {args.out}", flush=True)
+    return 1 if any(row.failed or row.errors for row in rows) else 0
+
+
+def _installed_version(python: Path, distribution: str) -> str:
+    completed = subprocess.run(
+        [str(python), "-c", f"from importlib.metadata import version; print(version({distribution!r}))"],
+        capture_output=True, text=True, timeout=60)
+    return completed.stdout.strip() or "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
