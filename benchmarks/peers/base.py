@@ -1,6 +1,6 @@
 """What a peer server is to the comparison suite: how to install it, launch it, and ask it.
 
-Writing a peer? Read benchmarks/peers/README.md first (rules, how to test one).
+Adding a peer: benchmarks/peers/README.md.
 
 A workload (``Workload``) is a model plus one request's worth of input, written by
 ``workloads.py`` into a folder with ``workload.json``. A peer (``Peer``) turns a workload
@@ -145,10 +145,13 @@ def ensure_venv(root: Path, peer: Peer, extra: tuple[str, ...] = ()) -> tuple[Pa
     """The peer's venv under ``root`` with its requirements installed; (python, seconds spent).
 
     A venv whose recorded requirements match is reused as it is, so reruns start at once.
+    A requirement in ``extra`` on a distribution the peer's own requirements also name is
+    dropped: the peer's wins (PyTriton needs ``numpy<2`` whatever the suite pins).
     """
     venv = root / peer.name
     python = venv / "bin" / "python"
-    wanted = sorted([*peer.requirements, *extra])
+    own = {_distribution(requirement) for requirement in peer.requirements}
+    wanted = sorted([*peer.requirements, *(pin for pin in extra if _distribution(pin) not in own)])
     stamp = venv / "servekit-requirements.json"
     if python.exists() and stamp.exists() and json.loads(stamp.read_text()) == wanted:
         return python, 0.0
@@ -159,3 +162,10 @@ def ensure_venv(root: Path, peer: Peer, extra: tuple[str, ...] = ()) -> tuple[Pa
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", *wanted], check=True, env=env)
     stamp.write_text(json.dumps(wanted))
     return python, time.monotonic() - started
+
+
+def _distribution(requirement: str) -> str:
+    """The normalised distribution name a pip requirement string is about ("numpy<2" -> "numpy")."""
+    import re
+
+    return re.sub(r"[-_.]+", "-", re.split(r"[\s\[<>=!~;@]", requirement.strip(), maxsplit=1)[0]).lower()

@@ -13,8 +13,10 @@ class ServekitPeer(Peer):
     own_venv = False
     version_of = "servekit"
 
-    def __init__(self, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, extra_args: tuple[str, ...] = (), extra_config: str = "", name: str = "") -> None:
         self.extra_args = extra_args
+        self.extra_config = extra_config  # appended to every config.yaml (YAML, top-level keys)
+        self.name = name or self.name
 
     def launch(self, python: Path, workload: Workload, workdir: Path, port: int) -> Launch:
         model_dir = workdir / "repository" / workload.name
@@ -30,6 +32,7 @@ class ServekitPeer(Peer):
                # The forest's trees are a type skops asks the owner to trust explicitly.
                "parameters:\n  trusted_types: [sklearn.tree._tree.Tree]\n"
                if workload.kind == "sklearn" else "")
+            + self.extra_config
         )
         base = f"http://127.0.0.1:{port}"
         grpc_port = free_port()
