@@ -61,10 +61,22 @@ def test_lone_request_on_idle_model_starts_without_waiting_the_delay() -> None:
         runtime = DoublingRuntime()
         batcher = Batcher("m", [runtime], BatchPolicy(max_rows=8, max_delay_s=30.0))
         task = asyncio.create_task(batcher.submit(rows(1.0)))
-        await asyncio.sleep(0)
-        # Dispatched in the same loop turn as the submit: nothing waits for the 30 s delay.
+        await asyncio.sleep(0)  # the submit runs and schedules the pump at the end of its turn
+        await asyncio.sleep(0)  # the pump ran: nothing waits for the 30 s delay
         assert batcher.busy == 1 and batcher.queue_depth == 0
         assert (await task)["y"].tolist() == [[2.0]]
+
+    run(body)
+
+
+def test_requests_arriving_in_one_loop_turn_on_an_idle_model_share_one_batch() -> None:
+    async def body() -> None:
+        runtime = DoublingRuntime()
+        batcher = Batcher("m", [runtime], BatchPolicy(max_rows=8, max_delay_s=30.0))
+        tasks = [asyncio.create_task(batcher.submit(rows(float(i)))) for i in range(3)]
+        answers = await asyncio.gather(*tasks)
+        assert [a["y"].tolist() for a in answers] == [[[0.0]], [[2.0]], [[4.0]]]
+        assert runtime.batches == [3]  # not a batch of 1 and then one of 2
 
     run(body)
 
@@ -201,8 +213,9 @@ def test_instances_run_batches_in_parallel() -> None:
         gate = threading.Event()
         first, second = DoublingRuntime(gate), DoublingRuntime(gate)
         batcher = Batcher("m", [first, second], BatchPolicy(max_rows=8, max_delay_s=0.0))
-        tasks = [asyncio.create_task(batcher.submit(rows(float(i)))) for i in range(2)]
-        await wait_running(first)
+        tasks = [asyncio.create_task(batcher.submit(rows(0.0)))]
+        await wait_running(first)  # held at the gate; a request arriving now takes the other instance
+        tasks.append(asyncio.create_task(batcher.submit(rows(1.0))))
         await wait_running(second)
         assert batcher.busy == 2
         gate.set()

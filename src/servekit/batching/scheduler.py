@@ -3,16 +3,19 @@
 Everything here runs on the event loop thread except ``run_batch``, which runs on
 the chosen instance's own thread (one thread per instance, so N instances compute
 in parallel while the loop keeps accepting requests). There is no scheduler task:
-the queue is pumped when a request arrives, when a batch finishes and when the
-batching delay runs out, so an idle model starts a lone request at once.
+the queue is pumped at the end of the loop turn in which a request arrives, when a batch
+finishes and when the batching delay runs out, so an idle model starts a lone request at
+once, and every request that arrived in the same turn (all the connections with data
+ready) shares its batch. Pumping at once on arrival instead sent the first request of each
+wave alone to an idle model: for a compute-bound model under a closed loop of clients,
+a batch of 1 then held the other 31 back for a whole model run (W2 in
+benchmarks/results/peers.md).
 
 ``inline=True`` (one instance; chosen per model version at load, see
 ``servekit.batching.execution``) runs ``run_batch`` on the event loop thread instead: for a
 model that computes in tens of microseconds the hop to a thread and back costs more than
-the model. Then a request arriving does not start a batch at once: the queue is pumped at
-the end of the current loop turn, so every request that arrived in the same turn (all the
-connections with data ready) shares one batch. The delay never applies, as the instance is
-never busy when the queue is pumped.
+the model. The delay never applies then, as the instance is never busy when the queue is
+pumped.
 """
 
 from __future__ import annotations
@@ -178,9 +181,7 @@ class Batcher:
         future: asyncio.Future[Arrays] = loop.create_future()
         item = QueuedItem(rows=rows, enqueued_at=now, deadline=deadline, payload=(inputs, future))
         self._queue.put(item)
-        if not self.inline:
-            self._pump()
-        elif not self._pump_scheduled:  # at the end of this loop turn, with everything that arrives meanwhile
+        if not self._pump_scheduled:  # at the end of this loop turn, with everything that arrives meanwhile
             self._pump_scheduled = True
             loop.call_soon(self._on_scheduled_pump)
         try:
