@@ -44,6 +44,7 @@ from peers.base import Launch, Peer, Workload, ensure_venv, free_port
 # name -> "module:Class" under benchmarks/peers/, imported only when asked for.
 PEERS = {
     "servekit": "servekit_peer:ServekitPeer",
+    "servekit-2w": "servekit_peer:ServekitTwoWorkersPeer",
     "triton": "triton:TritonPeer",
     "torchserve": "torchserve:TorchServePeer",
     "mlserver": "mlserver:MLServerPeer",
@@ -322,6 +323,9 @@ def measure_grpc(peer: Peer, launch: Launch, workload: Workload, args: argparse.
         peak = sampler.stop()
         after_cpu, _ = group_usage(process.pid)
         # h2load sees HTTP statuses only; gRPC errors travel in trailers: ask once more after the run.
+        # h2load cancels the calls in flight when time is up; let them drain first (MLServer 1.7.1
+        # loses the other requests of a batch that held a cancelled call: SeldonIO/MLServer#1652).
+        time.sleep(0.5)
         grpc_check(launch.grpc_port, workload)
         row = Row(peer.name, workload.name, connections, "grpc", req_s=result["requests"] / result["duration_s"],
                   p50_ms=result["p50_ms"], p99_ms=result["p99_ms"], mean_ms=result["mean_ms"],

@@ -47,3 +47,10 @@ class ServekitPeer(Peer):
             note=f"one process (HTTP and gRPC share one event loop), dynamic batching max {MAX_BATCH_SIZE}"
                  f" / {MAX_BATCH_DELAY_MS} ms, OIP JSON; {' '.join(self.extra_args)}".rstrip("; "),
         )
+
+
+class ServekitTwoWorkersPeer(ServekitPeer):
+    """servekit with ``--workers 2``: one process per core, sharing the HTTP and gRPC ports."""
+
+    def __init__(self) -> None:
+        super().__init__(extra_args=("--workers", "2"), name="servekit-2w")

@@ -109,7 +109,11 @@ class VersionPolicy(_Strict):
 
 
 class OnnxConfig(_Strict):
-    intra_op_threads: int = Field(default=0, ge=0, description="0 lets onnxruntime choose")
+    intra_op_threads: int = Field(
+        default=0, ge=0,
+        description="0 lets onnxruntime choose (one per core), except for a model that runs inline on the"
+                    " event loop (batching.execution, auto for fast models): there 0 means 1",
+    )
     inter_op_threads: int = Field(default=0, ge=0)
     graph_optimization: Literal["disabled", "basic", "extended", "all"] = "all"
     providers: list[str] | None = None

@@ -9,7 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from servekit.config import ModelConfig
+from servekit.config import ModelConfig, parse_model_config
+from servekit.repository.version import ModelVersion, load_version
 from servekit.runtimes import Runtime, RuntimeContext, create_runtime
 from servekit.types import TensorSpec
 
@@ -96,3 +97,28 @@ def test_missing_model_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "1").mkdir()
     with pytest.raises(FileNotFoundError, match=r"no file ending in \.onnx"):
         _runtime(tmp_path)
+
+
+def _intra_op_threads(version: ModelVersion) -> int:
+    runtime = version.batcher._instances[0].runtime
+    threads: int = runtime._session.get_session_options().intra_op_num_threads  # type: ignore[attr-defined]
+    return threads
+
+
+@pytest.mark.parametrize(("config", "inline", "threads"), [
+    ("max_batch_size: 8\n", True, 1),  # fast: inline, so one thread and no spinning worker beside the loop
+    ("max_batch_size: 8\nbatching: {execution: thread}\n", False, 0),  # onnxruntime chooses
+    ("max_batch_size: 8\nonnx: {intra_op_threads: 2}\n", True, 2),  # a count the config sets is kept
+])
+def test_a_model_run_inline_gets_one_intra_op_thread_unless_configured(
+        tmp_path: Path, config: str, inline: bool, threads: int) -> None:
+    _linear_model(tmp_path)
+    version = load_version("m", tmp_path, 1, parse_model_config(config, "config.yaml"))
+    try:
+        assert version.batcher.inline is inline
+        assert _intra_op_threads(version) == threads
+        x = np.array([[1.0, 2.0, 3.0]], dtype=np.float32)
+        assert version.batcher._instances[0].runtime.predict({"x": x})["y"].tolist() == [[4.5, -1.5]]
+    finally:
+        for instance in version.batcher._instances:
+            instance.runtime.unload()

@@ -166,6 +166,10 @@ def load_version(name: str, model_dir: Path, version: int, config: ModelConfig) 
         # Requests still carry a batch dimension; each runs alone.
         policy = BatchPolicy(max_rows=None, max_queue_size=batching.max_queue_size)
     stats = ModelStats()
+    inline = choose_execution(batching.execution, runtime_name, runtimes, signature.inputs, f"{name}:{version}",
+                              batched=max_batch_size > 0)
+    if inline:
+        runtimes[0].run_inline()
     batcher = Batcher(
         f"{name}:{version}",
         runtimes,
@@ -173,8 +177,7 @@ def load_version(name: str, model_dir: Path, version: int, config: ModelConfig) 
         oversize=batching.oversize,
         timeout_s=batching.timeout_ms / 1000 if batching.timeout_ms else None,
         stats=stats,
-        inline=choose_execution(batching.execution, runtime_name, runtimes, signature.inputs, f"{name}:{version}",
-                                batched=max_batch_size > 0),
+        inline=inline,
     )
     loaded = ModelVersion(
         name=name,

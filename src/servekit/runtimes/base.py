@@ -66,6 +66,11 @@ class Runtime(ABC):
     def unload(self) -> None:  # noqa: B027 - optional hook, most runtimes need nothing here
         """Release what load() took; the default drops nothing explicitly."""
 
+    def run_inline(self) -> None:  # noqa: B027 - optional hook, most runtimes need nothing here
+        """Called once, after load(), when every batch will run on the event loop thread (the
+        model is fast: see servekit.batching.execution). A runtime may retune itself for that
+        (onnx drops its intra-op worker threads); the default changes nothing."""
+
 
 def resolve_device(wanted: str, cuda_available: bool) -> str:
     """Map the config's device (cpu/cuda/auto) to what this machine has."""
