@@ -71,7 +71,7 @@ def test_predict_stream_answers_each_row_in_order(
     assert [a.prediction for a in answers] == [0, 1, 0, 1]
     for answer, row in zip(answers, rows, strict=True):
         assert list(answer.probabilities) == pytest.approx(_softmax(row), rel=1e-5)
-    assert _ran(marker)[before:] == [[1.0], [0.0, 5.0, 2.0]]  # the first row alone, the rest as one batch
+    assert _ran(marker)[before:] == [[1.0, 0.0, 5.0, 2.0]]  # the rows arrive in one loop turn: one batch
 
 
 def test_a_cancelled_stream_leaves_its_queued_rows_unrun(
