@@ -413,7 +413,7 @@ def _plot(path: Path, rows: list[Row], args: argparse.Namespace) -> Path | None:
             axes[index][1].bar(xs, [by_peer[p].p99_ms if p in by_peer else 0 for p in peers], width, label=label)
         for column, label in enumerate(("req/s", "p99 ms (log)")):
             axis = axes[index][column]
-            axis.set_xticks(np.arange(len(peers)) + width * (len(combos) - 1) / 2, peers)
+            axis.set_xticks(np.arange(len(peers)) + width * (len(combos) - 1) / 2, peers, rotation=20, ha="right")
             axis.set_title(f"{workload}: {label}")
             axis.legend()
         axes[index][1].set_yscale("log")

@@ -44,7 +44,7 @@ class ServekitPeer(Peer):
         return Launch(
             command=command, url=f"{base}/v2/models/{workload.name}/infer", body=workload.oip_json_body(),
             ready_url=f"{base}/v2/health/ready", parse=parse_oip_json, grpc_port=grpc_port,
-            note=f"one process (HTTP and gRPC share one event loop), dynamic batching max {MAX_BATCH_SIZE}"
+            note=f"HTTP and gRPC on one event loop per process, dynamic batching max {MAX_BATCH_SIZE}"
                  f" / {MAX_BATCH_DELAY_MS} ms, OIP JSON; {' '.join(self.extra_args)}".rstrip("; "),
         )
 
