@@ -79,13 +79,15 @@ def test_a_cancelled_stream_leaves_its_queued_rows_unrun(
 ) -> None:
     marker = grpc_markers["slow_classifier"]
     before = len(_ran(marker))
-    rows = [[100.0 + i, 0.0] for i in range(12)]
+    rows = [[100.0 + i, 0.0] for i in range(20)]
     call = stub.PredictStream(pb.PredictRequest(features=_flat(rows)), timeout=10)
-    next(call)  # row 100 ran alone; rows 101..108 now run as one batch, 109..111 wait in the queue
+    # The rows arrive together: 100..107 run as one batch; once it is done, 108..115 run
+    # and 116..119 wait in the queue.
+    next(call)
     call.cancel()
     time.sleep(3 * SLOW_CLASSIFIER_DELAY_S)
     ran = _ran(marker)[before:]
-    assert ran == [[100.0], [101.0 + i for i in range(8)]], ran  # never 109..111
+    assert ran == [[100.0 + i for i in range(8)], [108.0 + i for i in range(8)]], ran  # never 116..119
 
 
 def test_predict_bidi_pipelines_answers_in_order_and_ends_on_error(
