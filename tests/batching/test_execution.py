@@ -75,3 +75,9 @@ def test_config_rejects_inline_with_several_instances() -> None:
         parse_model_config("instances: 2\nbatching: {execution: inline}\n", "c.yaml")
     with pytest.raises(ConfigError, match="execution"):
         parse_model_config("batching: {execution: fast}\n", "c.yaml")
+
+
+def test_a_clearly_slow_model_is_judged_on_its_warm_up_without_the_median_runs() -> None:
+    runtime = TimedRuntime(seconds=INLINE_BELOW_S * 20)
+    assert choose_execution("auto", "onnx", [runtime], SPECS, "m:1") is False
+    assert len(runtime.shapes) == 2  # the two warm-ups only, not 21 more

@@ -55,10 +55,17 @@ def probe_inputs(specs: Sequence[TensorSpec], batched: bool = True) -> Arrays | 
     return arrays
 
 
-def median_compute_s(runtime: Runtime, inputs: Arrays, runs: int = _PROBE_RUNS) -> float:
-    """The median seconds of ``runtime.predict(inputs)`` over ``runs`` runs, after two warm-ups."""
+def median_compute_s(runtime: Runtime, inputs: Arrays, runs: int = _PROBE_RUNS,
+                     clearly_above: float | None = None) -> float:
+    """The median seconds of ``runtime.predict(inputs)`` over ``runs`` runs, after two warm-ups.
+    ``clearly_above``: when the second warm-up already takes longer, its time is returned at
+    once (a slow model's verdict needs no median, and 23 runs of it would lengthen its load)."""
     for _ in range(2):
+        started = time.perf_counter()
         runtime.predict(inputs)
+        warm = time.perf_counter() - started
+    if clearly_above is not None and warm > clearly_above:
+        return warm
     timings: list[float] = []
     for _ in range(runs):
         started = time.perf_counter()
@@ -80,7 +87,7 @@ def choose_execution(wanted: Execution, runtime_name: str, runtimes: Sequence[Ru
     if sample is None:
         return False
     try:
-        seconds = median_compute_s(runtimes[0], sample)
+        seconds = median_compute_s(runtimes[0], sample, clearly_above=10 * INLINE_BELOW_S)
     except Exception as exc:  # a model that refuses zeros: nothing known, keep the thread
         log.info("%s: execution auto -> thread (the one-row probe raised %s)", label, type(exc).__name__)
         return False
