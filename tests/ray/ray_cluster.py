@@ -33,8 +33,11 @@ def require_ray() -> None:
 
 
 def ray_environment() -> dict[str, str]:
-    """No usage reports, no dashboard metrics export, and nothing found through proxies."""
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_DISABLE_DOCKER_CPU_WARNING="1", no_proxy="*")
+    """No usage reports, no dashboard metrics export, nothing found through proxies, and loopback
+    only: on Linux Ray replaces a node address of 127.0.0.1 with the machine's outward one unless
+    it runs in its single-machine mode (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0)."""
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_DISABLE_DOCKER_CPU_WARNING="1", no_proxy="*",
+               RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     return env
 
 
