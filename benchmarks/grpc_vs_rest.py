@@ -35,7 +35,6 @@ import shlex
 import shutil
 import signal
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -53,7 +52,7 @@ from servekit.grpc.generated import inference_pb2, model_service_pb2
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from harness import free_port, library_versions, load_average, machine_description  # noqa: E402
+from harness import free_port, grpc_frame, library_versions, load_average, machine_description  # noqa: E402
 
 MODEL = "digits"
 ROW = (np.arange(64) % 17).astype(np.float32)  # pixel values 0..16, as the digits data has
@@ -66,10 +65,6 @@ class Api:
     path: str
     body: bytes
     headers: tuple[str, ...]
-
-
-def _grpc_frame(message: bytes) -> bytes:
-    return struct.pack(">BI", 0, len(message)) + message  # uncompressed, big-endian length
 
 
 def apis() -> list[Api]:
@@ -90,9 +85,9 @@ def apis() -> list[Api]:
         Api("REST /predict", "rest", "/predict", json.dumps({"inputs": [row]}).encode(),
             ("content-type: application/json",)),
         Api("gRPC ModelInfer (raw)", "grpc", "/inference.GRPCInferenceService/ModelInfer",
-            _grpc_frame(infer.SerializeToString()), grpc_headers),
+            grpc_frame(infer.SerializeToString()), grpc_headers),
         Api("gRPC ModelService/Predict", "grpc", "/modelserving.ModelService/Predict",
-            _grpc_frame(predict.SerializeToString()), grpc_headers),
+            grpc_frame(predict.SerializeToString()), grpc_headers),
     ]
 
 

@@ -13,6 +13,7 @@ import shlex
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -26,6 +27,8 @@ __all__ = [
     "Server",
     "ensure_py_spy",
     "ensure_wrk",
+    "free_port",
+    "grpc_frame",
     "http",
     "library_versions",
     "load_average",
@@ -165,10 +168,16 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def http(method: str, url: str, body: str | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
+def grpc_frame(message: bytes) -> bytes:
+    """A serialized protobuf message as one gRPC length-prefixed frame (uncompressed)."""
+    return struct.pack(">BI", 0, len(message)) + message  # compressed flag, big-endian length
+
+
+def http(method: str, url: str, body: str | None = None, timeout: float = 5.0,
+         content_type: str = "application/json") -> tuple[int, bytes]:
     """(status, body) of one request; HTTP error statuses are returned, not raised."""
     data = body.encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": content_type})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return int(response.status), response.read()

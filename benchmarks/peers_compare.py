@@ -24,12 +24,12 @@ import json
 import os
 import shlex
 import signal
-import struct
 import subprocess
 import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +39,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 import harness
-from peers.base import Launch, Peer, Workload, ensure_venv, free_port
+from harness import free_port
+from peers.base import Launch, Peer, Workload, ensure_venv
 
 # name -> "module:Class" under benchmarks/peers/, imported only when asked for.
 PEERS = {
@@ -76,6 +77,18 @@ class Row:
     cold_start_s: float = 0.0
     note: str = ""
     failed: str = ""
+
+
+@dataclass
+class Load:
+    """One load-generator run, whichever tool made it."""
+
+    req_s: float
+    p50_ms: float
+    p99_ms: float
+    mean_ms: float
+    errors: int
+    output: str  # the tool's own report, for the raw section
 
 
 # -- processes ---------------------------------------------------------------------------
@@ -168,7 +181,8 @@ def wait_ready(process: subprocess.Popen[bytes], launch: Launch, workload: Workl
             raise RuntimeError(f"exited with {process.returncode} before ready:\n{_log_tail(log)}")
         with contextlib.suppress(OSError):
             if harness.http("GET", launch.ready_url, timeout=1.0)[0] == 200:
-                status, body = _post(launch)
+                status, body = harness.http("POST", launch.url, launch.body, timeout=30,
+                                            content_type=launch.content_type)
                 if status == 200:
                     elapsed = time.monotonic() - started
                     check_answer(launch, workload, body)
@@ -177,26 +191,17 @@ def wait_ready(process: subprocess.Popen[bytes], launch: Launch, workload: Workl
     raise RuntimeError(f"not ready after {READY_TIMEOUT_S:.0f} s:\n{_log_tail(log)}")
 
 
-def _post(launch: Launch) -> tuple[int, bytes]:
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(launch.url, data=launch.body.encode(), method="POST",
-                                     headers={"Content-Type": launch.content_type})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return int(response.status), response.read()
-    except urllib.error.HTTPError as error:
-        return int(error.code), error.read()
-
-
 def check_answer(launch: Launch, workload: Workload, body: bytes) -> None:
     if launch.parse is None:
         raise RuntimeError("the peer gave no parse() for its responses")
-    got = launch.parse(body)
+    check_outputs(launch.parse(body), workload, repr(body[:300]))
+
+
+def check_outputs(got: dict[str, np.ndarray], workload: Workload, shown: str) -> None:
+    """Every expected output is in ``got`` and close to the workload's answer."""
     for name, expected in workload.expected().items():
         if name not in got:
-            raise RuntimeError(f"answer lacks output {name!r}: {body[:300]!r}")
+            raise RuntimeError(f"answer lacks output {name!r}: {shown}")
         actual = np.asarray(got[name]).reshape(expected.shape)
         if not np.allclose(actual, expected, atol=workload.atol, rtol=1e-4):
             raise RuntimeError(f"wrong answer for {name!r}: {actual.ravel()[:8]} vs {expected.ravel()[:8]}")
@@ -213,8 +218,7 @@ def grpc_request(workload: Workload) -> bytes:
     for spec, array in zip(workload.inputs, workload.sample().values(), strict=True):
         request.inputs.add(name=spec.name, datatype=spec.datatype, shape=list(array.shape))
         request.raw_input_contents.append(np.ascontiguousarray(array, dtype=spec.numpy_dtype).tobytes())
-    message = request.SerializeToString()
-    return struct.pack(">BI", 0, len(message)) + message  # uncompressed, big-endian length
+    return harness.grpc_frame(request.SerializeToString())
 
 
 def grpc_check(port: int, workload: Workload) -> None:
@@ -231,11 +235,10 @@ def grpc_check(port: int, workload: Workload) -> None:
     for output, raw in zip(reply.outputs, reply.raw_output_contents, strict=True):
         dtype = {"FP32": np.float32, "INT64": np.int64, "INT32": np.int32, "FP64": np.float64}[output.datatype]
         got[output.name] = np.frombuffer(raw, dtype=dtype).reshape(list(output.shape))
-    check_answer(Launch([], "", "", "", parse=lambda _: got), workload, b"")
+    check_outputs(got, workload, str(reply)[:300])
 
 
-def run_h2load(port: int, workload: Workload, connections: int, duration: float, scratch: Path) -> tuple[
-        dict[str, float], str]:
+def run_h2load(port: int, workload: Workload, connections: int, duration: float, scratch: Path) -> Load:
     """h2load, ``connections`` HTTP/2 connections with one call at a time each (as wrk's closed loop)."""
     body, log = scratch / "grpc-body.bin", scratch / "h2load.log"
     body.write_bytes(grpc_request(workload))
@@ -249,10 +252,17 @@ def run_h2load(port: int, workload: Workload, connections: int, duration: float,
     rows = [line.split("\t") for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
     if completed.returncode != 0 or not rows:
         raise RuntimeError(f"h2load failed ({completed.returncode}):\n{output}")
-    latencies = np.sort(np.array([int(row[2]) for row in rows], dtype=np.float64) / 1000)  # us -> ms
-    return {"requests": len(rows), "duration_s": duration, "p50_ms": float(np.percentile(latencies, 50)),
-            "p99_ms": float(np.percentile(latencies, 99)), "mean_ms": float(latencies.mean()),
-            "errors": sum(row[1] != "200" for row in rows)}, output
+    latencies = np.array([int(row[2]) for row in rows], dtype=np.float64) / 1000  # us -> ms
+    return Load(req_s=len(rows) / duration, p50_ms=float(np.percentile(latencies, 50)),
+                p99_ms=float(np.percentile(latencies, 99)), mean_ms=float(latencies.mean()),
+                errors=sum(row[1] != "200" for row in rows), output=output)
+
+
+def run_wrk(wrk: str, url: str, script: Path, connections: int, threads: int, duration: float) -> Load:
+    result, output = harness.run_wrk(wrk, url, script, connections, threads, duration)
+    return Load(req_s=result["requests"] / (result["duration_us"] / 1e6), p50_ms=result["p50_us"] / 1000,
+                p99_ms=result["p99_us"] / 1000, mean_ms=result["mean_us"] / 1000,
+                errors=int(sum(result[key] for key in result if key.endswith("_errors"))), output=output)
 
 
 # -- one peer, one workload --------------------------------------------------------------
@@ -276,66 +286,43 @@ def measure(peer: Peer, python: Path, workload: Workload, args: argparse.Namespa
         print(f"[{peer.name}/{workload.name}] ready and correct after {cold:.2f} s", flush=True)
         script = workdir / "request.lua"
         script.write_text(harness.wrk_script(launch.body, launch.content_type))
-        harness.run_wrk(wrk, launch.url, script, max(args.connections), args.threads, args.warmup)
-        for connections in args.connections:
-            before_cpu, _ = group_usage(process.pid)
-            sampler = PeakRss(process.pid)
-            t0 = time.monotonic()
-            result, output = harness.run_wrk(wrk, launch.url, script, connections, args.threads, args.duration)
-            wall = time.monotonic() - t0
-            peak = sampler.stop()
-            after_cpu, _ = group_usage(process.pid)
-            errors = sum(int(result[key]) for key in result if key.endswith("_errors"))
-            row = Row(peer.name, workload.name, connections,
-                      req_s=result["requests"] / (result["duration_us"] / 1e6),
-                      p50_ms=result["p50_us"] / 1000, p99_ms=result["p99_us"] / 1000,
-                      mean_ms=result["mean_us"] / 1000, errors=errors,
-                      cpu_pct=100 * (after_cpu - before_cpu) / wall, rss_mb=peak, cold_start_s=cold,
-                      note=launch.note)
-            rows.append(row)
-            raw.append(f"### {peer.name} / {workload.name} / {connections} connections\n\n```\n{output.strip()}\n```\n")
-            print(f"[{peer.name}/{workload.name}] c={connections}: {row.req_s:.0f} req/s, p50 {row.p50_ms:.2f} ms,"
-                  f" p99 {row.p99_ms:.2f} ms, CPU {row.cpu_pct:.0f}%, RSS {row.rss_mb:.0f} MiB,"
-                  f" errors {errors}", flush=True)
-        if launch.grpc_port and args.grpc:
-            for row in measure_grpc(peer, launch, workload, args, process, workdir, raw):
-                row.cold_start_s = cold
+        loads: list[tuple[str, Callable[[int, float], Load]]] = [
+            ("http", lambda c, d: run_wrk(wrk, launch.url, script, c, args.threads, d))]
+        grpc_port = launch.grpc_port
+        if grpc_port and args.grpc:
+            grpc_check(grpc_port, workload)
+            loads.append(("grpc", lambda c, d: run_h2load(grpc_port, workload, c, d, workdir)))
+        for protocol, load in loads:
+            load(max(args.connections), args.warmup)
+            for connections in args.connections:
+                before_cpu, _ = group_usage(process.pid)
+                sampler = PeakRss(process.pid)
+                t0 = time.monotonic()
+                result = load(connections, args.duration)
+                wall = time.monotonic() - t0
+                peak = sampler.stop()
+                after_cpu, _ = group_usage(process.pid)
+                if protocol == "grpc":
+                    # h2load sees HTTP statuses only; gRPC errors travel in trailers: ask once more.
+                    # h2load cancels the calls in flight when time is up; let them drain first
+                    # (MLServer 1.7.1 loses the other requests of a batch that held a cancelled
+                    # call: SeldonIO/MLServer#1652).
+                    time.sleep(0.5)
+                    grpc_check(grpc_port, workload)
+                row = Row(peer.name, workload.name, connections, protocol, req_s=result.req_s,
+                          p50_ms=result.p50_ms, p99_ms=result.p99_ms, mean_ms=result.mean_ms, errors=result.errors,
+                          cpu_pct=100 * (after_cpu - before_cpu) / wall, rss_mb=peak, cold_start_s=cold,
+                          note=launch.note)
                 rows.append(row)
+                raw.append(f"### {peer.name} / {workload.name} / {protocol} / {connections} connections\n\n```\n"
+                           f"{result.output.strip()}\n```\n")
+                print(f"[{peer.name}/{workload.name}] {protocol} c={connections}: {row.req_s:.0f} req/s,"
+                      f" p50 {row.p50_ms:.2f} ms, p99 {row.p99_ms:.2f} ms, CPU {row.cpu_pct:.0f}%,"
+                      f" RSS {row.rss_mb:.0f} MiB, errors {row.errors}", flush=True)
         if process.poll() is not None:
             raise RuntimeError(f"exited with {process.returncode} during the run:\n{_log_tail(log)}")
     finally:
         stop(process)
-    return rows
-
-
-def measure_grpc(peer: Peer, launch: Launch, workload: Workload, args: argparse.Namespace,
-                 process: subprocess.Popen[bytes], workdir: Path, raw: list[str]) -> list[Row]:
-    assert launch.grpc_port is not None
-    grpc_check(launch.grpc_port, workload)
-    run_h2load(launch.grpc_port, workload, max(args.connections), args.warmup, workdir)
-    rows = []
-    for connections in args.connections:
-        before_cpu, _ = group_usage(process.pid)
-        sampler = PeakRss(process.pid)
-        t0 = time.monotonic()
-        result, output = run_h2load(launch.grpc_port, workload, connections, args.duration, workdir)
-        wall = time.monotonic() - t0
-        peak = sampler.stop()
-        after_cpu, _ = group_usage(process.pid)
-        # h2load sees HTTP statuses only; gRPC errors travel in trailers: ask once more after the run.
-        # h2load cancels the calls in flight when time is up; let them drain first (MLServer 1.7.1
-        # loses the other requests of a batch that held a cancelled call: SeldonIO/MLServer#1652).
-        time.sleep(0.5)
-        grpc_check(launch.grpc_port, workload)
-        row = Row(peer.name, workload.name, connections, "grpc", req_s=result["requests"] / result["duration_s"],
-                  p50_ms=result["p50_ms"], p99_ms=result["p99_ms"], mean_ms=result["mean_ms"],
-                  errors=int(result["errors"]), cpu_pct=100 * (after_cpu - before_cpu) / wall, rss_mb=peak,
-                  note=launch.note)
-        rows.append(row)
-        raw.append(f"### {peer.name} / {workload.name} / gRPC / {connections} connections\n\n```\n"
-                   f"{output.strip()}\n```\n")
-        print(f"[{peer.name}/{workload.name}] gRPC c={connections}: {row.req_s:.0f} req/s, p50 {row.p50_ms:.2f} ms,"
-              f" p99 {row.p99_ms:.2f} ms, CPU {row.cpu_pct:.0f}%", flush=True)
     return rows
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from harness import free_port  # re-exported: the peers take their extra ports from here
 
 __all__ = ["MODEL_FN", "Launch", "Peer", "TensorSpec", "Workload", "ensure_venv", "free_port", "parse_oip_json"]
 
@@ -131,14 +132,6 @@ def parse_oip_json(body: bytes) -> dict[str, np.ndarray]:
     """Output tensors of an Open Inference Protocol JSON response, by name."""
     answer = json.loads(body)
     return {out["name"]: np.asarray(out["data"]).reshape(out["shape"]) for out in answer["outputs"]}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def ensure_venv(root: Path, peer: Peer, extra: tuple[str, ...] = ()) -> tuple[Path, float]:
