@@ -124,7 +124,7 @@ class DataPlane:
             ok = True
         finally:
             version.stats.record_request(ok, time.perf_counter_ns() - started)
-        specs = {spec.name: spec for spec in version.outputs}
+        specs = version.output_by_name
         tensors = [Tensor.from_array(name, _conform(_output(outputs, name), specs[name])) for name in wanted]
         return InferenceResponse(request.model_name, str(version.version), tensors, id=request.id)
 

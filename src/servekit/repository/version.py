@@ -55,10 +55,13 @@ class ModelVersion:
     stats: ModelStats = field(default_factory=ModelStats)
     state: LoadState = LoadState.READY
     fingerprint: Fingerprint = ()
+    # Looked up on every request: built once here, not per call.
+    input_by_name: dict[str, TensorSpec] = field(init=False)
+    output_by_name: dict[str, TensorSpec] = field(init=False)
 
-    @property
-    def input_by_name(self) -> dict[str, TensorSpec]:
-        return {spec.name: spec for spec in self.inputs}
+    def __post_init__(self) -> None:
+        self.input_by_name = {spec.name: spec for spec in self.inputs}
+        self.output_by_name = {spec.name: spec for spec in self.outputs}
 
     def describe(self) -> dict[str, Any]:
         return {
