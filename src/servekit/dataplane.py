@@ -120,7 +120,7 @@ class DataPlane:
             if self.cache is not None and version.config.cache.enabled:
                 outputs = await self._cached_answer(self.cache, version, arrays, request, seen)
             else:
-                outputs = await version.batcher.submit(arrays, _deadline(request))
+                outputs = await _run(version, arrays, request)
             ok = True
         finally:
             version.stats.record_request(ok, time.perf_counter_ns() - started)
@@ -138,7 +138,7 @@ class DataPlane:
         seen.cached(cached is not None)
         if cached is not None:
             return cached
-        outputs = await version.batcher.submit(arrays, _deadline(request))
+        outputs = await _run(version, arrays, request)
         declared = {spec.name: outputs[spec.name] for spec in version.outputs if spec.name in outputs}
         await cache.put(key, declared, version.config.cache.ttl_s)
         return outputs
@@ -218,6 +218,16 @@ class DataPlane:
             probabilities=probabilities if return_probabilities else None,
             latency_ms=(time.perf_counter() - started) * 1000,
         )
+
+
+async def _run(version: ModelVersion, arrays: Arrays, request: InferenceRequest) -> Arrays:
+    """The model's outputs for one request, through its batcher."""
+    batcher = version.batcher
+    if not batcher.per_request:
+        return await batcher.submit(arrays, _deadline(request))
+    asked = tuple(output.name for output in request.outputs)
+    return await batcher.submit(arrays, _deadline(request), parameters=request.parameters, outputs=asked,
+                                request_id=request.id)
 
 
 def _deadline(request: InferenceRequest) -> float | None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from servekit.batching.queue import BatchPolicy
 from servekit.batching.scheduler import Batcher, count_rows
 from servekit.config import ModelConfig
 from servekit.errors import DeadlineExceeded, InvalidInput, ModelFailed, ModelNotReady, QueueFull
-from servekit.runtimes.base import Arrays, Runtime, RuntimeContext
+from servekit.runtimes.base import Arrays, Runtime, RuntimeContext, RuntimeRequest
 
 
 class DoublingRuntime(Runtime):
@@ -306,3 +306,68 @@ def test_inline_close_drains_what_is_queued_and_needs_one_instance() -> None:
     run(body)
     with pytest.raises(ValueError, match="one instance"):
         Batcher("m", [DoublingRuntime(), DoublingRuntime()], BatchPolicy(max_rows=8), inline=True)
+
+
+class PerRequestRuntime(Runtime):
+    """A per-request runtime: answers each request with its own parameter, fails the ones asking to."""
+
+    per_request = True
+
+    def __init__(self) -> None:
+        super().__init__(RuntimeContext("m", 1, Path("."), Path("1"), ModelConfig()))
+        self.batches: list[list[str | None]] = []
+
+    def load(self) -> None:
+        pass
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        raise AssertionError("a per-request runtime is never given a merged batch")
+
+    def predict_requests(self, requests: Sequence[RuntimeRequest]) -> list[Arrays | Exception]:
+        self.batches.append([request.id for request in requests])
+        answers: list[Arrays | Exception] = []
+        for request in requests:
+            if request.parameters.get("fail") == "invalid":
+                answers.append(InvalidInput("this request asked to fail"))
+            elif request.parameters.get("fail"):
+                answers.append(RuntimeError("boom\nTraceback: secret"))
+            else:
+                scale = float(request.parameters.get("scale", 1))
+                answers.append({"y": request.inputs["x"] * scale, "asked": np.array(request.requested_outputs)})
+        return answers
+
+
+def test_per_request_runtime_gets_each_request_whole_and_fails_them_one_by_one() -> None:
+    async def body() -> None:
+        runtime = PerRequestRuntime()
+        batcher = Batcher("m:1", [runtime], BatchPolicy(max_rows=8, max_delay_s=0.05))
+        ok, invalid, broken = await asyncio.gather(
+            batcher.submit(rows(1.0, 2.0), parameters={"scale": 3}, outputs=("y",), request_id="a"),
+            batcher.submit(rows(5.0), parameters={"fail": "invalid"}, request_id="b"),
+            batcher.submit(rows(6.0), parameters={"fail": "yes"}, request_id="c"),
+            return_exceptions=True,
+        )
+        assert runtime.batches == [["a", "b", "c"]]  # arrived in one turn: one batch, three requests
+        assert isinstance(ok, dict)
+        assert ok["y"].tolist() == [[3.0], [6.0]] and ok["asked"].tolist() == ["y"]
+        assert isinstance(invalid, InvalidInput) and invalid.message == "this request asked to fail"
+        assert isinstance(broken, ModelFailed) and "boom" in broken.message and "secret" not in broken.message
+        with pytest.raises(InvalidInput, match="at most 8"):  # never split: the model sees requests whole
+            await batcher.submit(rows(*range(9)))
+        await batcher.close()
+
+    run(body)
+
+
+def test_per_request_runtime_answering_the_wrong_number_of_requests_fails_the_batch() -> None:
+    class Short(PerRequestRuntime):
+        def predict_requests(self, requests: Sequence[RuntimeRequest]) -> list[Arrays | Exception]:
+            return super().predict_requests(requests)[1:]
+
+    async def body() -> None:
+        batcher = Batcher("m:1", [Short()], BatchPolicy(max_rows=8))
+        with pytest.raises(ModelFailed, match="answered 0 requests; the batch had 1"):
+            await batcher.submit(rows(1.0))
+        await batcher.close()
+
+    run(body)

@@ -11,7 +11,7 @@ Invariants:
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from servekit.errors import QueueFull
@@ -36,7 +36,6 @@ class QueuedItem:
     deadline: float | None = None
     payload: Any = None
     abandoned: bool = False  # the caller stopped waiting (disconnect, cancellation)
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -108,13 +107,6 @@ class BatchQueue:
             if target is None:
                 break
         return taken
-
-    def drain(self) -> list[QueuedItem]:
-        """Remove and return everything still queued."""
-        items = list(self._items)
-        self._items.clear()
-        self._rows = 0
-        return items
 
     def _pop(self) -> None:
         item = self._items.popleft()

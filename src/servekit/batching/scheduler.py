@@ -25,6 +25,7 @@ import itertools
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -34,7 +35,7 @@ from servekit.batching.queue import BatchPolicy, BatchQueue, QueuedItem, should_
 from servekit.batching.stats import ModelStats
 from servekit.errors import DeadlineExceeded, InvalidInput, ModelFailed, ModelNotReady, ServekitError
 from servekit.observability import metrics
-from servekit.runtimes.base import Arrays, Runtime
+from servekit.runtimes.base import Arrays, Runtime, RuntimeRequest
 
 __all__ = ["Batcher", "count_rows", "run_batch"]
 
@@ -57,11 +58,23 @@ def count_rows(inputs: Arrays) -> int:
     return distinct.pop() if distinct else 0
 
 
-def run_batch(runtime: Runtime, items: list[QueuedItem], batched: bool) -> list[Arrays]:
-    """Merge the items' inputs, run the model once, split the outputs back per item.
+def _model_failure(runtime: Runtime, exc: Exception, requests: int) -> ModelFailed:
+    """The error a request sees when the model raised: its type and first line, never a traceback."""
+    log.error("model %s failed on a batch of %d requests", runtime.context.model_name, requests, exc_info=exc)
+    first_line = (str(exc).splitlines() or [""])[0][:300]  # never echo a traceback or a long dump
+    return ModelFailed(f"model raised {type(exc).__name__}: {first_line}")
 
-    Raises ModelFailed when the model raises or returns the wrong number of rows.
+
+def run_batch(runtime: Runtime, items: list[QueuedItem], batched: bool) -> list[Arrays | ServekitError]:
+    """Run one batch; returns one entry per item: its outputs, or (per-request runtimes only)
+    the error that fails that item alone.
+
+    Merging runtimes get the items' inputs merged into one set of arrays, run once, and the
+    outputs split back per item. Raises ModelFailed when the model raises or returns the
+    wrong number of rows: the whole batch fails.
     """
+    if runtime.per_request:
+        return _run_per_request(runtime, items)
     parts: list[Arrays] = [item.payload[0] for item in items]
     # One request: no copy. Several: one concatenation per input.
     merged = parts[0] if len(parts) == 1 else {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
@@ -70,9 +83,7 @@ def run_batch(runtime: Runtime, items: list[QueuedItem], batched: bool) -> list[
     except ServekitError:
         raise
     except Exception as exc:  # the model's own failure: fail this batch only
-        log.exception("model %s failed on a batch of %d requests", runtime.context.model_name, len(items))
-        first_line = (str(exc).splitlines() or [""])[0][:300]  # never echo a traceback or a long dump
-        raise ModelFailed(f"model raised {type(exc).__name__}: {first_line}") from None
+        raise _model_failure(runtime, exc, len(items)) from None
     if not batched:
         return [outputs]
     total = sum(item.rows for item in items)
@@ -82,12 +93,34 @@ def run_batch(runtime: Runtime, items: list[QueuedItem], batched: bool) -> list[
             raise ModelFailed(f"model returned {got} rows for output {name!r}; the batch had {total} rows")
     if len(items) == 1:
         return [outputs]
-    results: list[Arrays] = []
+    results: list[Arrays | ServekitError] = []
     start = 0
     for item in items:
         end = start + item.rows
         results.append({name: array[start:end] for name, array in outputs.items()})
         start = end
+    return results
+
+
+def _run_per_request(runtime: Runtime, items: list[QueuedItem]) -> list[Arrays | ServekitError]:
+    """A per-request runtime's batch: each item keeps its own answer or error."""
+    requests: list[RuntimeRequest] = [item.payload[0] for item in items]
+    try:
+        answers = runtime.predict_requests(requests)
+    except ServekitError:
+        raise
+    except Exception as exc:
+        raise _model_failure(runtime, exc, len(items)) from None
+    if len(answers) != len(items):
+        raise ModelFailed(f"model answered {len(answers)} requests; the batch had {len(items)}")
+    results: list[Arrays | ServekitError] = []
+    for answer in answers:
+        if isinstance(answer, ServekitError):
+            results.append(answer)
+        elif isinstance(answer, Exception):
+            results.append(_model_failure(runtime, answer, 1))
+        else:
+            results.append(answer)
     return results
 
 
@@ -135,6 +168,7 @@ class Batcher:
         self._idle = list(reversed(self._instances))
         self._timer: asyncio.TimerHandle | None = None
         self.inline = inline
+        self.per_request = runtimes[0].per_request
         self._pump_scheduled = False
         self._closing = False
         self._drained: asyncio.Event | None = None
@@ -151,11 +185,24 @@ class Batcher:
     def busy(self) -> int:
         return len(self._instances) - len(self._idle)
 
-    async def submit(self, inputs: Arrays, deadline: float | None = None) -> Arrays:
-        """Run one request's inputs through the model; outputs have the request's rows."""
+    async def submit(self, inputs: Arrays, deadline: float | None = None, *,
+                     parameters: Mapping[str, Any] | None = None, outputs: tuple[str, ...] = (),
+                     request_id: str | None = None) -> Arrays:
+        """Run one request's inputs through the model; outputs have the request's rows.
+
+        ``parameters``, ``outputs`` (the names asked for) and ``request_id`` reach only a
+        per-request runtime (``Runtime.per_request``), which sees each request whole: a request
+        with more rows than a batch holds is refused there rather than split.
+        """
         if self._closing:
             raise ModelNotReady(f"model {self.label} is unloading")
         max_rows = self.policy.max_rows
+        if self.per_request:
+            rows = 1 if max_rows is None else count_rows(inputs)
+            if max_rows is not None and rows > max_rows:
+                raise InvalidInput(f"the request has {rows} rows; this model takes at most {max_rows} per request")
+            request = RuntimeRequest(inputs, parameters or {}, outputs, request_id)
+            return await self._submit_one(request, rows, deadline)
         if max_rows is None:
             return await self._submit_one(inputs, 1, deadline)
         rows = count_rows(inputs)
@@ -172,7 +219,7 @@ class Batcher:
         parts = await asyncio.gather(*(self._submit_one(c, count_rows(c), deadline) for c in chunks))
         return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
-    async def _submit_one(self, inputs: Arrays, rows: int, deadline: float | None) -> Arrays:
+    async def _submit_one(self, inputs: Arrays | RuntimeRequest, rows: int, deadline: float | None) -> Arrays:
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         if self._timeout_s is not None:
@@ -242,7 +289,7 @@ class Batcher:
         self._pump()
 
     def _complete(self, instance: _Instance, items: list[QueuedItem], started: int,
-                  results: list[Arrays] | None, error: BaseException | None) -> None:
+                  results: list[Arrays | ServekitError] | None, error: BaseException | None) -> None:
         """Record the batch, free the instance, answer its requests (results, or error for all)."""
         elapsed = time.perf_counter_ns() - started
         rows = sum(item.rows for item in items)
@@ -257,8 +304,9 @@ class Batcher:
                 _fail(item, error)
         else:
             for item, result in zip(items, results, strict=True):
-                future = item.payload[1]
-                if not future.done():
+                if isinstance(result, ServekitError):
+                    _fail(item, result)
+                elif not (future := item.payload[1]).done():
                     future.set_result(result)
 
     def _check_drained(self) -> None:

@@ -1,15 +1,21 @@
 """The Runtime interface: load a model version, run it on whole batches.
 
 A runtime sees only numpy arrays keyed by tensor name. It knows nothing of
-requests, queues or transports. ``predict`` may be called from several threads
-at once only when ``thread_safe`` is true; otherwise each instance gets its own
-runtime object.
+queues or transports. ``predict`` may be called from several threads at once only when
+``thread_safe`` is true; otherwise each instance gets its own runtime object.
+
+Most runtimes take a batch as one set of merged arrays (``predict``). A runtime whose
+model code expects the batch as its separate client requests (Triton's python backend,
+TorchServe handlers) sets ``per_request`` and implements ``predict_requests``: it then gets
+one ``RuntimeRequest`` per client request, with that request's parameters, and answers
+each one on its own, so a failure of one request leaves the others of its batch answered.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +24,7 @@ import numpy as np
 from servekit.config import ModelConfig
 from servekit.types import TensorSpec
 
-__all__ = ["Arrays", "Runtime", "RuntimeContext", "Signature", "find_file", "resolve_device"]
+__all__ = ["Arrays", "Runtime", "RuntimeContext", "RuntimeRequest", "Signature", "find_file", "resolve_device"]
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 
@@ -40,12 +46,24 @@ class RuntimeContext:
     config: ModelConfig
 
 
+@dataclass(frozen=True, slots=True)
+class RuntimeRequest:
+    """One client request as a per-request runtime sees it (see the module docstring)."""
+
+    inputs: Arrays
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    requested_outputs: tuple[str, ...] = ()  # empty: every output
+    id: str | None = None
+
+
 class Runtime(ABC):
     """One loaded model version. Subclasses stay small: load, signature, predict."""
 
     platform: str = "unknown"
     # See the module docstring: True only when predict() may run on several threads at once.
     thread_safe: bool = False
+    # True: batches arrive through predict_requests, one RuntimeRequest per client request.
+    per_request: bool = False
 
     def __init__(self, context: RuntimeContext) -> None:
         self.context = context
@@ -62,6 +80,12 @@ class Runtime(ABC):
     @abstractmethod
     def predict(self, inputs: Arrays) -> Arrays:
         """Run one batch. Must return one array per output, each with as many rows as the inputs."""
+
+    def predict_requests(self, requests: Sequence[RuntimeRequest]) -> list[Arrays | Exception]:
+        """Per-request runtimes only: run one batch given as its client requests, in order.
+        Returns one entry per request: its outputs, or the exception that fails that request
+        alone (a ServekitError keeps its status; anything else is the model's failure)."""
+        raise NotImplementedError(f"{type(self).__name__} runs merged batches (predict), not per request")
 
     def unload(self) -> None:  # noqa: B027 - optional hook, most runtimes need nothing here
         """Release what load() took; the default drops nothing explicitly."""
