@@ -225,7 +225,7 @@ async def _run(version: ModelVersion, arrays: Arrays, request: InferenceRequest)
     batcher = version.batcher
     if not batcher.per_request:
         return await batcher.submit(arrays, _deadline(request))
-    asked = tuple(output.name for output in request.outputs)
+    asked = tuple(output.name for output in request.outputs or ())
     return await batcher.submit(arrays, _deadline(request), parameters=request.parameters, outputs=asked,
                                 request_id=request.id)
 
