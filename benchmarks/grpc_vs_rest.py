@@ -109,14 +109,18 @@ class Server:
 
 
 @contextmanager
-def serving(repository: Path, log_path: Path) -> Iterator[Server]:
+def serving(repository: Path, log_path: Path, source: Path | None = None) -> Iterator[Server]:
+    """``source``: a ``src`` folder whose servekit to run instead of the installed one."""
     http_port, grpc_port = free_port(), free_port()
     command = [sys.executable, "-m", "servekit", "serve", str(repository), "--host", "127.0.0.1",
                "--http-port", str(http_port), "--grpc-port", str(grpc_port),
                "--metrics-port", "0", "--management-port", "0", "--log-level", "warning",
                "--default-model", MODEL]
+    env = dict(os.environ)
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(source.resolve()), *filter(None, [env.get("PYTHONPATH")])])
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     server = Server(process, http_port, grpc_port)
     try:
         deadline = time.monotonic() + 90
@@ -218,7 +222,13 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10, help="measured seconds per run (after 2 s warm-up)")
     parser.add_argument("--clients", default="1,32", help="concurrent clients, comma separated")
     parser.add_argument("--out", type=Path, help="write the markdown report here (default: print it)")
+    parser.add_argument("--protocols", default="rest,grpc", help="which APIs to run: rest, grpc or rest,grpc")
+    parser.add_argument("--compare-src", type=Path, metavar="DIR", help="also serve with the servekit in DIR (a src "
+                        "folder, e.g. a copy of the code before a change), back to back; rows marked 'before'")
     args = parser.parse_args()
+    if args.compare_src is not None and not (args.compare_src / "servekit" / "__init__.py").is_file():
+        parser.error("--compare-src must be a folder holding a servekit package (e.g. a copy of src/)")
+    protocols = {p.strip() for p in args.protocols.split(",") if p.strip()}
     h2load = shutil.which("h2load")
     if h2load is None:
         sys.exit("h2load is not on PATH: apt-get install -y nghttp2-client")
@@ -230,18 +240,26 @@ def main() -> int:
         scratch = Path(folder)
         subprocess.run([sys.executable, "-m", "servekit", "demo", str(scratch / "models"), "--no-torch"],
                        check=True, capture_output=True, timeout=300)
-        with serving(scratch / "models", scratch / "server.log") as server:
-            for api in apis():
-                for count in counts:
-                    shapes = [(count, 1)] + ([(1, count)] if api.protocol == "grpc" and count > 1 else [])
-                    for connections, streams in shapes:
-                        result, output = run_h2load(h2load, server, api, connections, streams, args.duration,
-                                                    scratch)
-                        print(f"{result.api:28} {result.clients:>22}: {result.rate:8,.0f} req/s  "
-                              f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
-                              f"batch {result.mean_batch:4.1f}  {'; '.join(result.problems)}", flush=True)
-                        results.append(result)
-                        raw.append(output)
+        variants: list[tuple[str, Path | None]] = [("current", None)]
+        if args.compare_src is not None:
+            variants.append(("before", args.compare_src))
+        for variant, source in variants:
+            with serving(scratch / "models", scratch / f"server_{variant}.log", source) as server:
+                for api in apis():
+                    if api.protocol not in protocols:
+                        continue
+                    for count in counts:
+                        shapes = [(count, 1)] + ([(1, count)] if api.protocol == "grpc" and count > 1 else [])
+                        for connections, streams in shapes:
+                            result, output = run_h2load(h2load, server, api, connections, streams, args.duration,
+                                                        scratch)
+                            if args.compare_src is not None:
+                                result.api = f"{result.api} [{variant}]"
+                            print(f"{result.api:38} {result.clients:>22}: {result.rate:8,.0f} req/s  "
+                                  f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
+                                  f"batch {result.mean_batch:4.1f}  {'; '.join(result.problems)}", flush=True)
+                            results.append(result)
+                            raw.append(output)
     command = shlex.join(["python", "benchmarks/grpc_vs_rest.py", *sys.argv[1:]])
     h2load_version = subprocess.run([h2load, "--version"], capture_output=True, text=True).stdout.strip()
     header = [

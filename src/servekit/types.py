@@ -16,10 +16,12 @@ from servekit.errors import InvalidInput
 
 __all__ = [
     "DATATYPES",
+    "Arrays",
     "InferenceRequest",
     "InferenceResponse",
     "ModelMetadata",
     "RequestedOutput",
+    "SimplePrediction",
     "Tensor",
     "TensorSpec",
     "datatype_of",
@@ -42,6 +44,9 @@ DATATYPES: dict[str, np.dtype[Any]] = {
     "FP64": np.dtype(np.float64),
     "BYTES": np.dtype(np.object_),
 }
+# Tensors by name, as runtimes, the batcher and the cache see them.
+Arrays = dict[str, np.ndarray[Any, Any]]
+
 _BY_DTYPE: dict[np.dtype[Any], str] = {dtype: name for name, dtype in DATATYPES.items()}
 
 
@@ -143,3 +148,12 @@ class ModelMetadata:
             "inputs": [spec.to_dict() for spec in self.inputs],
             "outputs": [spec.to_dict() for spec in self.outputs],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class SimplePrediction:
+    """The simple API's answer to one /predict call (or one ModelService request)."""
+
+    predictions: np.ndarray[Any, Any]
+    probabilities: np.ndarray[Any, Any] | None
+    latency_ms: float

@@ -13,8 +13,8 @@ import pytest
 
 from servekit.cache import MemoryBackend, ResponseCache
 from servekit.cache.response import CacheBackend
-from servekit.dataplane import DataPlane
-from servekit.repository.registry import Registry
+from servekit.serving.dataplane import DataPlane
+from servekit.serving.registry import Registry
 from servekit.types import InferenceRequest, Tensor
 
 CONFIG = """
@@ -53,7 +53,9 @@ async def _y(plane: DataPlane, name: str, *values: float) -> list[float]:
 
 
 def _batches(plane: DataPlane, name: str) -> int:
-    return plane.registry.resolve(name).stats.execution_count
+    [stats] = plane.model_statistics(name, "1")["model_stats"]
+    count: int = stats["execution_count"]
+    return count
 
 
 def test_a_hit_answers_without_running_the_model(tmp_path: Path) -> None:
@@ -61,8 +63,9 @@ def test_a_hit_answers_without_running_the_model(tmp_path: Path) -> None:
     _write_model(tmp_path, "plain", 2, cached=False)
 
     async def body() -> None:
-        plane = DataPlane(Registry(tmp_path), cache=ResponseCache(MemoryBackend(1 << 20)))
-        await plane.registry.load_all()
+        registry = Registry(tmp_path)
+        plane = DataPlane(registry, cache=ResponseCache(MemoryBackend(1 << 20)))
+        await registry.load_all()
         assert await _y(plane, "cached", 1, 2) == [2, 4]
         assert await _y(plane, "cached", 1, 2) == [2, 4]
         assert _batches(plane, "cached") == 1
@@ -74,7 +77,7 @@ def test_a_hit_answers_without_running_the_model(tmp_path: Path) -> None:
         assert await _y(plane, "plain", 1, 2) == [2, 4]
         assert await _y(plane, "plain", 1, 2) == [2, 4]
         assert _batches(plane, "plain") == 2  # no cache unless the model asks for one
-        await plane.registry.close()
+        await registry.close()
 
     asyncio.run(body())
 
@@ -83,17 +86,18 @@ def test_a_reloaded_version_never_answers_from_the_copy_it_replaced(tmp_path: Pa
     _write_model(tmp_path, "cached", 2)
 
     async def body() -> None:
-        plane = DataPlane(Registry(tmp_path), cache=ResponseCache(MemoryBackend(1 << 20)))
-        await plane.registry.load_all()
+        registry = Registry(tmp_path)
+        plane = DataPlane(registry, cache=ResponseCache(MemoryBackend(1 << 20)))
+        await registry.load_all()
         assert await _y(plane, "cached", 1, 2) == [2, 4]
         _write_model(tmp_path, "cached", 10)  # same version number, new files
-        await plane.registry.load("cached")
+        await registry.load("cached")
         assert await _y(plane, "cached", 1, 2) == [10, 20]
-        await plane.registry.unload("cached")
+        await registry.unload("cached")
         _write_model(tmp_path, "cached", 3)
-        await plane.registry.load("cached")
+        await registry.load("cached")
         assert await _y(plane, "cached", 1, 2) == [3, 6]
-        await plane.registry.close()
+        await registry.close()
 
     asyncio.run(body())
 
@@ -117,10 +121,11 @@ def test_a_failing_cache_is_a_miss_and_is_logged_once(tmp_path: Path, caplog: py
     backend: CacheBackend = _Broken()
 
     async def body() -> list[Any]:
-        plane = DataPlane(Registry(tmp_path), cache=ResponseCache(backend))
-        await plane.registry.load_all()
+        registry = Registry(tmp_path)
+        plane = DataPlane(registry, cache=ResponseCache(backend))
+        await registry.load_all()
         answers = [await _y(plane, "cached", 1, 2) for _ in range(3)]
-        await plane.registry.close()
+        await registry.close()
         return answers
 
     logger = logging.getLogger("servekit.cache")

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from servekit.codecs.protobuf_simple import decode_rows, encode_prediction
-from servekit.codecs.simple import SimplePrediction
 from servekit.errors import InvalidInput
+from servekit.types import SimplePrediction
 
 
 def test_rows_of_the_input_width() -> None:

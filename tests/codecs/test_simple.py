@@ -4,8 +4,9 @@ import numpy as np
 import orjson
 import pytest
 
-from servekit.codecs.simple import SimplePrediction, decode_predict_request, encode_predict_response
+from servekit.codecs.simple import decode_predict_request, encode_predict_response
 from servekit.errors import InvalidInput, InvalidSchema
+from servekit.types import SimplePrediction
 
 
 def test_decode_rows_and_flag() -> None:

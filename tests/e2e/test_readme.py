@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from servekit.config import parse_model_config
-from servekit.repository.registry import Registry
+from servekit.serving.registry import Registry
 
 from .harness import ServerProcess, servekit_command
 

@@ -16,10 +16,10 @@ from starlette.testclient import TestClient
 
 from servekit import __version__
 from servekit.config import ServerSettings
-from servekit.dataplane import DataPlane
 from servekit.http.management import create_management_app
-from servekit.repository.archive import pack_model
-from servekit.repository.registry import Registry
+from servekit.management.archive import pack_model
+from servekit.management.manager import ModelManager
+from servekit.serving.registry import Registry
 from tests.builders import write_onnx_model, write_repository
 
 TOKEN = "test-token-0123456789"
@@ -43,11 +43,11 @@ def store(tmp_path: Path) -> Path:
 @pytest.fixture
 def client(store: Path) -> Iterator[TestClient]:
     settings = ServerSettings(repository=store, max_archive_bytes=1_000_000)
-    plane = DataPlane(Registry(store))
-    with TestClient(create_management_app(plane, settings, token=TOKEN)) as test_client:
-        test_client.portal.call(plane.registry.load_all)
+    registry = Registry(store)
+    with TestClient(create_management_app(ModelManager(registry, settings), token=TOKEN)) as test_client:
+        test_client.portal.call(registry.load_all)
         yield test_client
-        test_client.portal.call(plane.registry.close)
+        test_client.portal.call(registry.close)
 
 
 def call(client: TestClient, method: str, path: str, expected: int = 200, **kwargs: Any) -> Any:
@@ -69,8 +69,8 @@ def test_a_missing_token_is_401_and_a_wrong_one_403(client: TestClient) -> None:
 
 
 def test_without_a_token_the_app_is_open(store: Path) -> None:
-    plane = DataPlane(Registry(store))
-    with TestClient(create_management_app(plane, ServerSettings(repository=store), token=None)) as open_client:
+    manager = ModelManager(Registry(store), ServerSettings(repository=store))
+    with TestClient(create_management_app(manager, token=None)) as open_client:
         assert open_client.get("/models").status_code == 200
 
 
@@ -190,13 +190,13 @@ def test_models_outside_the_store_are_not_deleted(tmp_path: Path) -> None:
     repository, store = tmp_path / "repo", tmp_path / "store"
     write_repository(repository, {"base": None})
     settings = ServerSettings(repository=repository, model_store=store)
-    plane = DataPlane(Registry(repository, store=store))
-    with TestClient(create_management_app(plane, settings, token=None)) as open_client:
-        open_client.portal.call(plane.registry.load_all)
+    registry = Registry(repository, store=store)
+    with TestClient(create_management_app(ModelManager(registry, settings), token=None)) as open_client:
+        open_client.portal.call(registry.load_all)
         response = open_client.delete("/models/base")
         assert response.status_code == 400 and "outside the model store" in response.json()["message"]
         assert (repository / "base" / "1" / "model.onnx").exists()
-        open_client.portal.call(plane.registry.close)
+        open_client.portal.call(registry.close)
 
 
 def test_unknown_routes_answer_in_the_same_shape(client: TestClient) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 from prometheus_client import REGISTRY
 from starlette.testclient import TestClient
@@ -53,23 +51,17 @@ def test_record_request_counts_by_protocol_and_outcome() -> None:
     assert abs(sample("servekit_request_duration_seconds_sum", **labels, protocol="grpc") - 0.006) < 1e-9
 
 
-def _version(name: str, number: int, instances: int, seconds: float) -> Any:
-    return SimpleNamespace(name=name, version=number, load_seconds=seconds,
-                           batcher=SimpleNamespace(instance_count=instances))
-
-
 def test_a_reload_swaps_in_before_the_old_copy_retires_and_the_gauges_stay_right() -> None:
     labels = {"model": "swapped", "version": "1"}
-    first, second = _version("swapped", 1, 2, 0.5), _version("swapped", 1, 3, 0.25)
-    metrics.record_models_loaded([first])
+    metrics.record_model_loaded("swapped", "1", 2, 0.5)
     assert sample("servekit_model_ready", **labels) == 1
     assert sample("servekit_model_instances", **labels) == 2
-    metrics.record_models_loaded([second])  # the reload is serving ...
-    metrics.record_model_unloaded(first)  # ... then the old copy retires
+    metrics.record_model_loaded("swapped", "1", 3, 0.25)  # the reload is serving ...
+    metrics.record_model_unloaded("swapped", "1", 2)  # ... then the old copy retires
     assert sample("servekit_model_ready", **labels) == 1
     assert sample("servekit_model_instances", **labels) == 3
     assert sample("servekit_model_load_duration_seconds", **labels) == 0.25
-    metrics.record_model_unloaded(second)
+    metrics.record_model_unloaded("swapped", "1", 3)
     assert sample("servekit_model_ready", **labels) == 0
     assert sample("servekit_model_instances", **labels) == 0
 
@@ -89,13 +81,6 @@ def test_the_batcher_records_queue_compute_batch_size_and_depth() -> None:
     assert sample("servekit_compute_duration_seconds_count", **labels) == batches
     assert sample("servekit_queue_duration_seconds_count", **labels) == 5  # one per request
     assert sample("servekit_queue_depth", **labels) == 0
-
-
-def test_generations_count_loads_of_one_label() -> None:
-    first = Batcher("generations:1", [DoublingRuntime()], BatchPolicy(max_rows=8))
-    second = Batcher("generations:1", [DoublingRuntime()], BatchPolicy(max_rows=8))
-    other = Batcher("generations:2", [DoublingRuntime()], BatchPolicy(max_rows=8))
-    assert (first.generation, second.generation, other.generation) == (1, 2, 1)
 
 
 def test_http_requests_are_counted_once_with_protocol_and_outcome(tmp_path: Path) -> None:

@@ -9,10 +9,9 @@ import numpy as np
 import orjson
 
 from servekit.config import ServerSettings
-from servekit.dataplane import DataPlane
 from servekit.http.app import create_app
 from servekit.ray.asgi import ForwardedRequest, call_app
-from servekit.repository.registry import Registry
+from servekit.serving.core import ServingCore
 from tests.builders import WEIGHTS, write_repository
 
 
@@ -20,10 +19,10 @@ def test_call_app_answers_model_metadata_and_infer(tmp_path: Path) -> None:
     repository = write_repository(tmp_path / "models", {"linear": None})
 
     async def scenario() -> None:
-        plane = DataPlane(Registry(repository))
-        await plane.registry.load_all(["linear"])
-        plane.started = True
-        app = create_app(ServerSettings(repository=repository), dataplane=plane)
+        settings = ServerSettings(repository=repository, load_models=["linear"])
+        core = ServingCore(settings)
+        await core.start()
+        app = create_app(settings, core)
         try:
             metadata = await call_app(app, ForwardedRequest("GET", "/v2/models/linear"))
             assert metadata.status == 200
@@ -38,6 +37,6 @@ def test_call_app_answers_model_metadata_and_infer(tmp_path: Path) -> None:
             missing = await call_app(app, ForwardedRequest("GET", "/v2/models/absent"))
             assert missing.status == 404
         finally:
-            await plane.registry.close()
+            await core.stop()
 
     asyncio.run(scenario())

@@ -10,8 +10,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from servekit.config import ModelConfig, parse_model_config
-from servekit.repository.version import ModelVersion, load_version
 from servekit.runtimes import Runtime, RuntimeContext, create_runtime
+from servekit.serving.version import ModelVersion, load_version
 from servekit.types import TensorSpec
 
 OPSET = 17

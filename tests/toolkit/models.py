@@ -89,7 +89,7 @@ def serve_once(repository: Path, model: str, inputs: dict[str, np.ndarray[Any, A
     """Load ``repository`` with servekit's Registry (as `servekit serve` does) and infer once."""
     import asyncio
 
-    from servekit.repository.registry import Registry
+    from servekit.serving.registry import Registry
 
     registry = Registry(repository)
 

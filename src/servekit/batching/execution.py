@@ -27,8 +27,8 @@ from typing import Final, Literal
 
 import numpy as np
 
-from servekit.runtimes.base import Arrays, Runtime
-from servekit.types import DATATYPES, TensorSpec
+from servekit.runtimes.base import Runtime
+from servekit.types import DATATYPES, Arrays, TensorSpec
 
 __all__ = ["INLINE_BELOW_S", "INLINE_RUNTIMES", "Execution", "choose_execution", "median_compute_s",
            "probe_inputs"]

@@ -21,10 +21,8 @@ pumped.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -35,15 +33,12 @@ from servekit.batching.queue import BatchPolicy, BatchQueue, QueuedItem, should_
 from servekit.batching.stats import ModelStats
 from servekit.errors import DeadlineExceeded, InvalidInput, ModelFailed, ModelNotReady, ServekitError
 from servekit.observability import metrics
-from servekit.runtimes.base import Arrays, Runtime, RuntimeRequest
+from servekit.runtimes.base import Runtime, RuntimeRequest
+from servekit.types import Arrays
 
 __all__ = ["Batcher", "count_rows", "run_batch"]
 
 log = logging.getLogger("servekit.batching")
-
-# Batchers built per label in this process: a model version's load count (see Batcher.generation).
-_GENERATIONS: defaultdict[str, itertools.count[int]] = defaultdict(lambda: itertools.count(1))
-
 
 def count_rows(inputs: Arrays) -> int:
     """Rows in a batched request: the first dimension, which every input must share."""
@@ -134,8 +129,6 @@ class Batcher:
     """Queue and batch requests for one model version across its instances.
 
     ``label`` is ``model:version``; its two parts are the labels of the batcher's metrics.
-    ``generation`` is 1 for the first batcher of a label in this process, 2 for the next (a
-    reload), and so on: the response cache keeps the answers of each load apart by it.
     """
 
     def __init__(
@@ -155,7 +148,6 @@ class Batcher:
             raise ValueError("inline execution runs one instance on the event loop; this batcher has "
                              f"{len(runtimes)}")
         self.label = label
-        self.generation = next(_GENERATIONS[label])
         model, _, version = label.rpartition(":")
         self._metrics = metrics.for_version(model or version, version if model else "")
         self._queue_depth = 0

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from servekit.runtimes.base import Arrays
+from servekit.types import Arrays
 
 __all__ = ["IGNORED_PARAMETERS", "decode_outputs", "encode_outputs", "request_key"]
 

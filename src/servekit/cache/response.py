@@ -3,7 +3,7 @@
 Which answers may be reused: an answer is keyed by the cache namespace, the model, the
 version number, the version's *generation*, the request parameters that could reach the
 model, and the input arrays (``servekit.cache.codec``). A generation counts the loads of a
-model version in one process (``Batcher.generation``): a reload is a new generation, so it
+model version in one process (``ModelVersion.generation``): a reload is a new generation, so it
 never sees answers of the copy it replaced. The first load of each version is shared by the
 workers of one ``servekit serve`` (they load the same files at start and share the namespace
 ``serve`` picks); a later load is private to the process that made it, because workers
@@ -30,11 +30,10 @@ from servekit.cache.codec import decode_outputs, encode_outputs, request_key
 from servekit.cache.memory import MemoryBackend
 from servekit.cache.redis_backend import RedisBackend
 from servekit.observability.metrics import record_cache_error
-from servekit.runtimes.base import Arrays
+from servekit.types import Arrays
 
 if TYPE_CHECKING:
     from servekit.config import ServerSettings
-    from servekit.repository.version import ModelVersion
 
 __all__ = ["LOG_INTERVAL_S", "RETRY_AFTER_S", "CacheBackend", "ResponseCache", "create_cache"]
 
@@ -63,14 +62,15 @@ class ResponseCache:
         self._last_logged = -LOG_INTERVAL_S
         self._pending: set[asyncio.Task[None]] = set()
 
-    def identity(self, version: ModelVersion) -> bytes:
-        """What names one loaded copy of a model version across the processes that may share answers."""
-        generation = version.batcher.generation
+    def identity(self, model: str, version: int, generation: int) -> bytes:
+        """What names one loaded copy (``generation``) of a model version across the processes that may
+        share answers."""
         owner = 0 if generation == 1 else os.getpid()
-        return f"{self.namespace}\0{version.name}\0{version.version}\0{generation}\0{owner}".encode()
+        return f"{self.namespace}\0{model}\0{version}\0{generation}\0{owner}".encode()
 
-    def key(self, version: ModelVersion, inputs: Arrays, parameters: Mapping[str, Any]) -> bytes:
-        return request_key(self.identity(version), inputs, parameters)
+    def key(self, model: str, version: int, generation: int, inputs: Arrays, parameters: Mapping[str, Any]) -> bytes:
+        """The key of one request's answer on the given loaded copy of a model version."""
+        return request_key(self.identity(model, version, generation), inputs, parameters)
 
     async def get(self, key: bytes) -> Arrays | None:
         """The cached outputs under ``key``, or None (a miss, or any failure)."""

@@ -22,7 +22,7 @@ def archive(model_dir: Path | None, output: Path | None, version: int | None, na
     """Pack MODEL_DIR (config, handler, extra files and one version folder) with a manifest of
     sha256 checksums into one file to register over the management API (POST /models?url=FILE)."""
     from servekit.errors import ServekitError
-    from servekit.repository.archive import default_archive_name, pack_model, verify_archive
+    from servekit.management.archive import default_archive_name, pack_model, verify_archive
 
     if (model_dir is None) == (inspect_path is None):
         raise click.UsageError("give MODEL_DIR to pack, or --inspect FILE")

@@ -172,7 +172,7 @@ def encode_model_metadata(metadata: ModelMetadata) -> pb.ModelMetadataResponse:
                                     inputs=specs(metadata.inputs), outputs=specs(metadata.outputs))
 
 
-# The three documents below are built once, for HTTP, by servekit.codecs.triton and the
+# The three documents below are built once, for HTTP, by servekit.serving.triton and the
 # registry; Triton's JSON field names are the proto field names, so they parse as they are.
 # Fields the reduced protos lack are skipped rather than failing a client's call.
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from servekit.codecs.simple import SimplePrediction
 from servekit.errors import InvalidInput
 from servekit.grpc.generated import model_service_pb2 as pb
+from servekit.types import SimplePrediction
 
 __all__ = ["decode_rows", "encode_prediction"]
 

@@ -8,22 +8,15 @@ InvalidInput (400).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 
 from servekit.errors import InvalidInput, InvalidSchema
+from servekit.types import SimplePrediction
 
-__all__ = ["SimplePrediction", "decode_predict_request", "encode_predict_response"]
-
-
-@dataclass(frozen=True, slots=True)
-class SimplePrediction:
-    predictions: np.ndarray[Any, Any]
-    probabilities: np.ndarray[Any, Any] | None
-    latency_ms: float
+__all__ = ["decode_predict_request", "encode_predict_response"]
 
 
 def decode_predict_request(body: bytes) -> tuple[np.ndarray[Any, Any], bool]:

@@ -21,8 +21,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2 as pb
 
-from servekit.dataplane import DataPlane
 from servekit.errors import ModelNotFound
+from servekit.serving.dataplane import DataPlane
 
 __all__ = ["POLL_S", "HealthServicer"]
 

@@ -15,11 +15,11 @@ from typing import Any
 import grpc
 
 from servekit.codecs import protobuf as codec
-from servekit.dataplane import DataPlane
 from servekit.errors import InvalidInput, ServekitError
 from servekit.grpc.generated import inference_pb2 as pb
 from servekit.grpc.rpc import deadline_of
 from servekit.grpc.streams import answer_as_completed
+from servekit.serving.dataplane import DataPlane
 
 __all__ = ["InferenceServicer"]
 
@@ -100,19 +100,19 @@ class InferenceServicer:
     async def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, context: Context
     ) -> pb.RepositoryIndexResponse:
-        return codec.encode_repository_index(self._plane.registry.index(), request.ready)
+        return codec.encode_repository_index(self._plane.repository_index(), request.ready)
 
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: Context
     ) -> pb.RepositoryModelLoadResponse:
         if request.parameters:
             raise InvalidInput("load parameters (config or file overrides) are not supported; edit the repository")
-        await self._plane.registry.load(request.model_name)
+        await self._plane.load_model(request.model_name)
         return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: Context
     ) -> pb.RepositoryModelUnloadResponse:
         # unload_dependents is the only parameter Triton defines; servekit has no ensembles to follow.
-        await self._plane.registry.unload(request.model_name)
+        await self._plane.unload_model(request.model_name)
         return pb.RepositoryModelUnloadResponse()

@@ -1,4 +1,5 @@
-"""``modelserving.ModelService``: the simple gRPC API (DESIGN.md), over DataPlane.predict.
+"""``modelserving.ModelService``: the simple gRPC API (DESIGN.md), over the simple API
+(``servekit.serving.simple``).
 
 A request names its model in ``model`` (empty: the server's default model, as /predict
 uses). Rows are sent to the data plane one by one, all at once, so the rows of one
@@ -15,9 +16,9 @@ from typing import Any
 import grpc
 
 from servekit.codecs.protobuf_simple import decode_rows, encode_prediction
-from servekit.dataplane import DataPlane
 from servekit.grpc.generated import model_service_pb2 as pb
 from servekit.grpc.streams import answer_in_order
+from servekit.serving.simple import SimpleAPI
 
 __all__ = ["ModelServicer"]
 
@@ -27,30 +28,24 @@ Context = grpc.aio.ServicerContext[Any, Any]
 class ModelServicer:
     service = pb.DESCRIPTOR.services_by_name["ModelService"]
 
-    def __init__(self, plane: DataPlane) -> None:
-        self._plane = plane
-
-    def _model_and_width(self, requested: str) -> tuple[str, int]:
-        """The model's name and its input width (the last dimension of its first input; -1 = any)."""
-        model = requested or self._plane.default_model()
-        inputs = self._plane.model_metadata(model).inputs
-        return model, inputs[0].shape[-1] if inputs and inputs[0].shape else -1
+    def __init__(self, simple: SimpleAPI) -> None:
+        self._simple = simple
 
     async def _predict_one(self, request: pb.PredictRequest) -> pb.PredictResponse:
-        with self._plane.rejections("simple_grpc", request.model or None):
-            model, width = self._model_and_width(request.model)
+        with self._simple.rejections("simple_grpc", request.model or None):
+            model, width = self._simple.row_width(request.model)
             rows = decode_rows(request.features, width, single=True)
-        result = await self._plane.predict(rows, request.return_probabilities, model, "simple_grpc")
+        result = await self._simple.predict(rows, request.return_probabilities, model, "simple_grpc")
         return encode_prediction(model, result)
 
     async def Predict(self, request: pb.PredictRequest, context: Context) -> pb.PredictResponse:
         return await self._predict_one(request)
 
     async def PredictStream(self, request: pb.PredictRequest, context: Context) -> AsyncIterator[pb.PredictResponse]:
-        with self._plane.rejections("simple_grpc", request.model or None):
-            model, width = self._model_and_width(request.model)
+        with self._simple.rejections("simple_grpc", request.model or None):
+            model, width = self._simple.row_width(request.model)
             rows = decode_rows(request.features, width, single=False)
-        tasks = [asyncio.ensure_future(self._plane.predict(rows[i : i + 1], request.return_probabilities, model,
+        tasks = [asyncio.ensure_future(self._simple.predict(rows[i : i + 1], request.return_probabilities, model,
                                                            "simple_grpc"))
                  for i in range(len(rows))]
         try:

@@ -20,12 +20,13 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from servekit.config import ServerSettings
-from servekit.dataplane import DataPlane
 from servekit.grpc.health import HealthServicer
 from servekit.grpc.inference import InferenceServicer
 from servekit.grpc.model_service import ModelServicer
 from servekit.grpc.pool import POOL
 from servekit.grpc.rpc import add_service
+from servekit.serving.dataplane import DataPlane
+from servekit.serving.simple import SimpleAPI
 
 __all__ = ["GRACE_S", "GrpcServer", "bind_address"]
 
@@ -51,8 +52,9 @@ def _reflect(files: list[FileDescriptor]) -> None:
 class GrpcServer:
     """Serves InferenceServicer, ModelServicer, Health and reflection on ``settings.host:grpc_port``."""
 
-    def __init__(self, plane: DataPlane, settings: ServerSettings) -> None:
+    def __init__(self, plane: DataPlane, simple: SimpleAPI, settings: ServerSettings) -> None:
         self._plane = plane
+        self._simple = simple
         self._settings = settings
         self._server: grpc.aio.Server | None = None
         self.port: int | None = None
@@ -66,7 +68,7 @@ class GrpcServer:
             ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
         ])
-        inference, simple = InferenceServicer(self._plane), ModelServicer(self._plane)
+        inference, simple = InferenceServicer(self._plane), ModelServicer(self._simple)
         names = [inference.service.full_name, simple.service.full_name]
         health = HealthServicer(self._plane, server_services=names)
         for servicer in (inference, simple, health):

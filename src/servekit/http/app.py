@@ -1,8 +1,8 @@
-"""The HTTP application: routes, error mapping, and the model lifecycle (lifespan)."""
+"""The HTTP application: routes and error mapping; its lifespan runs the serving core
+(``servekit.serving.core``) with gRPC and the management API attached."""
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,77 +12,49 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from servekit import __version__
-from servekit.cache import create_cache
 from servekit.config import ServerSettings
-from servekit.dataplane import DataPlane
 from servekit.errors import ServekitError
 from servekit.http import oip, simple
 from servekit.http.bodies import error_response
 from servekit.http.hot_routes import HotRoutes
 from servekit.observability.logging import configure_logging
-from servekit.repository.registry import Registry
+from servekit.serving.core import ServingCore
 
 __all__ = ["app_from_environment", "create_app"]
 
 log = logging.getLogger("servekit.http")
 
 
-def create_app(settings: ServerSettings, dataplane: DataPlane | None = None, *, serve_grpc: bool = False,
+def create_app(settings: ServerSettings, core: ServingCore | None = None, *, serve_grpc: bool = False,
                serve_management: bool = False) -> FastAPI:
     """An app serving ``settings.repository``; models load in the lifespan and drain on shutdown.
 
-    Pass ``dataplane`` to serve an already-built one (its lifecycle is then the caller's).
-    With ``serve_grpc`` (and ``settings.grpc_port`` not 0) the lifespan also runs the gRPC
-    server over the same data plane, in the same event loop: started once models are
-    loaded, stopped (in-flight calls finish) before they are drained.
+    Pass ``core`` to serve an already-started one (its life is then the caller's). With
+    ``serve_grpc`` (and ``settings.grpc_port`` not 0) the lifespan also attaches the gRPC server
+    to the core, in the same event loop, and with ``serve_management`` the management API:
+    both start once models are loaded and stop (in-flight calls finish) before they drain.
     """
-    owned = dataplane is None
-    plane = dataplane or DataPlane(Registry(settings.repository, store=settings.model_store), settings.default_model)
+    owned = core is None
+    serving = core if core is not None else ServingCore(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if owned:
-            plane.cache = create_cache(settings)
-            await plane.registry.load_all(settings.load_models)
-            # Move everything alive after loading (modules, weights, sessions) out of the
-            # collector's reach: batching frees requests in waves, and without this each
-            # wave's full collection re-walked those objects (45-55 ms pauses in p99).
-            gc.collect()
-            gc.freeze()
-            plane.started = True
-        grpc_server = None
-        management = None
-        poller = None
+        if not owned:
+            yield
+            return
         try:
+            await serving.start()
             if serve_grpc and settings.grpc_port:
                 from servekit.grpc.server import GrpcServer  # only a server that serves gRPC imports grpc
 
-                grpc_server = GrpcServer(plane, settings)
-                await grpc_server.start()
+                await serving.attach(GrpcServer(serving.plane, serving.simple, settings))
             if serve_management and settings.management_enabled:
                 from servekit.http.management_server import ManagementServer
 
-                management = ManagementServer(plane, settings)
-                await management.start()
-            if owned and settings.poll_interval:
-                from servekit.repository.polling import RepositoryPoller
-
-                poller = RepositoryPoller(plane.registry, settings.poll_interval)
-                await poller.start()
+                await serving.attach(ManagementServer(serving.management(), settings))
             yield
         finally:
-            if owned:
-                plane.stopping = True
-            if poller is not None:
-                await poller.stop()
-            if management is not None:
-                await management.stop()
-            if grpc_server is not None:
-                await grpc_server.stop()
-            if owned:
-                await plane.registry.close()
-                if plane.cache is not None:
-                    await plane.cache.close()
+            await serving.stop()
 
     app = _ServekitApp(
         title="servekit",
@@ -90,7 +62,8 @@ def create_app(settings: ServerSettings, dataplane: DataPlane | None = None, *, 
         description="Open Inference Protocol (KServe V2) REST and a simple JSON API.",
         lifespan=lifespan,
     )
-    app.state.dataplane = plane
+    app.state.dataplane = serving.plane
+    app.state.simple = serving.simple
     app.state.settings = settings
     app.include_router(oip.router)
     app.include_router(simple.router)
@@ -109,7 +82,8 @@ class _ServekitApp(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         hot = self._hot_routes
         if hot is None:  # built on first use: state.dataplane is set after __init__
-            hot = self._hot_routes = HotRoutes(super().__call__, self.state.dataplane, self.state.settings)
+            hot = self._hot_routes = HotRoutes(super().__call__, self.state.dataplane, self.state.simple,
+                                               self.state.settings)
         await hot(scope, receive, send)
 
 

@@ -23,11 +23,12 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from servekit.config import ServerSettings
-from servekit.dataplane import DataPlane
 from servekit.errors import ServekitError
 from servekit.http.bodies import error_response
 from servekit.http.oip import answer_infer
 from servekit.http.simple import answer_predict
+from servekit.serving.dataplane import DataPlane
+from servekit.serving.simple import SimpleAPI
 
 __all__ = ["HotRoutes", "match_infer_path"]
 
@@ -50,9 +51,10 @@ def match_infer_path(path: str) -> tuple[str, str | None] | None:
 class HotRoutes:
     """ASGI middleware answering the infer and predict routes itself (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, dataplane: DataPlane, settings: ServerSettings) -> None:
+    def __init__(self, app: ASGIApp, dataplane: DataPlane, simple: SimpleAPI, settings: ServerSettings) -> None:
         self.app = app
         self.plane = dataplane
+        self.simple = simple
         self.limit = settings.max_request_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -77,7 +79,7 @@ class HotRoutes:
         headers = Headers(scope=scope)
         try:
             if infer is None:
-                content = await answer_predict(self.plane, self.limit, headers, receive)
+                content = await answer_predict(self.simple, self.limit, headers, receive)
                 extra: list[tuple[bytes, bytes]] = [(b"content-type", b"application/json")]
             else:
                 content, named = await answer_infer(self.plane, self.limit, *infer, headers, receive)

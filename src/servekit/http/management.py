@@ -25,12 +25,10 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from servekit import __version__
-from servekit.config import ServerSettings
-from servekit.dataplane import DataPlane
 from servekit.errors import InvalidInput, PermissionDenied, ServekitError, Unauthenticated
 from servekit.http.bodies import json_response, read_body
-from servekit.repository.manager import ModelManager
-from servekit.repository.store import RegistrationOverrides
+from servekit.management.manager import ModelManager
+from servekit.management.store import RegistrationOverrides
 
 __all__ = ["BearerAuth", "create_management_app", "management_error"]
 
@@ -97,12 +95,11 @@ def _manager(request: Request) -> ModelManager:
     return manager
 
 
-def create_management_app(plane: DataPlane, settings: ServerSettings, *, token: str | None,
-                          manager: ModelManager | None = None) -> FastAPI:
-    """The management app over ``plane``'s registry; ``token`` None serves it without authentication."""
+def create_management_app(manager: ModelManager, *, token: str | None) -> FastAPI:
+    """The management app over ``manager``; ``token`` None serves it without authentication."""
     app = FastAPI(title="servekit management", version=__version__,
                   description="Register, describe, scale, route and unregister models.")
-    app.state.manager = manager or ModelManager(plane.registry, settings)
+    app.state.manager = manager
 
     @app.get("/models")
     async def list_models(request: Request) -> Response:

@@ -1,5 +1,5 @@
 """The management API's server: its own uvicorn server on its own socket, in the HTTP server's
-process and event loop (so it changes the very registry the data plane serves from).
+process and event loop (so it changes the very models the data plane serves).
 
 ``start`` prepares the model store, settles the token and binds ``management_host:management_port``
 (127.0.0.1:8003 by default, whatever ``--host`` says); ``stop`` stops accepting and gives
@@ -25,9 +25,8 @@ from pathlib import Path
 import uvicorn
 
 from servekit.config import ServerSettings
-from servekit.dataplane import DataPlane
 from servekit.http.management import create_management_app
-from servekit.repository.manager import ModelManager
+from servekit.management.manager import ModelManager
 
 __all__ = ["GRACE_S", "TOKEN_FILE", "ManagementServer", "settle_token"]
 
@@ -78,8 +77,10 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 class ManagementServer:
-    def __init__(self, plane: DataPlane, settings: ServerSettings) -> None:
-        self._plane = plane
+    """The management API over ``manager`` (the serving core's, so it changes the models being served)."""
+
+    def __init__(self, manager: ModelManager, settings: ServerSettings) -> None:
+        self._manager = manager
         self._settings = settings
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -88,7 +89,7 @@ class ManagementServer:
     async def start(self) -> int:
         """Prepare the store, settle the token, bind and serve; returns the bound port."""
         settings = self._settings
-        manager = ModelManager(self._plane.registry, settings)
+        manager = self._manager
         try:
             await asyncio.to_thread(manager.store.prepare)
             token = await asyncio.to_thread(settle_token, settings, manager.store.work)
@@ -98,7 +99,7 @@ class ManagementServer:
         if token is None and settings.management_host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
             log.warning("the management API on %s has no authentication: anyone who reaches it can change models",
                         settings.management_host)
-        app = create_management_app(self._plane, settings, token=token, manager=manager)
+        app = create_management_app(manager, token=token)
         listener = _bind(settings.management_host, settings.management_port)
         config = uvicorn.Config(app, lifespan="off", log_config=None, log_level=settings.log_level,
                                 access_log=False, server_header=False, timeout_graceful_shutdown=int(GRACE_S))

@@ -11,9 +11,9 @@ from starlette.responses import Response
 from starlette.types import Receive
 
 from servekit.codecs.oip import decode_infer_request, encode_infer_response
-from servekit.dataplane import DataPlane
 from servekit.errors import InvalidInput
 from servekit.http.bodies import json_response, read_body, receive_body
+from servekit.serving.dataplane import DataPlane
 
 __all__ = ["answer_infer", "router"]
 
@@ -117,7 +117,7 @@ async def answer_infer(plane: DataPlane, limit: int, model: str, version: str | 
     """One infer request, from its headers (lower-case names) and ASGI ``receive`` to the body and
     headers of its 200 response; every failure raises (ServekitError: the error table)."""
     with plane.rejections("http", model):
-        plane.registry.resolve(model, version)  # unknown model or version: 404/503 before reading the body
+        plane.require_model(model, version)  # unknown model or version: 404/503 before reading the body
         body = await receive_body(receive, headers, limit)
         header_length = headers.get(_HEADER_LENGTH)
         if header_length is not None and not header_length.isdigit():
@@ -135,7 +135,7 @@ async def answer_infer(plane: DataPlane, limit: int, model: str, version: str | 
 
 @router.post("/repository/index")
 async def repository_index(request: Request) -> Response:
-    return json_response(_plane(request).registry.index())
+    return json_response(_plane(request).repository_index())
 
 
 async def _no_load_parameters(request: Request) -> None:
@@ -152,11 +152,11 @@ async def _no_load_parameters(request: Request) -> None:
 @router.post("/repository/models/{model}/load")
 async def repository_load(request: Request, model: str) -> Response:
     await _no_load_parameters(request)
-    await _plane(request).registry.load(model)
+    await _plane(request).load_model(model)
     return json_response({})
 
 
 @router.post("/repository/models/{model}/unload")
 async def repository_unload(request: Request, model: str) -> Response:
-    await _plane(request).registry.unload(model)
+    await _plane(request).unload_model(model)
     return json_response({})

@@ -10,8 +10,8 @@ from starlette.responses import Response
 from starlette.types import Receive
 
 from servekit.codecs.simple import decode_predict_request, encode_predict_response
-from servekit.dataplane import DataPlane
 from servekit.http.bodies import json_response, receive_body
+from servekit.serving.simple import SimpleAPI
 
 __all__ = ["answer_predict", "router"]
 
@@ -45,24 +45,27 @@ _PREDICT_DOC: dict[str, Any] = {
 async def predict(request: Request) -> Response:
     # Served by servekit.http.hot_routes before FastAPI routes it; declared here for the
     # OpenAPI document, and answering the same way should anything reach it.
-    plane: DataPlane = request.app.state.dataplane
-    content = await answer_predict(plane, request.app.state.settings.max_request_bytes, request.headers,
-                                   request.receive)
+    content = await answer_predict(_simple(request), request.app.state.settings.max_request_bytes,
+                                   request.headers, request.receive)
     return Response(content, media_type="application/json")
 
 
-async def answer_predict(plane: DataPlane, limit: int, headers: Mapping[str, str], receive: Receive) -> bytes:
+def _simple(request: Request) -> SimpleAPI:
+    simple: SimpleAPI = request.app.state.simple
+    return simple
+
+
+async def answer_predict(simple: SimpleAPI, limit: int, headers: Mapping[str, str], receive: Receive) -> bytes:
     """One /predict request, from its headers (lower-case names) and ASGI ``receive`` to the JSON
     body of its 200 response; every failure raises (ServekitError: the error table)."""
-    with plane.rejections("simple_http"):
+    with simple.rejections("simple_http"):
         body = await receive_body(receive, headers, limit)
         rows, return_probabilities = decode_predict_request(body)
-    result = await plane.predict(rows, return_probabilities, protocol="simple_http")
+    result = await simple.predict(rows, return_probabilities, protocol="simple_http")
     return encode_predict_response(result)
 
 
 @router.get("/health")
 async def health(request: Request) -> Response:
-    plane: DataPlane = request.app.state.dataplane
-    report = plane.health()
+    report = _simple(request).health()
     return json_response(report, 200 if report["status"] == "ok" else 503)

@@ -30,13 +30,9 @@ Names, all in base units (seconds, rows, requests):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Final, Literal
+from typing import Final, Literal
 
 from prometheus_client import Counter, Gauge, Histogram
-
-if TYPE_CHECKING:
-    from servekit.repository.version import ModelVersion
 
 __all__ = [
     "BATCH_SIZE_BUCKETS",
@@ -45,7 +41,7 @@ __all__ = [
     "VersionMetrics",
     "for_version",
     "record_cache_error",
-    "record_models_loaded",
+    "record_model_loaded",
     "record_model_unloaded",
 ]
 
@@ -126,21 +122,18 @@ def for_version(model: str, version: str) -> VersionMetrics:
     return metrics
 
 
-def record_models_loaded(versions: Iterable[ModelVersion]) -> None:
-    """Versions that now serve (called by the registry once they are swapped in)."""
-    for version in versions:
-        labels = (version.name, str(version.version))
-        MODEL_READY.labels(*labels).inc()
-        MODEL_INSTANCES.labels(*labels).inc(version.batcher.instance_count)
-        MODEL_LOAD_DURATION.labels(*labels).set(version.load_seconds)
+def record_model_loaded(model: str, version: str, instances: int, load_seconds: float) -> None:
+    """A version that now serves (called by the registry once it is swapped in)."""
+    MODEL_READY.labels(model, version).inc()
+    MODEL_INSTANCES.labels(model, version).inc(instances)
+    MODEL_LOAD_DURATION.labels(model, version).set(load_seconds)
 
 
-def record_model_unloaded(version: ModelVersion) -> None:
+def record_model_unloaded(model: str, version: str, instances: int) -> None:
     """A version stops taking requests (unload, or replaced by a reload). Counts down rather than
     setting 0, because a reload swaps the new copy in before the old one retires."""
-    labels = (version.name, str(version.version))
-    MODEL_READY.labels(*labels).dec()
-    MODEL_INSTANCES.labels(*labels).dec(version.batcher.instance_count)
+    MODEL_READY.labels(model, version).dec()
+    MODEL_INSTANCES.labels(model, version).dec(instances)
 
 
 def record_cache_error(operation: Literal["get", "set"]) -> None:

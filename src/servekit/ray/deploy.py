@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from servekit.errors import ServekitError
-from servekit.repository.entry import read_model_config
-from servekit.repository.registry import Registry
+from servekit.serving.entry import model_folders, read_model_config
 
 __all__ = ["APPLICATION_NAME", "build_application", "deploy"]
 
@@ -33,7 +32,7 @@ def build_application(repository: Path, names: list[str] | None = None) -> Any:
     is made absolute: every node that runs a replica must read it at that path.
     """
     root = repository.resolve()
-    found = Registry(root).discover()
+    found = list(model_folders(root))
     chosen = found if names is None else names
     missing = sorted(set(chosen) - set(found))
     if missing:

@@ -1,16 +1,15 @@
-"""One model in a Ray Serve replica: servekit's registry, data plane and HTTP routes, no socket."""
+"""One model in a Ray Serve replica: a servekit serving core and its HTTP routes, no socket."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from servekit.cache import create_cache
 from servekit.config import ServerSettings
-from servekit.dataplane import DataPlane
+from servekit.errors import ServekitError
 from servekit.http.app import create_app
 from servekit.ray.asgi import ForwardedRequest, ForwardedResponse, call_app
-from servekit.repository.registry import Registry
+from servekit.serving.core import ServingCore
 
 __all__ = ["ModelReplica"]
 
@@ -28,17 +27,16 @@ class ModelReplica:
 
     async def __init__(self, repository: str, name: str) -> None:  # type: ignore[misc]
         self.name = name
-        settings = ServerSettings(repository=Path(repository), load_models=[name], grpc_port=0, metrics_port=0,
-                                  management_port=0)
-        self.plane = DataPlane(Registry(settings.repository), default_model=name)
-        self.plane.cache = create_cache(settings)
-        await self.plane.registry.load_all([name])
-        if not self.plane.model_ready(name):
-            reason = self.plane.registry.entry(name).reason
-            await self.plane.registry.close()
-            raise RuntimeError(f"model {name!r} did not load: {reason}")
-        self.plane.started = True
-        self.app = create_app(settings, dataplane=self.plane)
+        settings = ServerSettings(repository=Path(repository), load_models=[name], default_model=name, grpc_port=0,
+                                  metrics_port=0, management_port=0, poll_interval=None)
+        self.core = ServingCore(settings)
+        await self.core.start()
+        try:
+            self.core.plane.require_model(name)
+        except ServekitError as exc:
+            await self.core.stop()
+            raise RuntimeError(f"model {name!r} did not load: {exc.message}") from None
+        self.app = create_app(settings, self.core)
         log.info("model %s ready in a Ray Serve replica", name)
 
     async def forward(self, request: ForwardedRequest) -> ForwardedResponse:
@@ -46,5 +44,5 @@ class ModelReplica:
 
     def check_health(self) -> None:
         """Ray Serve's health probe: a replica whose model went away is restarted."""
-        if not self.plane.model_ready(self.name):
+        if not self.core.plane.model_ready(self.name):
             raise RuntimeError(f"model {self.name!r} is not ready")

@@ -19,14 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from servekit.config import ModelConfig
-from servekit.types import TensorSpec
+from servekit.types import Arrays, TensorSpec
 
 __all__ = ["Arrays", "Runtime", "RuntimeContext", "RuntimeRequest", "Signature", "find_file", "resolve_device"]
-
-Arrays = dict[str, np.ndarray[Any, Any]]
 
 
 @dataclass(frozen=True, slots=True)

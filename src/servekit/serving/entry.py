@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from servekit.config import ModelConfig, parse_model_config
-from servekit.repository.version import LoadState, ModelVersion
+from servekit.serving.version import LoadState, ModelVersion
 
-__all__ = ["ModelEntry", "Overrides", "read_model_config", "scan_versions", "valid_model_name"]
+__all__ = ["ModelEntry", "Overrides", "model_folders", "read_model_config", "scan_versions", "valid_model_name"]
 
 
 @dataclass(slots=True)
@@ -67,6 +67,17 @@ def scan_versions(model_dir: Path) -> list[int]:
 def valid_model_name(name: str) -> bool:
     """A name that is one plain folder name: no separators, not hidden, not '.' or '..'."""
     return bool(name) and "/" not in name and "\\" not in name and "\0" not in name and not name.startswith((".", "_"))
+
+
+def model_folders(*roots: Path) -> dict[str, Path]:
+    """The model folders under ``roots`` by name, sorted (a name found in several: the first root's)."""
+    found: dict[str, Path] = {}
+    for root in roots:
+        if root.is_dir():
+            for path in sorted(root.iterdir()):
+                if path.is_dir() and valid_model_name(path.name):
+                    found.setdefault(path.name, path)
+    return dict(sorted(found.items()))
 
 
 def read_model_config(model_dir: Path) -> ModelConfig:

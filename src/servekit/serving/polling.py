@@ -18,8 +18,8 @@ import os
 from pathlib import Path
 
 from servekit.errors import ServekitError
-from servekit.repository.entry import valid_model_name
-from servekit.repository.registry import Registry
+from servekit.serving.entry import valid_model_name
+from servekit.serving.registry import Registry
 
 __all__ = ["RepositoryPoller", "snapshot"]
 

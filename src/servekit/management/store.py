@@ -22,9 +22,9 @@ import yaml
 
 from servekit.config import ModelConfig, parse_model_config
 from servekit.errors import Conflict, InvalidInput
-from servekit.repository.archive import ArchiveLimits, Manifest, extract_archive
-from servekit.repository.entry import read_model_config
-from servekit.repository.sources import download, is_remote, locate_local
+from servekit.management.archive import ArchiveLimits, Manifest, extract_archive
+from servekit.management.sources import download, is_remote, locate_local
+from servekit.serving.entry import read_model_config
 
 __all__ = ["WORK_FOLDER", "ModelStore", "RegistrationOverrides"]
 

@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 
 from servekit.errors import InvalidInput
-from servekit.repository.traffic import parse_split, pick_version, routing_key
+from servekit.serving.traffic import parse_split, pick_version, routing_key
 
 
 def test_parse_split_reads_json_keys_and_refuses_nonsense() -> None:

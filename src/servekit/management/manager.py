@@ -17,13 +17,13 @@ from typing import Any
 
 from servekit.config import ServerSettings
 from servekit.errors import InvalidInput, ModelNotFound, ServekitError
-from servekit.repository.archive import ArchiveLimits
-from servekit.repository.entry import ModelEntry, valid_model_name
-from servekit.repository.registry import Registry
-from servekit.repository.sources import public_url
-from servekit.repository.store import ModelStore, RegistrationOverrides
-from servekit.repository.traffic import parse_split
-from servekit.repository.version import LoadState, ModelVersion
+from servekit.management.archive import ArchiveLimits
+from servekit.management.sources import public_url
+from servekit.management.store import ModelStore, RegistrationOverrides
+from servekit.serving.entry import ModelEntry, valid_model_name
+from servekit.serving.registry import Registry
+from servekit.serving.traffic import parse_split
+from servekit.serving.version import LoadState, ModelVersion
 
 __all__ = ["MAX_PAGE", "ModelManager"]
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,9 @@ _ROUTING_FIELDS = frozenset({"default_version", "traffic", "version_policy", "ra
 
 log = logging.getLogger("servekit.repository")
 
+# Loads per (model, version) in this process: each load's ModelVersion.generation.
+_GENERATIONS: defaultdict[tuple[str, int], itertools.count[int]] = defaultdict(lambda: itertools.count(1))
+
 
 class LoadState(enum.StrEnum):
     LOADING = "LOADING"
@@ -55,6 +60,9 @@ class ModelVersion:
     stats: ModelStats = field(default_factory=ModelStats)
     state: LoadState = LoadState.READY
     fingerprint: Fingerprint = ()
+    # 1 for the first load of this model version in this process, 2 for the next (a reload), and
+    # so on: the response cache keeps the answers of each load apart by it.
+    generation: int = 1
     # Looked up on every request: built once here, not per call.
     input_by_name: dict[str, TensorSpec] = field(init=False)
     output_by_name: dict[str, TensorSpec] = field(init=False)
@@ -62,20 +70,6 @@ class ModelVersion:
     def __post_init__(self) -> None:
         self.input_by_name = {spec.name: spec for spec in self.inputs}
         self.output_by_name = {spec.name: spec for spec in self.outputs}
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "version": str(self.version),
-            "state": self.state.value,
-            "runtime": self.runtime_name,
-            "platform": self.platform,
-            "device": self.device,
-            "max_batch_size": self.max_batch_size,
-            "instances": self.batcher.instance_count,
-            "load_seconds": round(self.load_seconds, 4),
-            "statistics": self.stats.summary(),
-        }
 
 
 def version_fingerprint(model_dir: Path, version: int) -> Fingerprint:
@@ -196,6 +190,7 @@ def load_version(name: str, model_dir: Path, version: int, config: ModelConfig) 
         load_seconds=time.perf_counter() - started,
         stats=stats,
         fingerprint=fingerprint,
+        generation=next(_GENERATIONS[name, version]),
     )
     log.info("loaded %s version %d (%s, %s) in %.3f s", name, version, runtime_name, loaded.device, loaded.load_seconds)
     return loaded

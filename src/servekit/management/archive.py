@@ -37,9 +37,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from servekit import __version__
 from servekit.errors import InvalidInput, PayloadTooLarge
-from servekit.repository.entry import read_model_config, scan_versions, valid_model_name
 from servekit.runtimes import detect_runtime
 from servekit.runtimes.python import handler_path
+from servekit.serving.entry import read_model_config, scan_versions, valid_model_name
 
 __all__ = ["MANIFEST", "ArchiveLimits", "Manifest", "default_archive_name", "extract_archive", "pack_model",
            "verify_archive"]

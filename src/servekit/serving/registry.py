@@ -29,10 +29,17 @@ from pathlib import Path
 
 from servekit.config import ModelConfig
 from servekit.errors import ConfigError, ModelNotFound, ModelNotReady, ServekitError
-from servekit.observability.metrics import record_model_unloaded, record_models_loaded
-from servekit.repository.entry import ModelEntry, Overrides, read_model_config, scan_versions, valid_model_name
-from servekit.repository.traffic import pick_version
-from servekit.repository.version import LoadState, ModelVersion, load_version, serving_fields, version_fingerprint
+from servekit.observability.metrics import record_model_loaded, record_model_unloaded
+from servekit.serving.entry import (
+    ModelEntry,
+    Overrides,
+    model_folders,
+    read_model_config,
+    scan_versions,
+    valid_model_name,
+)
+from servekit.serving.traffic import pick_version
+from servekit.serving.version import LoadState, ModelVersion, load_version, serving_fields, version_fingerprint
 
 __all__ = ["Registry"]
 
@@ -133,12 +140,7 @@ class Registry:
         """Names of model folders on disk (without loading them)."""
         if not self.root.is_dir():
             raise ServekitError(f"model repository {self.root} does not exist or is not a folder")
-        found: dict[str, Path] = {}
-        for root in self.roots:
-            if root.is_dir():
-                for path in sorted(root.iterdir()):
-                    if path.is_dir() and valid_model_name(path.name):
-                        found.setdefault(path.name, path)
+        found = model_folders(*self.roots)
         for name, path in found.items():
             self._models.setdefault(name, ModelEntry(name, path, source=str(path)))
         return sorted(found)
@@ -229,7 +231,9 @@ class Registry:
                 if isinstance(exc, ConfigError):
                     raise ConfigError(f"model {name!r} failed to load: {message}") from None
                 raise ModelNotReady(f"model {name!r} failed to load: {message}") from None
-            record_models_loaded(loaded.values())
+            for version in loaded.values():
+                record_model_loaded(name, str(version.version), version.batcher.instance_count,
+                                    version.load_seconds)
             await _retire(self._swap(entry, plan, loaded, failed))
             if not entry.versions:
                 raise ModelNotReady(f"model {name!r} failed to load: {entry.reason}")
@@ -348,5 +352,5 @@ async def _retire(versions: Iterable[ModelVersion]) -> None:
     retiring = list(versions)
     for version in retiring:
         version.state = LoadState.UNLOADING
-        record_model_unloaded(version)
+        record_model_unloaded(version.name, str(version.version), version.batcher.instance_count)
     await asyncio.gather(*(version.batcher.close() for version in retiring))

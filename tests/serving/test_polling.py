@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from servekit.errors import ModelNotFound
-from servekit.repository.polling import RepositoryPoller
-from servekit.repository.registry import Registry
+from servekit.serving.polling import RepositoryPoller
+from servekit.serving.registry import Registry
 from tests.builders import write_onnx_model, write_repository
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from servekit.dataplane import DataPlane
-from servekit.errors import ModelNotFound
-from servekit.repository.registry import Registry
+from servekit.errors import ModelNotFound, ModelNotReady
+from servekit.serving.dataplane import DataPlane
+from servekit.serving.registry import Registry
 from servekit.types import InferenceRequest, Tensor
 
 HANDLER = '''
@@ -49,16 +49,22 @@ def test_outputs_are_cast_to_their_declared_datatype(plane: DataPlane) -> None:
     assert name.datatype == "BYTES" and name.data.tolist() == [b"row", b"row"]
 
 
-def test_simple_api_reads_labels_from_bytes_and_probabilities_from_2d_floats(plane: DataPlane) -> None:
-    result = asyncio.run(plane.predict(np.ones((1, 2), dtype=np.float32), return_probabilities=True))
-    assert result.predictions.tolist() == [b"row"]
-    assert result.probabilities is not None and result.probabilities.tolist() == [[2.0]]
+def test_an_unknown_model_or_version_is_refused_before_any_body(plane: DataPlane) -> None:
+    plane.require_model("scores")
+    plane.require_model("scores", "1")
+    with pytest.raises(ModelNotFound, match="unknown model 'nope'"):
+        plane.require_model("nope")
+    with pytest.raises(ModelNotFound, match="no version '2'"):
+        plane.require_model("scores", "2")
 
 
-def test_default_model_is_the_only_model_or_the_named_one(plane: DataPlane, tmp_path: Path) -> None:
-    assert plane.default_model() == "scores"
-    (tmp_path / "other").mkdir()
-    plane.registry.discover()
-    with pytest.raises(ModelNotFound, match="--default-model"):
-        plane.default_model()
-    assert DataPlane(plane.registry, default_model="scores").default_model() == "scores"
+def test_the_repository_extension_unloads_and_loads_again(plane: DataPlane) -> None:
+    async def body() -> None:
+        await plane.unload_model("scores")
+        assert plane.repository_index() == [{"name": "scores", "state": "UNAVAILABLE", "reason": "unloaded"}]
+        with pytest.raises(ModelNotReady):
+            plane.require_model("scores")
+        await plane.load_model("scores")
+        assert plane.repository_index() == [{"name": "scores", "version": "1", "state": "READY", "reason": ""}]
+
+    asyncio.run(body())

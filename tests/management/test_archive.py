@@ -10,7 +10,7 @@ import pytest
 
 from servekit import __version__
 from servekit.errors import InvalidInput, PayloadTooLarge
-from servekit.repository.archive import ArchiveLimits, extract_archive, pack_model, verify_archive
+from servekit.management.archive import ArchiveLimits, extract_archive, pack_model, verify_archive
 from tests.builders import write_onnx_model
 
 

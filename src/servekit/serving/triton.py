@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from servekit.repository.version import ModelVersion
+from servekit.serving.version import ModelVersion
 from servekit.types import TensorSpec
 
 __all__ = ["model_config", "model_statistics"]

@@ -1,14 +1,15 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from servekit.errors import ModelNotFound, ModelNotReady
-from servekit.repository.registry import Registry
-from servekit.repository.version import LoadState
+from servekit.serving.registry import Registry
+from servekit.serving.version import LoadState
 from tests.builders import write_onnx_model, write_repository
 
 
@@ -240,3 +241,23 @@ def test_a_separate_model_store_is_served_too(tmp_path: Path) -> None:
     assert registry.model_dir("both") == tmp_path / "repo" / "both"  # the repository wins a name
     asyncio.run(registry.load_all())
     assert registry.resolve("b").version == 1 and registry.resolve("both").max_batch_size == 32
+
+
+def test_each_load_of_a_version_is_a_new_generation_and_a_kept_one_keeps_its_own(tmp_path: Path) -> None:
+    # Generations count loads per model name and version in this process: names no other test uses.
+    gen, other = f"gen{uuid.uuid4().hex[:8]}", f"other{uuid.uuid4().hex[:8]}"
+    write_repository(tmp_path, {gen: None, other: None})
+
+    async def body() -> list[int]:
+        registry = Registry(tmp_path)
+        await registry.load_all()
+        first = registry.resolve(gen)
+        await registry.load(gen)  # nothing changed on disk: the same loaded copy serves on
+        assert registry.resolve(gen) is first
+        write_onnx_model(tmp_path / gen / "1", np.full((4, 3), 7, dtype=np.float32))
+        await registry.load(gen)
+        generations = [first.generation, registry.resolve(gen).generation, registry.resolve(other).generation]
+        await registry.close()
+        return generations
+
+    assert asyncio.run(body()) == [1, 2, 1]

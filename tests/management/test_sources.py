@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from servekit.errors import InvalidInput, PayloadTooLarge, PermissionDenied
-from servekit.repository.sources import download, locate_local, public_url, url_allowed
+from servekit.management.sources import download, locate_local, public_url, url_allowed
 
 
 def test_prefix_patterns_match_scheme_host_and_folder_exactly() -> None:
