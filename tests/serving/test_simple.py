@@ -12,23 +12,7 @@ from servekit.errors import InvalidInput, ModelNotFound
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.registry import Registry
 from servekit.serving.simple import SimpleAPI
-
-HANDLER = """
-import numpy as np
-from servekit import BaseHandler
-
-class Scores(BaseHandler):
-    def inference(self, inputs):
-        x = inputs["x"]
-        return {"score": x.sum(axis=1, keepdims=True), "name": np.array([b"row"] * len(x), dtype=object)}
-"""
-
-CONFIG = """
-inputs: [{name: x, datatype: FP32, shape: [-1, 2]}]
-outputs:
-  - {name: score, datatype: FP32, shape: [-1, 1]}
-  - {name: name, datatype: BYTES, shape: [-1]}
-"""
+from tests.serving.test_dataplane import CONFIG, HANDLER
 
 TWO_INPUTS = """
 inputs: [{name: a, datatype: FP32, shape: [-1, 1]}, {name: b, datatype: FP32, shape: [-1, 1]}]
