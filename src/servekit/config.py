@@ -120,10 +120,15 @@ class OnnxConfig(_Strict):
 
 
 class SimpleApiConfig(_Strict):
-    """How /predict reads a model: which output holds predictions and probabilities."""
+    """How /predict reads a model: which output holds predictions and probabilities, and how
+    probabilities are made a distribution per row."""
 
     prediction_output: str | None = None
     probability_output: str | None = None
+    probabilities: Literal["auto", "softmax", "identity"] = Field(
+        default="auto", description="softmax: the output holds logits; identity: send it as it is; auto: softmax "
+        "unless every row is already non-negative and sums to 1",
+    )
 
 
 class CacheConfig(_Strict):
@@ -179,6 +184,10 @@ class ModelConfig(_Strict):
     max_batch_size: int | None = Field(default=None, ge=0, description="rows; 0 = no batching")
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     instances: int = Field(default=1, ge=1, le=64)
+    execution_timeout_s: float | None = Field(
+        default=None, gt=0, description="longest one model call may run: past it the call's requests fail with "
+        "504 and its instance is replaced (the model then runs on instance threads, never inline)",
+    )
     device: Literal["cpu", "cuda", "auto"] = "auto"
     version_policy: VersionPolicy = Field(default_factory=VersionPolicy)
     default_version: int | None = None
@@ -197,6 +206,9 @@ class ModelConfig(_Strict):
         if self.batching.execution == "inline" and self.instances > 1:
             raise ValueError("batching.execution inline runs one instance on the event loop; "
                              f"instances is {self.instances} (use thread or auto)")
+        if self.batching.execution == "inline" and self.execution_timeout_s is not None:
+            raise ValueError("batching.execution inline cannot be timed out (a call on the event loop cannot be "
+                             "abandoned); use thread or auto with execution_timeout_s")
         return self
 
     @field_validator("traffic")

@@ -371,3 +371,62 @@ def test_per_request_runtime_answering_the_wrong_number_of_requests_fails_the_ba
         await batcher.close()
 
     run(body)
+
+
+def test_a_queued_deadline_fires_while_every_instance_is_busy() -> None:
+    async def body() -> None:
+        gate = threading.Event()
+        runtime = DoublingRuntime(gate)
+        batcher = Batcher("m:1", [runtime], BatchPolicy(max_rows=1))
+        running = asyncio.create_task(batcher.submit(rows(1.0)))
+        await wait_running(runtime)
+        with pytest.raises(DeadlineExceeded, match="waited in the queue"):
+            await batcher.submit(rows(2.0), deadline=time.monotonic() + 0.05)
+        assert not running.done() and not gate.is_set()  # answered while the instance was still busy
+        gate.set()
+        assert (await running)["y"].tolist() == [[2.0]]
+        assert runtime.batches == [1]  # the expired request never ran
+        await batcher.close()
+
+    run(body)
+
+
+def test_a_call_past_the_execution_timeout_fails_its_requests_and_its_instance_is_replaced() -> None:
+    async def body() -> None:
+        gate = threading.Event()
+        hung = DoublingRuntime(gate)
+        fresh: list[DoublingRuntime] = []
+
+        def respawn() -> Runtime:
+            fresh.append(DoublingRuntime())
+            return fresh[-1]
+
+        batcher = Batcher("m:1", [hung], BatchPolicy(max_rows=4), execution_timeout_s=0.1, respawn=respawn)
+        with pytest.raises(DeadlineExceeded, match=r"execution timeout \(0.1 s\)"):
+            await batcher.submit(rows(1.0))
+        answer = await batcher.submit(rows(3.0))  # the hung call is still running: a new instance answers
+        assert answer["y"].tolist() == [[6.0]] and len(fresh) == 1 and fresh[0].batches == [1]
+        assert batcher.instance_count == 1 and not gate.is_set()
+        await batcher.close()  # does not wait for the abandoned call
+        gate.set()
+
+    run(body)
+
+
+def test_without_a_replacement_what_waits_fails_once_no_instance_is_left() -> None:
+    async def body() -> None:
+        gate = threading.Event()
+        runtime = DoublingRuntime(gate)
+        batcher = Batcher("m:1", [runtime], BatchPolicy(max_rows=1), execution_timeout_s=0.1)
+        first = asyncio.create_task(batcher.submit(rows(1.0)))
+        await wait_running(runtime)
+        waiting = asyncio.create_task(batcher.submit(rows(2.0)))
+        with pytest.raises(DeadlineExceeded):
+            await first
+        with pytest.raises(ModelNotReady, match="no working instance left"):
+            await waiting
+        assert batcher.instance_count == 0
+        gate.set()
+        await batcher.close()
+
+    run(body)

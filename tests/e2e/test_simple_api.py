@@ -96,7 +96,7 @@ def test_schema_errors_are_422(http: httpx.Client, body: bytes, needle: str) -> 
 def test_health(http: httpx.Client) -> None:
     response = http.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "model_loaded": True, "device": "cpu"}
+    assert response.json() == {"status": "healthy", "model_loaded": True, "device": "cpu"}
 
 
 def test_body_over_the_limit_is_413(http: httpx.Client) -> None:

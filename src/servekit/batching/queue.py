@@ -35,7 +35,9 @@ class QueuedItem:
     enqueued_at: float
     deadline: float | None = None
     payload: Any = None
-    abandoned: bool = False  # the caller stopped waiting (disconnect, cancellation)
+    abandoned: bool = False  # the caller stopped waiting (disconnect, cancellation, its deadline passed)
+    taken: bool = False  # a batch took it: running or done
+    expiry: Any = None  # the scheduler's timer for ``deadline`` (opaque here)
 
 
 @dataclass(slots=True)

@@ -16,15 +16,26 @@ benchmarks/results/peers.md).
 model that computes in tens of microseconds the hop to a thread and back costs more than
 the model. The delay never applies then, as the instance is never busy when the queue is
 pumped.
+
+Deadlines fire on time whatever the instances are doing: a queued request with a deadline
+gets a timer that fails it with DeadlineExceeded (504) when the deadline passes before a
+batch takes it. ``execution_timeout_s`` bounds one model call: a batch still running past it
+fails its requests with DeadlineExceeded, its instance is abandoned (a Python thread cannot be
+stopped; its late result is dropped and its runtime unloaded once the call returns) and a
+fresh instance is loaded in its place with ``respawn``, so the model keeps serving at full
+width. Instance threads are daemons: a call that never returns cannot hold the process's
+exit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import queue
+import threading
 import time
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -119,10 +130,64 @@ def _run_per_request(runtime: Runtime, items: list[QueuedItem]) -> list[Arrays |
     return results
 
 
+class _Worker:
+    """One daemon thread running calls in order; each call's outcome comes back to its event loop.
+
+    Not a ThreadPoolExecutor: its threads are joined at interpreter exit, so one model call that
+    never returns would keep a stopped server alive."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[[], Any]] | None]
+        self._jobs = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, call: Callable[[], Any]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._jobs.put((loop, future, call))
+        return future
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            loop, future, call = job
+            try:
+                result = call()
+            except BaseException as exc:  # handed to the loop, which decides
+                outcome: tuple[Any, BaseException | None] = (None, exc)
+            else:
+                outcome = (result, None)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(_settle, future, *outcome)
+
+    def stop(self, wait: bool) -> None:
+        """Run what was submitted, then end (``wait``: return only once the thread has ended)."""
+        self._jobs.put(None)
+        if wait:
+            self._thread.join()
+
+
+def _unload_quietly(runtime: Runtime, label: str) -> None:
+    try:
+        runtime.unload()
+    except Exception:
+        log.exception("model %s: unloading an abandoned instance failed", label)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
 class _Instance:
     def __init__(self, runtime: Runtime, label: str, index: int) -> None:
         self.runtime = runtime
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{label}-{index}")
+        self.worker = _Worker(f"{label}-{index}")
+        self.hung = False  # ran past execution_timeout_s: abandoned, replaced
 
 
 class Batcher:
@@ -141,12 +206,16 @@ class Batcher:
         timeout_s: float | None = None,
         stats: ModelStats | None = None,
         inline: bool = False,
+        execution_timeout_s: float | None = None,
+        respawn: Callable[[], Runtime] | None = None,
     ) -> None:
         if not runtimes:
             raise ValueError("a batcher needs at least one instance")
         if inline and len(runtimes) > 1:
             raise ValueError("inline execution runs one instance on the event loop; this batcher has "
                              f"{len(runtimes)}")
+        if inline and execution_timeout_s is not None:
+            raise ValueError("an execution timeout needs thread execution: an inline call cannot be abandoned")
         self.label = label
         model, _, version = label.rpartition(":")
         self._metrics = metrics.for_version(model or version, version if model else "")
@@ -157,6 +226,10 @@ class Batcher:
         self._timeout_s = timeout_s
         self._queue = BatchQueue(policy)
         self._instances = [_Instance(runtime, label, i) for i, runtime in enumerate(runtimes)]
+        self._started_instances = len(self._instances)
+        self._execution_timeout_s = execution_timeout_s
+        self._respawn = respawn
+        self._replacing: set[asyncio.Task[None]] = set()
         self._idle = list(reversed(self._instances))
         self._timer: asyncio.TimerHandle | None = None
         self.inline = inline
@@ -220,6 +293,8 @@ class Batcher:
         future: asyncio.Future[Arrays] = loop.create_future()
         item = QueuedItem(rows=rows, enqueued_at=now, deadline=deadline, payload=(inputs, future))
         self._queue.put(item)
+        if deadline is not None:  # fires even while every instance is busy and nothing pumps
+            item.expiry = loop.call_at(loop.time() + max(0.0, deadline - now), self._expire, item)
         if not self._pump_scheduled:  # at the end of this loop turn, with everything that arrives meanwhile
             self._pump_scheduled = True
             loop.call_soon(self._on_scheduled_pump)
@@ -228,6 +303,16 @@ class Batcher:
         except asyncio.CancelledError:
             item.abandoned = True  # still queued: it will be dropped, never run
             raise
+        finally:
+            if item.expiry is not None:
+                item.expiry.cancel()
+
+    def _expire(self, item: QueuedItem) -> None:
+        """A queued request's deadline passed: answer it now; the queue drops it when it comes up."""
+        item.expiry = None
+        if not item.taken:
+            item.abandoned = True
+            _fail(item, DeadlineExceeded("the request's deadline passed while it waited in the queue"))
 
     def _pump(self) -> None:
         now = time.monotonic()
@@ -258,6 +343,10 @@ class Batcher:
     def _start(self, instance: _Instance, items: list[QueuedItem], now: float) -> None:
         queue_duration = self._metrics.queue_duration
         for item in items:
+            item.taken = True
+            if item.expiry is not None:
+                item.expiry.cancel()
+                item.expiry = None
             waited = now - item.enqueued_at
             self.stats.record_queue(int(waited * 1e9))
             queue_duration.observe(waited)
@@ -271,13 +360,63 @@ class Batcher:
             else:
                 self._complete(instance, items, started, results, None)
             return
-        loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(instance.executor, run_batch, instance.runtime, items, batched)
-        work.add_done_callback(lambda done: self._finish(instance, items, done, started))
+        work = instance.worker.submit(lambda: run_batch(instance.runtime, items, batched))
+        watchdog = None
+        if self._execution_timeout_s is not None:
+            watchdog = asyncio.get_running_loop().call_later(self._execution_timeout_s, self._hung, instance, items)
+        work.add_done_callback(lambda done: self._finish(instance, items, done, started, watchdog))
 
-    def _finish(self, instance: _Instance, items: list[QueuedItem], done: Any, started: int) -> None:
+    def _finish(self, instance: _Instance, items: list[QueuedItem], done: asyncio.Future[Any], started: int,
+                watchdog: asyncio.TimerHandle | None) -> None:
+        if watchdog is not None:
+            watchdog.cancel()
+        if instance.hung:  # its requests were answered at the timeout; the late result is dropped
+            log.warning("model %s: a call abandoned after %.3g s returned after all; its instance is unloaded",
+                        self.label, self._execution_timeout_s)
+            instance.worker.submit(lambda: _unload_quietly(instance.runtime, self.label))
+            instance.worker.stop(wait=False)
+            return
         error = done.exception()
         self._complete(instance, items, started, None if error is not None else done.result(), error)
+        self._pump()
+
+    def _hung(self, instance: _Instance, items: list[QueuedItem]) -> None:
+        """A model call ran past execution_timeout_s: fail its requests, replace its instance."""
+        instance.hung = True
+        self._instances.remove(instance)
+        log.error("model %s: a batch of %d requests ran past execution_timeout_s (%.3g s); its requests fail "
+                  "and the instance is replaced", self.label, len(items), self._execution_timeout_s)
+        error = DeadlineExceeded(f"the model ran past its execution timeout ({self._execution_timeout_s:g} s)")
+        for item in items:
+            _fail(item, error)
+        task = asyncio.ensure_future(self._replace())
+        self._replacing.add(task)
+        task.add_done_callback(self._replacing.discard)
+        self._check_drained()
+
+    async def _replace(self) -> None:
+        """Load a fresh instance for one that hung (in a thread: loading may take long)."""
+        if self._respawn is None:
+            log.error("model %s: no way to load a replacement instance; %d instance(s) left", self.label,
+                      len(self._instances))
+        else:
+            try:
+                runtime = await asyncio.to_thread(self._respawn)
+            except Exception:
+                log.exception("model %s: loading a replacement instance failed", self.label)
+            else:
+                if self._closing:
+                    await asyncio.to_thread(runtime.unload)
+                    return
+                fresh = _Instance(runtime, self.label, self._started_instances)
+                self._started_instances += 1
+                self._instances.append(fresh)
+                self._idle.append(fresh)
+                log.info("model %s: replacement instance loaded", self.label)
+        if not self._instances:  # nothing left to run on: fail what waits rather than hold it forever
+            while self._queue:
+                for item in self._queue.take_batch(time.monotonic()).items:
+                    _fail(item, ModelNotReady(f"model {self.label} has no working instance left"))
         self._pump()
 
     def _complete(self, instance: _Instance, items: list[QueuedItem], started: int,
@@ -286,6 +425,8 @@ class Batcher:
         elapsed = time.perf_counter_ns() - started
         rows = sum(item.rows for item in items)
         self.stats.record_batch(rows, elapsed, int(time.time() * 1000))
+        if log.isEnabledFor(logging.DEBUG):
+            self._log_batch(rows, elapsed)
         self._metrics.compute_duration.observe(elapsed / 1e9)
         self._metrics.batch_size.observe(rows)
         self._idle.append(instance)
@@ -301,6 +442,13 @@ class Batcher:
                 elif not (future := item.payload[1]).done():
                     future.set_result(result)
 
+    def _log_batch(self, rows: int, elapsed_ns: int) -> None:
+        """One debug line per batch: its size and compute time, the running mean size and fill."""
+        mean = self.stats.mean_batch_size
+        fill = self.stats.fill_percent(self.policy.max_rows)
+        log.debug("model %s: batch of %d rows in %.2f ms (mean %.1f rows%s)", self.label, rows, elapsed_ns / 1e6,
+                  mean, "" if fill is None else f", {fill:.0f}% full")
+
     def _check_drained(self) -> None:
         if self._drained is not None and not self._queue and self.busy == 0:
             self._drained.set()
@@ -311,10 +459,12 @@ class Batcher:
         self._drained = asyncio.Event()
         self._check_drained()
         await self._drained.wait()
+        if self._replacing:
+            await asyncio.gather(*self._replacing, return_exceptions=True)
         if self._timer is not None:
             self._timer.cancel()
         for instance in self._instances:
-            instance.executor.shutdown(wait=True)
+            instance.worker.stop(wait=True)
             instance.runtime.unload()
 
 

@@ -70,8 +70,16 @@ class ModelStats:
     def mean_batch_size(self) -> float:
         return self.inference_count / self.execution_count if self.execution_count else 0.0
 
-    def summary(self) -> dict[str, Any]:
-        """A readable summary (counts, means in milliseconds)."""
+    def fill_percent(self, max_batch_size: int | None) -> float | None:
+        """How full batches are on average: mean batch size / ``max_batch_size``, in percent
+        (None when the model does not batch)."""
+        if not max_batch_size:
+            return None
+        return 100.0 * self.mean_batch_size / max_batch_size
+
+    def summary(self, max_batch_size: int | None = None) -> dict[str, Any]:
+        """A readable summary (counts, means in milliseconds; with ``max_batch_size``, the batch
+        fill ratio in percent)."""
 
         def mean_ms(total_ns: int, count: int) -> float:
             return round(total_ns / count / 1e6, 4) if count else 0.0
@@ -82,6 +90,7 @@ class ModelStats:
             "batches": self.execution_count,
             "rows": self.inference_count,
             "mean_batch_size": round(self.mean_batch_size, 3),
+            "batch_fill_percent": None if (fill := self.fill_percent(max_batch_size)) is None else round(fill, 1),
             "mean_queue_ms": mean_ms(self.queue_ns, self.queue_count),
             "mean_compute_ms": mean_ms(self.compute_ns, self.compute_count),
         }

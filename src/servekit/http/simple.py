@@ -1,4 +1,5 @@
-"""The simple JSON API of DESIGN.md: POST /predict and GET /health on the default model."""
+"""The simple JSON API of DESIGN.md: POST /predict (and its twin /predict_async) and GET /health on the
+default model."""
 
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ _PREDICT_DOC: dict[str, Any] = {
 
 
 @router.post("/predict", openapi_extra=_PREDICT_DOC)
+@router.post("/predict_async", openapi_extra=_PREDICT_DOC, description="The same as /predict (kept for "
+             "clients of the async-batching pattern: every request is batched dynamically either way).")
 async def predict(request: Request) -> Response:
     # Served by servekit.http.hot_routes before FastAPI routes it; declared here for the
     # OpenAPI document, and answering the same way should anything reach it.
@@ -68,4 +71,4 @@ async def answer_predict(simple: SimpleAPI, limit: int, headers: Mapping[str, st
 @router.get("/health")
 async def health(request: Request) -> Response:
     report = _simple(request).health()
-    return json_response(report, 200 if report["status"] == "ok" else 503)
+    return json_response(report, 200 if report["status"] == "healthy" else 503)

@@ -234,5 +234,5 @@ def _describe_loaded(mv: ModelVersion) -> dict[str, Any]:
             "busyInstances": batcher.busy,
         },
         "loadSeconds": round(mv.load_seconds, 4),
-        "statistics": mv.stats.summary(),
+        "statistics": mv.stats.summary(mv.max_batch_size),
     }

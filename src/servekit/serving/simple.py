@@ -2,14 +2,20 @@
 
 Rows (2-D) go to a single-input model, named or the server's default one; the answer is
 read as predictions and probabilities by the model's ``simple:`` config, else by datatype
-(``read_prediction``). Each call is recorded once, under its transport's protocol, like an
-inference request of the data plane it runs through.
+(``read_prediction``). Probabilities are always a distribution per row: a model that outputs
+logits gets a softmax (``simple.probabilities``: auto, softmax or identity). Each call is
+recorded once, under its transport's protocol, like an inference request of the data plane it
+runs through.
+
+``health`` is the FastAPI pattern's contract: ``{"status": "healthy", "model_loaded": true,
+"device": "cpu"}`` when the default model answers and the server is ready, else
+``"unhealthy"`` (``model_loaded`` false when the model is not loaded, ``device`` "none").
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -20,7 +26,11 @@ from servekit.serving.dataplane import DataPlane
 from servekit.serving.version import ModelVersion
 from servekit.types import Arrays, InferenceRequest, SimplePrediction, Tensor
 
-__all__ = ["SimpleAPI", "read_prediction"]
+__all__ = ["SimpleAPI", "as_distribution", "read_prediction"]
+
+# How far a row's sum may be from 1 and still count as a distribution (float32 softmax outputs
+# of wide models are off by a few 1e-7; rounded outputs by more).
+_SUM_TOLERANCE = 1e-3
 
 
 class SimpleAPI:
@@ -43,12 +53,12 @@ class SimpleAPI:
         )
 
     def health(self) -> dict[str, Any]:
-        """``{"status", "model_loaded", "device"}`` of the default model."""
+        """``{"status", "model_loaded", "device"}`` of the default model (see the module docstring)."""
         try:
             version = self._plane.route(self.default_model())
         except ServekitError:
-            return {"status": "unavailable", "model_loaded": False, "device": "none"}
-        return {"status": "ok" if self._plane.ready() else "starting", "model_loaded": True,
+            return {"status": "unhealthy", "model_loaded": False, "device": "none"}
+        return {"status": "healthy" if self._plane.ready() else "unhealthy", "model_loaded": True,
                 "device": version.device}
 
     def row_width(self, model: str | None) -> tuple[str, int]:
@@ -107,7 +117,7 @@ def read_prediction(version: ModelVersion,
         (s.name for s in specs if s.datatype.startswith(("INT", "UINT")) or s.datatype == "BYTES"), None)
     proba = simple.probability_output or next(
         (s.name for s in specs if s.datatype.startswith("FP") and len(s.shape) == 2), None)
-    probabilities = outputs[proba] if proba else None
+    probabilities = as_distribution(outputs[proba], simple.probabilities) if proba else None
     if label:
         predictions = outputs[label]
     elif probabilities is not None:
@@ -115,3 +125,19 @@ def read_prediction(version: ModelVersion,
     else:
         predictions = outputs[specs[0].name]
     return predictions, probabilities
+
+
+def as_distribution(values: np.ndarray[Any, Any],
+                    mode: Literal["auto", "softmax", "identity"]) -> np.ndarray[Any, Any]:
+    """Rows of ``values`` (2-D) as probability distributions: ``softmax`` of them, ``identity``
+    (as they are), or ``auto``: as they are when every row is already non-negative and sums to 1,
+    else their softmax. Floating dtypes are kept; anything else becomes FP32."""
+    if mode == "identity" or values.size == 0:
+        return values
+    rows = values if values.dtype.kind == "f" else values.astype(np.float32)
+    if mode == "auto" and bool((rows >= 0).all()) and bool(
+            (np.abs(rows.sum(axis=-1) - 1.0) <= _SUM_TOLERANCE).all()):
+        return rows
+    shifted = np.exp(rows - rows.max(axis=-1, keepdims=True))
+    distribution: np.ndarray[Any, Any] = shifted / shifted.sum(axis=-1, keepdims=True)
+    return distribution

@@ -131,6 +131,13 @@ def _max_batch_size(config: ModelConfig, signature: Signature, where: Path) -> i
     return config.max_batch_size
 
 
+def _new_runtime(runtime_name: str, context: RuntimeContext) -> Runtime:
+    """One loaded instance of the runtime (blocking)."""
+    runtime = create_runtime(runtime_name, context)
+    runtime.load()
+    return runtime
+
+
 def load_version(name: str, model_dir: Path, version: int, config: ModelConfig) -> ModelVersion:
     """Load one version (blocking: call from a worker thread). Raises with a clear reason."""
     started = time.perf_counter()
@@ -143,9 +150,7 @@ def load_version(name: str, model_dir: Path, version: int, config: ModelConfig) 
     runtimes: list[Runtime] = []
     try:
         for _ in range(config.instances):
-            runtime = create_runtime(runtime_name, context)
-            runtime.load()
-            runtimes.append(runtime)
+            runtimes.append(_new_runtime(runtime_name, context))
         signature = _choose_signature(config, runtimes[0].signature(), where)
         max_batch_size = _max_batch_size(config, signature, where)
     except BaseException:
@@ -163,7 +168,9 @@ def load_version(name: str, model_dir: Path, version: int, config: ModelConfig) 
         # Requests still carry a batch dimension; each runs alone.
         policy = BatchPolicy(max_rows=None, max_queue_size=batching.max_queue_size)
     stats = ModelStats()
-    inline = choose_execution(batching.execution, runtime_name, runtimes, signature.inputs, f"{name}:{version}",
+    # A call that can be timed out must run on a thread: one on the event loop cannot be abandoned.
+    execution = "thread" if config.execution_timeout_s is not None else batching.execution
+    inline = choose_execution(execution, runtime_name, runtimes, signature.inputs, f"{name}:{version}",
                               batched=max_batch_size > 0)
     if inline:
         runtimes[0].run_inline()
@@ -175,6 +182,8 @@ def load_version(name: str, model_dir: Path, version: int, config: ModelConfig) 
         timeout_s=batching.timeout_ms / 1000 if batching.timeout_ms else None,
         stats=stats,
         inline=inline,
+        execution_timeout_s=config.execution_timeout_s,
+        respawn=lambda: _new_runtime(runtime_name, context),
     )
     loaded = ModelVersion(
         name=name,
