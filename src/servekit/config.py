@@ -29,7 +29,7 @@ __all__ = [
     "parse_model_config",
 ]
 
-RuntimeName = Literal["onnx", "torchscript", "torch_export", "sklearn", "python"]
+RuntimeName = Literal["onnx", "torchscript", "torch_export", "sklearn", "python", "torchserve"]
 
 
 class _Strict(BaseModel):

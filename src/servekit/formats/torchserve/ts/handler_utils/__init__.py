@@ -1,0 +1,1 @@
+"""Handler helpers (``ts.handler_utils``); only ``timer`` is provided."""

@@ -1,0 +1,1 @@
+"""Handler metrics (``ts.metrics``): dimensions, metric types and the object behind ``context.metrics``."""

@@ -1,0 +1,1 @@
+"""Handler base classes (``ts.torch_handler``); only ``base_handler`` is provided."""
