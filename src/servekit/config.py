@@ -259,6 +259,10 @@ class ServerSettings(BaseSettings):
                                          "API (default: a fresh one per start, written to a file only the owner "
                                          "can read)")
     management_auth: bool = Field(default=True, description="False serves the management API without a token")
+    repository_control: Literal["token", "open", "off"] = Field(
+        default="token", description="who may load and unload models through the OIP repository extension: "
+        "holders of the management token, anyone (open: a trusted network), or nobody (off)",
+    )
     model_store: Path | None = Field(default=None, description="where archives are read from and registered "
                                      "models are unpacked (default: the repository)")
     allowed_urls: list[str] = Field(default_factory=list, description="archive URLs the management API may "
@@ -271,6 +275,16 @@ class ServerSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     default_model: str | None = None
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_json_elements: int = Field(
+        default=4_000_000, ge=1, description="most values a JSON request body may hold (each costs a Python "
+        "object while it is decoded); larger tensors go in the binary tensor extension or gRPC",
+    )
+    read_timeout_s: float = Field(default=30.0, ge=0, description="seconds a request may take to arrive whole "
+                                  "(line, headers and body) before it gets 408; 0 = no limit")
+    max_connections: int | None = Field(default=2048, ge=1, description="open HTTP connections and requests in "
+                                        "flight per worker; past it new requests get 503 (none = no limit)")
+    drain_timeout_s: float = Field(default=30.0, ge=0, description="after SIGTERM, seconds for requests and calls "
+                                   "in flight (HTTP and gRPC together) to finish before what is left is closed")
     grpc_max_message_bytes: int = Field(
         default=65 * 1024 * 1024, ge=1024, description="largest gRPC message either way: a 64 MiB tensor and the rest"
     )

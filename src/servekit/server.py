@@ -4,9 +4,10 @@ response in one write, see ``servekit.http.protocol``), and gRPC
 Metrics are served from this process (see ``servekit.observability.exposition``), started
 before uvicorn so that every worker writes its values where the metrics server reads them.
 
-SIGTERM/SIGINT: uvicorn stops accepting, lets in-flight requests finish, then the
-app's lifespan stops gRPC (in-flight calls finish), drains every batcher and unloads
-the models; the process exits 0. With ``workers > 1`` uvicorn forks that many processes
+SIGTERM/SIGINT: every port stops accepting at once (uvicorn closes the HTTP listener; the
+serving core stops gRPC and the management API accepting in the same moment), requests and
+calls in flight get ``--drain-timeout`` seconds to finish, what is left is then closed, the
+batchers drain and the models unload; the process exits 0. With ``workers > 1`` uvicorn forks that many processes
 sharing the HTTP socket, and each binds the gRPC port with SO_REUSEPORT; each reads its
 settings from the SERVEKIT_* environment set here.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import secrets
 import signal
@@ -106,6 +108,11 @@ def serve(settings: ServerSettings) -> None:
             # was 2 % of the event loop per request on the tiny-model benchmark.
             proxy_headers=False,
             http=http_protocol(),  # one socket write per response (see servekit.http.protocol)
+            # After SIGTERM, requests in flight get the drain timeout; then what is left is closed
+            # (gRPC's calls get the same budget, at the same time: servekit.serving.core).
+            timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
+            # uvicorn answers 503 once its open connections reach the limit, counting the new one.
+            limit_concurrency=None if settings.max_connections is None else settings.max_connections + 1,
         )
     finally:
         if metrics_server is not None:

@@ -25,6 +25,7 @@ __all__ = [
     "Tensor",
     "TensorSpec",
     "datatype_of",
+    "is_decimal",
     "numpy_dtype",
 ]
 
@@ -48,6 +49,12 @@ DATATYPES: dict[str, np.dtype[Any]] = {
 Arrays = dict[str, np.ndarray[Any, Any]]
 
 _BY_DTYPE: dict[np.dtype[Any], str] = {dtype: name for name, dtype in DATATYPES.items()}
+
+
+def is_decimal(text: str) -> bool:
+    """Whether ``text`` is a non-negative integer in ASCII digits: what ``int()`` reads as one.
+    (``str.isdigit`` also accepts digits such as '²', which ``int()`` refuses.)"""
+    return text.isascii() and text.isdigit()
 
 
 def numpy_dtype(datatype: str) -> np.dtype[Any]:

@@ -27,7 +27,8 @@ def main_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def main_server(main_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """identity, onnx_linear (v1 and v2), broken, faulty and slow, served over real sockets."""
-    server = ServerProcess(main_repository, tmp_path_factory.mktemp("logs") / "main.log")
+    server = ServerProcess(main_repository, tmp_path_factory.mktemp("logs") / "main.log",
+                           "--repository-control", "open")  # its gate: tests/e2e/test_repository_control.py
     server.start()
     try:
         yield server
@@ -68,7 +69,7 @@ def grpc_server(grpc_markers: dict[str, Path], tmp_path_factory: pytest.TempPath
         tmp_path_factory.mktemp("grpc") / "models", grpc_markers["slow"], grpc_markers["slow_classifier"]
     )
     server = ServerProcess(repository, tmp_path_factory.mktemp("logs") / "grpc.log",
-                           "--default-model", "slow_classifier")
+                           "--default-model", "slow_classifier", "--repository-control", "open")
     server.start()
     try:
         yield server

@@ -75,7 +75,8 @@ def _hits_by_process(server: ServerProcess) -> set[str]:
 def test_hits_reloads_and_a_dead_redis(tmp_path: Path, redis_server: RedisProcess) -> None:
     repository = tmp_path / "models"
     write_scale_model(repository, 2)
-    server = ServerProcess(repository, tmp_path / "server.log", "--cache-url", redis_server.url)
+    server = ServerProcess(repository, tmp_path / "server.log", "--cache-url", redis_server.url,
+                           "--repository-control", "open")
     server.start()
     try:
         with httpx.Client(base_url=server.base_url, timeout=10) as client:

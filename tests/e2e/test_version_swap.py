@@ -115,7 +115,8 @@ def test_zero_failed_requests_while_versions_change(server: ManagedServer, tmp_p
         load.settle()
         # 2. a new version on disk, loaded through the repository extension: 2 and 3 serve, 1 drains
         add_version_on_disk(model, 3)
-        assert httpx.post(f"{server.base_url}/v2/repository/models/m/load", timeout=30).status_code == 200
+        assert httpx.post(f"{server.base_url}/v2/repository/models/m/load", timeout=30,
+                          headers={"Authorization": f"Bearer {server.token}"}).status_code == 200
         assert serving(manage) == ["2", "3"]
         load.settle()
         # 3. a new version on disk, found by polling: 3 and 4 serve
@@ -138,7 +139,8 @@ def test_zero_failed_requests_while_versions_change(server: ManagedServer, tmp_p
         load.settle()
         # 5. nothing changed: a reload loads nothing
         before = len(loads(tmp_path))
-        assert httpx.post(f"{server.base_url}/v2/repository/models/m/load", timeout=30).status_code == 200
+        assert httpx.post(f"{server.base_url}/v2/repository/models/m/load", timeout=30,
+                          headers={"Authorization": f"Bearer {server.token}"}).status_code == 200
         time.sleep(0.5)  # a poll or two
         assert len(loads(tmp_path)) == before
         # 6. unregister version 4: version 2 (still on disk) loads while 3 and 4 serve, then 4 drains

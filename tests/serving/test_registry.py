@@ -26,11 +26,17 @@ def test_one_broken_model_does_not_stop_the_others(tmp_path: Path) -> None:
     rows = {row["name"]: row for row in registry.index()}
     assert rows["good"]["state"] == "READY"
     assert rows["bad"]["state"] == "UNAVAILABLE"
-    assert str(tmp_path / "bad" / "config.yaml") in rows["bad"]["reason"]
-    assert "max_batch_size" in rows["bad"]["reason"]
+    # Clients are told what is wrong and in which file of the repository, never where it lies.
+    assert rows["bad"]["reason"].startswith("bad/config.yaml: max_batch_size")
+    assert all(str(tmp_path) not in row["reason"] for row in rows.values())
+    assert str(tmp_path / "bad" / "config.yaml") in registry.entry("bad").reason  # the full reason: log, management
     assert "no numbered version folders" in rows["empty"]["reason"]
-    with pytest.raises(ModelNotReady, match="max_batch_size"):
+    with pytest.raises(ModelNotReady, match="max_batch_size") as refused:
         registry.resolve("bad")
+    assert str(tmp_path) not in refused.value.message
+    with pytest.raises(ModelNotFound) as unknown:
+        asyncio.run(registry.load("nope"))
+    assert unknown.value.message == "no model folder 'nope' in the model repository"
 
 
 def test_signature_and_batch_size_are_derived_from_onnx(tmp_path: Path) -> None:

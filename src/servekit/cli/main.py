@@ -32,6 +32,14 @@ def main() -> None:
               help="[SERVEKIT_LOG_LEVEL; info]")
 @click.option("--default-model", help="Model of the simple API (/predict) when there are several.")
 @click.option("--max-request-bytes", type=int, help="Largest request body accepted [64 MiB].")
+@click.option("--max-json-elements", type=click.IntRange(min=1), help="Most values one JSON request body may hold "
+              "[4,000,000]; larger tensors go in the binary tensor extension or gRPC.")
+@click.option("--read-timeout", "read_timeout_s", type=click.FloatRange(min=0), help="Seconds a request may take "
+              "to arrive whole before it gets 408 [SERVEKIT_READ_TIMEOUT_S; 30]; 0 = no limit.")
+@click.option("--max-connections", type=click.IntRange(min=1), help="Open HTTP connections and requests in "
+              "flight per worker; past it new requests get 503 [SERVEKIT_MAX_CONNECTIONS; 2048].")
+@click.option("--drain-timeout", "drain_timeout_s", type=click.FloatRange(min=0), help="After SIGTERM, seconds "
+              "for requests and calls in flight (HTTP and gRPC together) to finish [SERVEKIT_DRAIN_TIMEOUT_S; 30].")
 @click.option("--grpc-max-message-bytes", type=int, help="Largest gRPC message, received or sent [65 MiB: a "
               "64 MiB tensor and the rest].")
 @click.option("--access-log", type=click.Choice(["text", "json", "off"]), help="One line per inference request "
@@ -44,6 +52,9 @@ def main() -> None:
 @click.option("--management-token", help="Bearer token of the management API [SERVEKIT_MANAGEMENT_TOKEN, better: "
               "flags show in ps; default: a fresh one per start, written to MODEL_STORE/.servekit/management-token].")
 @click.option("--management-auth/--no-management-auth", default=None, help="Ask for the bearer token [on].")
+@click.option("--repository-control", type=click.Choice(["token", "open", "off"]), help="Who may load and unload "
+              "models through the OIP repository extension: holders of the management token, anyone, or nobody "
+              "[SERVEKIT_REPOSITORY_CONTROL; token].")
 @click.option("--model-store", type=click.Path(path_type=Path, file_okay=False), help="Where archives are read "
               "from and registered models unpacked [SERVEKIT_MODEL_STORE; the repository].")
 @click.option("--allowed-url", "allowed_urls", multiple=True, help="Archive URLs the management API may fetch: an "

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from servekit.codecs.raw import array_from_bytes, array_to_bytes, element_count
+from servekit.codecs.guard import decoder
+from servekit.codecs.raw import array_from_bytes, array_to_bytes, check_shape, element_count
 from servekit.errors import InvalidInput
 from servekit.types import DATATYPES, InferenceRequest, InferenceResponse, RequestedOutput, Tensor
 
@@ -36,7 +37,9 @@ def _parse_shape(name: str, shape: Any) -> tuple[int, ...]:
         isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape),
         f"input {name!r}: 'shape' must be a list of non-negative integers",
     )
-    return tuple(shape)
+    parsed = tuple(shape)
+    check_shape(name, parsed)
+    return parsed
 
 
 def json_array(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> np.ndarray[Any, Any]:
@@ -89,6 +92,7 @@ def _typed(name: str, datatype: str, parsed: np.ndarray[Any, Any]) -> np.ndarray
     return parsed.astype(dtype, copy=False)
 
 
+@decoder("the request body")
 def decode_infer_request(
     body: bytes,
     model_name: str,
@@ -112,7 +116,8 @@ def decode_infer_request(
         name = raw.get("name")
         _require(isinstance(name, str) and name != "", f"inputs[{position}]: 'name' must be a non-empty string")
         datatype = raw.get("datatype")
-        _require(datatype in DATATYPES, f"input {name!r}: unknown datatype {datatype!r}")
+        _require(isinstance(datatype, str) and datatype in DATATYPES, f"input {name!r}: unknown datatype "
+                 f"{datatype!r}; expected one of {', '.join(DATATYPES)}")
         shape = _parse_shape(name, raw.get("shape"))
         parameters = raw.get("parameters") or {}
         _require(isinstance(parameters, dict), f"input {name!r}: 'parameters' must be an object")

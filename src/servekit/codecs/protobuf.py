@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 from google.protobuf import json_format
 
-from servekit.codecs.raw import array_from_bytes, array_to_bytes, element_count
+from servekit.codecs.guard import decoder
+from servekit.codecs.raw import array_from_bytes, array_to_bytes, check_shape, element_count
 from servekit.errors import InvalidInput
 from servekit.grpc.generated import inference_pb2 as pb
 from servekit.types import DATATYPES, InferenceRequest, InferenceResponse, ModelMetadata, RequestedOutput, Tensor
@@ -109,10 +110,11 @@ def _typed_array(tensor: pb.ModelInferRequest.InferInputTensor, shape: tuple[int
 
 def _shape(tensor: pb.ModelInferRequest.InferInputTensor) -> tuple[int, ...]:
     shape = tuple(tensor.shape)
-    _require(all(dim >= 0 for dim in shape), f"input {tensor.name!r}: shape {list(shape)} has a negative dimension")
+    check_shape(tensor.name, shape)
     return shape
 
 
+@decoder("the ModelInferRequest")
 def decode_infer_request(message: pb.ModelInferRequest) -> InferenceRequest:
     """A ModelInferRequest as an InferenceRequest (numeric raw inputs are zero-copy, read-only)."""
     _require(message.model_name != "", "model_name is required")

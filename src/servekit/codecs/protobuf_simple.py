@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from servekit.codecs.guard import decoder
 from servekit.errors import InvalidInput
 from servekit.grpc.generated import model_service_pb2 as pb
 from servekit.types import SimplePrediction
@@ -22,6 +23,7 @@ __all__ = ["decode_rows", "encode_prediction"]
 _INT32 = np.iinfo(np.int32)
 
 
+@decoder("the PredictRequest")
 def decode_rows(features: Sequence[float], width: int, *, single: bool) -> np.ndarray[Any, Any]:
     """``features`` as a 2-D FP32 array of ``width``-wide rows (width -1: the whole list is one row).
 

@@ -14,9 +14,30 @@ import numpy as np
 from servekit.errors import InvalidInput
 from servekit.types import numpy_dtype
 
-__all__ = ["array_from_bytes", "array_to_bytes", "element_count"]
+__all__ = ["MAX_DIMENSIONS", "array_from_bytes", "array_to_bytes", "check_shape", "element_count"]
 
 _LENGTH = struct.Struct("<I")
+
+# numpy's own limit on the number of dimensions.
+MAX_DIMENSIONS = 64
+# Far above any real tensor and safely below what numpy can index (2**63 bytes): the product of
+# a shape's non-zero dimensions must stay under it, even when another dimension is 0.
+_MAX_ELEMENTS = 2**48
+
+
+def check_shape(name: str, shape: tuple[int, ...]) -> None:
+    """InvalidInput unless ``shape`` is one numpy can hold: at most 64 non-negative dimensions
+    whose non-zero product (elements, were the zeros not there) stays under 2**48."""
+    if len(shape) > MAX_DIMENSIONS:
+        raise InvalidInput(f"input {name!r}: shape has {len(shape)} dimensions; at most {MAX_DIMENSIONS}")
+    product = 1
+    for dim in shape:
+        if dim < 0:
+            raise InvalidInput(f"input {name!r}: shape {list(shape)} has a negative dimension")
+        product *= max(dim, 1)
+        if product >= _MAX_ELEMENTS:
+            raise InvalidInput(f"input {name!r}: shape {list(shape)[:8]}{'...' if len(shape) > 8 else ''} is too "
+                               "large")
 
 
 def element_count(shape: tuple[int, ...]) -> int:
@@ -33,6 +54,7 @@ def array_from_bytes(
 
     Numeric tensors are zero-copy views over ``data`` (read-only).
     """
+    check_shape(name, shape)
     count = element_count(shape)
     if datatype == "BYTES":
         return _bytes_elements(name, shape, count, data)

@@ -13,12 +13,14 @@ from typing import Any
 import numpy as np
 import orjson
 
+from servekit.codecs.guard import decoder
 from servekit.errors import InvalidInput, InvalidSchema
 from servekit.types import SimplePrediction
 
 __all__ = ["decode_predict_request", "encode_predict_response"]
 
 
+@decoder("the request body")
 def decode_predict_request(body: bytes) -> tuple[np.ndarray[Any, Any], bool]:
     """The rows as a 2-D FP32 array, and whether probabilities were asked for."""
     try:
@@ -46,7 +48,11 @@ def decode_predict_request(body: bytes) -> tuple[np.ndarray[Any, Any], bool]:
         raise InvalidSchema("field 'inputs' must hold only numbers, in rows of equal length")
     if parsed.ndim != 2 or parsed.shape[0] == 0:
         raise InvalidInput(f"'inputs' must be a non-empty list of rows (rank 2); got rank {parsed.ndim}")
-    return parsed.astype(np.float32, copy=False), flag
+    with np.errstate(over="ignore"):
+        rows = parsed.astype(np.float32, copy=False)
+    if rows.size and not np.isfinite(rows).all():
+        raise InvalidInput("'inputs' holds a value that is not a finite FP32 number")
+    return rows, flag
 
 
 def encode_predict_response(result: SimplePrediction) -> bytes:

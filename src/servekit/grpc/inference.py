@@ -107,12 +107,20 @@ class InferenceServicer:
     ) -> pb.RepositoryModelLoadResponse:
         if request.parameters:
             raise InvalidInput("load parameters (config or file overrides) are not supported; edit the repository")
-        await self._plane.load_model(request.model_name)
+        await self._plane.load_model(request.model_name, _authorization(context))
         return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: Context
     ) -> pb.RepositoryModelUnloadResponse:
         # unload_dependents is the only parameter Triton defines; servekit has no ensembles to follow.
-        await self._plane.unload_model(request.model_name)
+        await self._plane.unload_model(request.model_name, _authorization(context))
         return pb.RepositoryModelUnloadResponse()
+
+
+def _authorization(context: Context) -> str | None:
+    """The call's ``authorization`` metadata (gRPC's place for HTTP's Authorization header)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return None

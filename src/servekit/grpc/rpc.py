@@ -5,6 +5,10 @@ the RPC streams responses). ``add_service`` registers every method a service des
 declares, wrapping each so that a ServekitError ends the call with the gRPC code of the
 error table (``error.grpc_code``) and its message, and anything unexpected is logged and
 ends the call as INTERNAL with no traceback. No servicer maps errors on its own.
+
+Requests are parsed here too, not by grpc's deserializer hook: bytes that are not the
+method's message are the client's error (INVALID_ARGUMENT naming the message type), while an
+exception in grpc's hook would end the call as UNKNOWN.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 
-from servekit.errors import ServekitError
+from servekit.errors import InvalidInput, ServekitError
 
 __all__ = ["abort_with", "add_service", "deadline_of"]
 
@@ -46,10 +50,29 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: Excepti
     await context.abort(grpc.StatusCode[error.grpc_code], error.message)
 
 
-def _unary(behaviour: Unary) -> Unary:
+Parse = Callable[[bytes], Message]
+
+
+def _parser(message_class: Any, full_name: str) -> Parse:
+    def parse(raw: bytes) -> Message:
+        try:
+            message: Message = message_class.FromString(raw)
+        except Exception:  # DecodeError, or anything protobuf raises on bytes it cannot read
+            raise InvalidInput(f"the request is not a valid {full_name} message") from None
+        return message
+
+    return parse
+
+
+async def _parsed(raw_requests: AsyncIterator[bytes], parse: Parse) -> AsyncIterator[Message]:
+    async for raw in raw_requests:
+        yield parse(raw)
+
+
+def _unary(behaviour: Unary, parse: Parse, streamed: bool) -> Unary:
     async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
         try:
-            return await behaviour(request, context)
+            return await behaviour(_parsed(request, parse) if streamed else parse(request), context)
         except grpc.aio.AbortError:
             raise
         except Exception as error:
@@ -59,10 +82,10 @@ def _unary(behaviour: Unary) -> Unary:
     return call
 
 
-def _streaming(behaviour: Streaming) -> Streaming:
+def _streaming(behaviour: Streaming, parse: Parse, streamed: bool) -> Streaming:
     async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Message]:
         try:
-            async for response in behaviour(request, context):
+            async for response in behaviour(_parsed(request, parse) if streamed else parse(request), context):
                 yield response
         except grpc.aio.AbortError:
             raise
@@ -81,18 +104,20 @@ def add_service(server: grpc.aio.Server, service: ServiceDescriptor, servicer: o
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in service.methods:
         behaviour = getattr(servicer, method.name)
-        options: dict[str, Any] = {
-            "request_deserializer": message_factory.GetMessageClass(method.input_type).FromString,
-            "response_serializer": _serialize,
-        }
+        parse = _parser(message_factory.GetMessageClass(method.input_type), method.input_type.full_name)
+        options: dict[str, Any] = {"request_deserializer": None, "response_serializer": _serialize}  # raw bytes in
+        streamed = method.client_streaming
         kind = (method.client_streaming, method.server_streaming)
         if kind == (False, False):
-            handlers[method.name] = grpc.unary_unary_rpc_method_handler(_unary(behaviour), **options)
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(_unary(behaviour, parse, streamed), **options)
         elif kind == (False, True):
-            handlers[method.name] = grpc.unary_stream_rpc_method_handler(_streaming(behaviour), **options)
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(_streaming(behaviour, parse, streamed),
+                                                                         **options)
         elif kind == (True, False):
-            handlers[method.name] = grpc.stream_unary_rpc_method_handler(_unary(behaviour), **options)
+            handlers[method.name] = grpc.stream_unary_rpc_method_handler(_unary(behaviour, parse, streamed),
+                                                                         **options)
         else:
-            handlers[method.name] = grpc.stream_stream_rpc_method_handler(_streaming(behaviour), **options)
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(_streaming(behaviour, parse, streamed),
+                                                                          **options)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
     server.add_registered_method_handlers(service.full_name, handlers)

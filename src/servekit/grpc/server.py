@@ -1,9 +1,10 @@
 """The gRPC server: grpc.aio in the same process and event loop as the HTTP server.
 
 Both transports share one DataPlane, so gRPC and HTTP requests for a model wait in the
-same batch queue and batch together. ``start`` runs once models are loaded (from the HTTP
-app's lifespan); ``stop`` stops accepting calls and lets those in flight finish for up to
-``grace_s`` seconds before the models are drained and unloaded.
+same batch queue and batch together. ``start`` runs once models are loaded (it is attached
+to the serving core by the HTTP app's lifespan); at SIGTERM ``begin_stop`` stops accepting
+calls at once, as HTTP stops accepting connections, and the calls in flight get the drain
+timeout to finish before the models are drained and unloaded.
 
 With several worker processes each one binds the same port with SO_REUSEPORT and the
 kernel spreads *connections* (not calls) across them; a single process binds without
@@ -12,6 +13,7 @@ it, so a port that is already taken is an error rather than silently shared.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
@@ -28,12 +30,9 @@ from servekit.grpc.rpc import add_service
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.simple import SimpleAPI
 
-__all__ = ["GRACE_S", "GrpcServer", "bind_address"]
+__all__ = ["GrpcServer", "bind_address"]
 
 log = logging.getLogger("servekit.grpc")
-
-GRACE_S = 10.0
-
 
 def bind_address(host: str, port: int) -> str:
     """host:port as gRPC wants it (IPv6 literals in brackets)."""
@@ -57,6 +56,7 @@ class GrpcServer:
         self._simple = simple
         self._settings = settings
         self._server: grpc.aio.Server | None = None
+        self._stopping: asyncio.Task[None] | None = None
         self.port: int | None = None
 
     async def start(self) -> int:
@@ -87,8 +87,15 @@ class GrpcServer:
         log.info("gRPC on %s", bind_address(settings.host, port))
         return port
 
-    async def stop(self, grace_s: float = GRACE_S) -> None:
-        """Stop accepting calls; in-flight calls get ``grace_s`` seconds to finish, then are cancelled."""
-        if self._server is not None:
-            await self._server.stop(grace_s)
-            self._server = None
+    def begin_stop(self) -> None:
+        """Stop accepting calls now (new ones get UNAVAILABLE); those in flight get the drain
+        timeout (``settings.drain_timeout_s``) to finish, then are cancelled."""
+        if self._server is not None and self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._server.stop(self._settings.drain_timeout_s))
+
+    async def stop(self) -> None:
+        """``begin_stop`` if not yet, and wait until the calls in flight are done or cancelled."""
+        self.begin_stop()
+        if self._stopping is not None:
+            await self._stopping
+        self._server, self._stopping = None, None

@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from types import FrameType
 
 from fastapi import FastAPI, Request
 from starlette.responses import Response
@@ -51,8 +55,12 @@ def create_app(settings: ServerSettings, core: ServingCore | None = None, *, ser
             if serve_management and settings.management_enabled:
                 from servekit.http.management_server import ManagementServer
 
-                await serving.attach(ManagementServer(serving.management(), settings))
-            yield
+                await serving.attach(ManagementServer(serving.management(), settings, serving.plane.control))
+            restore = drain_on_signals(serving)
+            try:
+                yield
+            finally:
+                restore()
         finally:
             await serving.stop()
 
@@ -95,6 +103,33 @@ async def _servekit_error(request: Request, error: ServekitError) -> Response:
 async def _unexpected_error(request: Request, error: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return error_response(ServekitError("internal server error"), "error")
+
+
+def drain_on_signals(core: ServingCore) -> Callable[[], None]:
+    """Begin the core's drain the moment SIGTERM or SIGINT arrives, before chaining to the handler
+    already installed (uvicorn's, which stops HTTP accepting): gRPC and the management API then
+    stop accepting at the same moment as HTTP, not once HTTP has drained. Only in the main thread
+    (where signal handlers live); returns what puts the previous handlers back."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    previous = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+
+    def on_signal(number: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(core.begin_drain)
+        chained = previous[signal.Signals(number)]
+        if callable(chained):  # under uvicorn: its handler, which starts its graceful shutdown
+            chained(number, frame)
+
+    for number in previous:
+        signal.signal(number, on_signal)
+
+    def restore() -> None:
+        for number, handler in previous.items():
+            if signal.getsignal(number) is on_signal:
+                signal.signal(number, handler)
+
+    return restore
 
 
 def app_from_environment() -> FastAPI:

@@ -4,17 +4,42 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive
 
+from servekit.config import ServerSettings
 from servekit.errors import InvalidInput, PayloadTooLarge, ServekitError
+from servekit.types import is_decimal
 
-__all__ = ["error_response", "inflate", "json_response", "read_body", "receive_body"]
+__all__ = ["BodyLimits", "check_json_elements", "error_response", "inflate", "json_response", "read_body",
+           "receive_body"]
 
 JSON = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class BodyLimits:
+    """What one request body may cost: its bytes (after decompression) and, when JSON, its values."""
+
+    max_bytes: int
+    max_json_elements: int
+
+    @classmethod
+    def of(cls, settings: ServerSettings) -> BodyLimits:
+        return cls(settings.max_request_bytes, settings.max_json_elements)
+
+
+def check_json_elements(document: bytes, limit: int) -> None:
+    """413 when the JSON ``document`` holds more than ``limit`` values, judged before it is parsed:
+    values are separated by commas, so a count of commas bounds them from above at the cost of
+    one scan of the bytes (decoding 50 MB of numbers would cost some 700 MB of Python objects)."""
+    if document.count(b",") >= limit:
+        raise PayloadTooLarge(f"the JSON body holds more than {limit} values; send large tensors with the binary "
+                              "tensor extension (or over gRPC)")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -27,7 +52,7 @@ async def receive_body(receive: Receive, headers: Mapping[str, str], limit: int)
     ``limit`` bytes (before reading when Content-Length says so). ``headers`` has lower-case names.
     Raises ClientDisconnect when the client goes away before the body ends."""
     declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and is_decimal(declared) and int(declared) > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0

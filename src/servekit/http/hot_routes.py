@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from servekit.config import ServerSettings
 from servekit.errors import ServekitError
-from servekit.http.bodies import error_response
+from servekit.http.bodies import BodyLimits, error_response
 from servekit.http.oip import answer_infer
 from servekit.http.simple import answer_predict
 from servekit.serving.dataplane import DataPlane
@@ -55,7 +55,7 @@ class HotRoutes:
         self.app = app
         self.plane = dataplane
         self.simple = simple
-        self.limit = settings.max_request_bytes
+        self.limits = BodyLimits.of(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -79,10 +79,10 @@ class HotRoutes:
         headers = Headers(scope=scope)
         try:
             if infer is None:
-                content = await answer_predict(self.simple, self.limit, headers, receive)
+                content = await answer_predict(self.simple, self.limits, headers, receive)
                 extra: list[tuple[bytes, bytes]] = [(b"content-type", b"application/json")]
             else:
-                content, named = await answer_infer(self.plane, self.limit, *infer, headers, receive)
+                content, named = await answer_infer(self.plane, self.limits, *infer, headers, receive)
                 extra = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in named]
         except ClientDisconnect:
             return  # nobody to answer

@@ -14,7 +14,6 @@ Errors come from the one error table, as TorchServe shapes them: ``{"code", "typ
 
 from __future__ import annotations
 
-import hmac
 import logging
 
 import orjson
@@ -25,10 +24,11 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from servekit import __version__
-from servekit.errors import InvalidInput, PermissionDenied, ServekitError, Unauthenticated
+from servekit.errors import InvalidInput, ServekitError
 from servekit.http.bodies import json_response, read_body
 from servekit.management.manager import ModelManager
 from servekit.management.store import RegistrationOverrides
+from servekit.serving.control import bearer_error
 
 __all__ = ["BearerAuth", "create_management_app", "management_error"]
 
@@ -59,12 +59,7 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
     def _check(self, header: str | None) -> ServekitError | None:
-        scheme, _, given = (header or "").partition(" ")
-        if scheme.lower() != "bearer" or not given.strip():
-            return Unauthenticated("the management API needs a token: send 'Authorization: Bearer TOKEN'")
-        if not hmac.compare_digest(given.strip().encode("utf-8"), self._token):
-            return PermissionDenied("wrong management token")
-        return None
+        return bearer_error(header, self._token)
 
 
 def _int(request: Request, name: str) -> int | None:

@@ -2,8 +2,8 @@
 process and event loop (so it changes the very models the data plane serves).
 
 ``start`` prepares the model store, settles the token and binds ``management_host:management_port``
-(127.0.0.1:8003 by default, whatever ``--host`` says); ``stop`` stops accepting and gives
-requests in flight up to ``GRACE_S`` seconds.
+(127.0.0.1:8003 by default, whatever ``--host`` says); ``begin_stop`` stops accepting (at
+SIGTERM, with every other port) and ``stop`` gives requests in flight up to the drain timeout.
 
 The token: ``--management-token`` / ``SERVEKIT_MANAGEMENT_TOKEN`` when given; otherwise a fresh
 random one per start, written to ``<model store>/.servekit/management-token``, readable by this
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import secrets
 import socket
@@ -27,12 +28,12 @@ import uvicorn
 from servekit.config import ServerSettings
 from servekit.http.management import create_management_app
 from servekit.management.manager import ModelManager
+from servekit.serving.control import RepositoryControl
 
-__all__ = ["GRACE_S", "TOKEN_FILE", "ManagementServer", "settle_token"]
+__all__ = ["TOKEN_FILE", "ManagementServer", "settle_token"]
 
 log = logging.getLogger("servekit.management")
 
-GRACE_S = 10.0
 TOKEN_FILE = "management-token"
 _START_TIMEOUT_S = 10.0
 
@@ -79,9 +80,11 @@ def _bind(host: str, port: int) -> socket.socket:
 class ManagementServer:
     """The management API over ``manager`` (the serving core's, so it changes the models being served)."""
 
-    def __init__(self, manager: ModelManager, settings: ServerSettings) -> None:
+    def __init__(self, manager: ModelManager, settings: ServerSettings,
+                 control: RepositoryControl | None = None) -> None:
         self._manager = manager
         self._settings = settings
+        self._control = control  # told the token, so the repository extension asks for the same one
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
         self.port: int | None = None
@@ -100,9 +103,12 @@ class ManagementServer:
             log.warning("the management API on %s has no authentication: anyone who reaches it can change models",
                         settings.management_host)
         app = create_management_app(manager, token=token)
+        if self._control is not None:
+            self._control.use_token(token)
         listener = _bind(settings.management_host, settings.management_port)
         config = uvicorn.Config(app, lifespan="off", log_config=None, log_level=settings.log_level,
-                                access_log=False, server_header=False, timeout_graceful_shutdown=int(GRACE_S))
+                                access_log=False, server_header=False,
+                                timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s))
         server = _EmbeddedServer(config)
         task = asyncio.create_task(server.serve(sockets=[listener]))
         deadline = asyncio.get_running_loop().time() + _START_TIMEOUT_S
@@ -121,8 +127,13 @@ class ManagementServer:
                  "bearer token" if token else "NO authentication: --no-management-auth")
         return self.port
 
+    def begin_stop(self) -> None:
+        """Stop accepting now; requests in flight go on (the embedded uvicorn's own shutdown)."""
+        if self._server is not None:
+            self._server.should_exit = True
+
     async def stop(self) -> None:
-        """Stop accepting; requests in flight get ``GRACE_S`` seconds to finish."""
+        """Stop accepting; requests in flight get the drain timeout to finish."""
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             await self._task

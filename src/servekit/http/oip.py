@@ -12,8 +12,9 @@ from starlette.types import Receive
 
 from servekit.codecs.oip import decode_infer_request, encode_infer_response
 from servekit.errors import InvalidInput
-from servekit.http.bodies import json_response, read_body, receive_body
+from servekit.http.bodies import BodyLimits, check_json_elements, json_response, read_body, receive_body
 from servekit.serving.dataplane import DataPlane
+from servekit.types import is_decimal
 
 __all__ = ["answer_infer", "router"]
 
@@ -106,23 +107,25 @@ async def infer(request: Request, model: str, version: str | None = None) -> Res
     # Served by servekit.http.hot_routes before FastAPI routes it; declared here for the
     # OpenAPI document, and answering the same way should anything reach it.
     content, headers = await answer_infer(
-        _plane(request), request.app.state.settings.max_request_bytes, model, version, request.headers,
+        _plane(request), BodyLimits.of(request.app.state.settings), model, version, request.headers,
         request.receive,
     )
     return Response(content, headers=dict(headers))
 
 
-async def answer_infer(plane: DataPlane, limit: int, model: str, version: str | None,
+async def answer_infer(plane: DataPlane, limits: BodyLimits, model: str, version: str | None,
                        headers: Mapping[str, str], receive: Receive) -> tuple[bytes, list[tuple[str, str]]]:
     """One infer request, from its headers (lower-case names) and ASGI ``receive`` to the body and
     headers of its 200 response; every failure raises (ServekitError: the error table)."""
     with plane.rejections("http", model):
         plane.require_model(model, version)  # unknown model or version: 404/503 before reading the body
-        body = await receive_body(receive, headers, limit)
+        body = await receive_body(receive, headers, limits.max_bytes)
         header_length = headers.get(_HEADER_LENGTH)
-        if header_length is not None and not header_length.isdigit():
+        if header_length is not None and not is_decimal(header_length):
             raise InvalidInput("Inference-Header-Content-Length must be a non-negative integer")
-        inference = decode_infer_request(body, model, version, int(header_length) if header_length else None)
+        json_length = int(header_length) if header_length else None
+        check_json_elements(body if json_length is None else body[:json_length], limits.max_json_elements)
+        inference = decode_infer_request(body, model, version, json_length)
         if (key := headers.get("x-routing-key")) is not None:
             inference.parameters.setdefault("routing_key", key)
     response = await plane.infer(inference, "http")
@@ -152,11 +155,11 @@ async def _no_load_parameters(request: Request) -> None:
 @router.post("/repository/models/{model}/load")
 async def repository_load(request: Request, model: str) -> Response:
     await _no_load_parameters(request)
-    await _plane(request).load_model(model)
+    await _plane(request).load_model(model, request.headers.get("authorization"))
     return json_response({})
 
 
 @router.post("/repository/models/{model}/unload")
 async def repository_unload(request: Request, model: str) -> Response:
-    await _plane(request).unload_model(model)
+    await _plane(request).unload_model(model, request.headers.get("authorization"))
     return json_response({})

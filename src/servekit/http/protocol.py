@@ -11,20 +11,50 @@ protocol: ``CoalescingTransport`` holds what is written during one event-loop tu
 writes it at the end of that turn (``call_soon``), as one buffer. Order is kept, nothing is
 held past the turn, and ``close`` writes what is held first.
 
-The protocol only wraps the transport in ``connection_made``; everything else is uvicorn's.
-``tests/http/test_protocol.py`` checks it against the installed uvicorn (keep-alive,
-``Connection: close``, large bodies). httptools comes with uvicorn's ``standard`` extra, which
-servekit depends on.
+Two more guards uvicorn lacks, both on the way a request is read:
+
+- a request line without an HTTP version (``GET /path`` then headers, which the parser takes
+  for HTTP/0.9) is refused with 400, as is any version other than 1.0 and 1.1;
+- ``read_timeout_s``: a request must arrive whole (line, headers and body) within that many
+  seconds of its first byte, or of the connection opening; a slow or stalled client then gets
+  408 and its connection is closed, so it cannot hold a connection slot for ever. Between
+  requests, uvicorn's keep-alive timeout applies.
+
+The protocol wraps the transport in ``connection_made`` and adds these checks; everything
+else is uvicorn's. ``tests/http/test_protocol.py`` checks it against the installed uvicorn
+(keep-alive, ``Connection: close``, large bodies, both guards). httptools comes with uvicorn's
+``standard`` extra, which servekit depends on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["CoalescingHttpToolsProtocol", "CoalescingTransport", "http_protocol"]
+__all__ = ["READ_TIMEOUT_ENV", "CoalescingHttpToolsProtocol", "CoalescingTransport", "http_protocol"]
+
+# Where each worker reads the read timeout (uvicorn builds protocols with its own arguments only).
+READ_TIMEOUT_ENV = "SERVEKIT_READ_TIMEOUT_S"
+_DEFAULT_READ_TIMEOUT_S = 30.0
+_VERSIONS = frozenset({"1.0", "1.1"})
+_TIMEOUT_BODY = b'{"error":"the request did not arrive whole in time"}'
+_REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: "
+                    + str(len(_TIMEOUT_BODY)).encode() + b"\r\nconnection: close\r\n\r\n" + _TIMEOUT_BODY)
+
+
+class UnsupportedVersion(Exception):
+    """Raised in a parser callback: the parser reports it as a bad request (uvicorn answers 400)."""
+
+
+def _read_timeout_s() -> float | None:
+    text = os.environ.get(READ_TIMEOUT_ENV)
+    if text is None:
+        return _DEFAULT_READ_TIMEOUT_S
+    value = float(text)
+    return value if value > 0 else None
 
 
 class CoalescingTransport:
@@ -59,10 +89,52 @@ class CoalescingTransport:
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol over a ``CoalescingTransport``."""
+    """uvicorn's httptools protocol over a ``CoalescingTransport``, with the two guards of the
+    module docstring."""
+
+    _read_timer: asyncio.TimerHandle | None = None
+    _read_timeout_s: float | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+        self._read_timeout_s = _read_timeout_s()
+        self._arm_read_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_read_timer()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm_read_timer()
+
+    def on_headers_complete(self) -> None:
+        version = self.parser.get_http_version()
+        if version not in _VERSIONS:
+            raise UnsupportedVersion(f"HTTP version {version!r}")
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm_read_timer()
+        super().on_message_complete()
+
+    def _arm_read_timer(self) -> None:
+        if self._read_timeout_s is not None and self._read_timer is None:
+            self._read_timer = self.loop.call_later(self._read_timeout_s, self._read_timed_out)
+
+    def _disarm_read_timer(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _read_timed_out(self) -> None:
+        """The request did not arrive whole in time: 408 (unless an answer has begun), then close."""
+        self._read_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or not self.cycle.response_started:
+            self.transport.write(_REQUEST_TIMEOUT)
+        self.transport.close()
 
 
 def http_protocol() -> str:

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.types import Receive
 
 from servekit.codecs.simple import decode_predict_request, encode_predict_response
-from servekit.http.bodies import json_response, receive_body
+from servekit.http.bodies import BodyLimits, check_json_elements, json_response, receive_body
 from servekit.serving.simple import SimpleAPI
 
 __all__ = ["answer_predict", "router"]
@@ -48,8 +48,8 @@ _PREDICT_DOC: dict[str, Any] = {
 async def predict(request: Request) -> Response:
     # Served by servekit.http.hot_routes before FastAPI routes it; declared here for the
     # OpenAPI document, and answering the same way should anything reach it.
-    content = await answer_predict(_simple(request), request.app.state.settings.max_request_bytes,
-                                   request.headers, request.receive)
+    content = await answer_predict(_simple(request), BodyLimits.of(request.app.state.settings), request.headers,
+                                   request.receive)
     return Response(content, media_type="application/json")
 
 
@@ -58,11 +58,13 @@ def _simple(request: Request) -> SimpleAPI:
     return simple
 
 
-async def answer_predict(simple: SimpleAPI, limit: int, headers: Mapping[str, str], receive: Receive) -> bytes:
+async def answer_predict(simple: SimpleAPI, limits: BodyLimits, headers: Mapping[str, str],
+                         receive: Receive) -> bytes:
     """One /predict request, from its headers (lower-case names) and ASGI ``receive`` to the JSON
     body of its 200 response; every failure raises (ServekitError: the error table)."""
     with simple.rejections("simple_http"):
-        body = await receive_body(receive, headers, limit)
+        body = await receive_body(receive, headers, limits.max_bytes)
+        check_json_elements(body, limits.max_json_elements)
         rows, return_probabilities = decode_predict_request(body)
     result = await simple.predict(rows, return_probabilities, protocol="simple_http")
     return encode_predict_response(result)

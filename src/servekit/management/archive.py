@@ -40,6 +40,7 @@ from servekit.errors import InvalidInput, PayloadTooLarge
 from servekit.runtimes import detect_runtime
 from servekit.runtimes.python import handler_path
 from servekit.serving.entry import read_model_config, scan_versions, valid_model_name
+from servekit.types import is_decimal
 
 __all__ = ["MANIFEST", "ArchiveLimits", "Manifest", "default_archive_name", "extract_archive", "pack_model",
            "verify_archive"]
@@ -86,7 +87,7 @@ def _files_to_pack(model_dir: Path, version: int) -> list[PurePosixPath]:
             if (here / name).is_symlink():
                 raise InvalidInput(f"{here / name} is a link; archives hold only regular files: copy it in")
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIPPED
-                         and not (relative == PurePosixPath(".") and d.isdigit() and d != str(version)))
+                         and not (relative == PurePosixPath(".") and is_decimal(d) and d != str(version)))
         for name in files:
             if name.startswith(".") or name.endswith(".pyc"):
                 continue
@@ -244,7 +245,7 @@ def _read_manifest(where: str, archive: zipfile.ZipFile, files: list[zipfile.Zip
         raise InvalidInput(f"{where}: files not listed in {MANIFEST}: {', '.join(sorted(present - listed))}")
     for path in listed:
         top = path.split("/", 1)[0]
-        if top.isdigit() and (top != str(manifest.version) or "/" not in path):
+        if is_decimal(top) and (top != str(manifest.version) or "/" not in path):
             raise InvalidInput(f"{where}: {path!r} is outside version {manifest.version}, the archive's version")
     if not valid_model_name(manifest.name):
         raise InvalidInput(f"{where}: {MANIFEST}: {manifest.name!r} cannot be a model name")

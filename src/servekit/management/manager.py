@@ -24,6 +24,7 @@ from servekit.serving.entry import ModelEntry, valid_model_name
 from servekit.serving.registry import Registry
 from servekit.serving.traffic import parse_split
 from servekit.serving.version import LoadState, ModelVersion
+from servekit.types import is_decimal
 
 __all__ = ["MAX_PAGE", "ModelManager"]
 
@@ -34,7 +35,7 @@ MAX_INSTANCES = 64
 
 
 def _version_number(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if not is_decimal(text) or int(text) < 1:
         raise InvalidInput(f"{text!r} is not a version number")
     return int(text)
 
@@ -207,7 +208,7 @@ def _on_disk(path: Path | None) -> set[int]:
     if path is None:
         return set()
     with contextlib.suppress(OSError):
-        return {int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit()}
+        return {int(p.name) for p in path.iterdir() if p.is_dir() and is_decimal(p.name)}
     return set()
 
 

@@ -20,6 +20,7 @@ from typing import IO
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from servekit.errors import InvalidInput, PayloadTooLarge, PermissionDenied
+from servekit.types import is_decimal
 
 __all__ = ["download", "is_remote", "locate_local", "public_url", "url_allowed"]
 
@@ -145,7 +146,7 @@ def download(url: str, destination: Path, patterns: Sequence[str], max_bytes: in
     try:
         with opener.open(request, timeout=timeout_s) as response:
             declared = response.headers.get("Content-Length")
-            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            if declared is not None and is_decimal(declared) and int(declared) > max_bytes:
                 raise PayloadTooLarge(f"archive {shown} is {declared} bytes, over the limit of {max_bytes} bytes")
             descriptor = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(descriptor, "wb") as out:

@@ -25,6 +25,7 @@ from servekit.errors import Conflict, InvalidInput
 from servekit.management.archive import ArchiveLimits, Manifest, extract_archive
 from servekit.management.sources import download, is_remote, locate_local
 from servekit.serving.entry import read_model_config
+from servekit.types import is_decimal
 
 __all__ = ["WORK_FOLDER", "ModelStore", "RegistrationOverrides"]
 
@@ -77,7 +78,7 @@ def _model_files(model_dir: Path) -> dict[str, bytes]:
         relative = path.relative_to(model_dir)
         top = relative.parts[0]
         hidden = any(part.startswith(".") or part == "__pycache__" for part in relative.parts)
-        if top.isdigit() or top == "config.yaml" or hidden or path.suffix == ".pyc" or not path.is_file():
+        if is_decimal(top) or top == "config.yaml" or hidden or path.suffix == ".pyc" or not path.is_file():
             continue
         found[relative.as_posix()] = path.read_bytes()
     return found

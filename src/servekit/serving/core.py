@@ -5,6 +5,7 @@ the repository poller. Transports are attached to it once models are loaded and 
 stopped before the models drain, so the order of a server's life is written once, here:
 
     start:  cache -> start-up loading -> gc freeze -> ready -> poller -> attached servers, in order
+    drain:  (SIGTERM) not ready -> every attached server stops accepting, at once (``begin_drain``)
     stop:   not ready -> poller -> attached servers, in reverse -> models drain and unload -> cache
 
 The HTTP app's lifespan, and a Ray Serve replica, run a core; gRPC and the management API are
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from servekit.cache import create_cache
 from servekit.config import ServerSettings
+from servekit.serving.control import RepositoryControl
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.registry import Registry
 from servekit.serving.simple import SimpleAPI
@@ -38,7 +40,11 @@ class AttachedServer(Protocol):
 
     async def start(self) -> int: ...
 
-    async def stop(self) -> None: ...
+    def begin_stop(self) -> None:
+        """Stop accepting connections and calls now, without waiting (the drain has begun)."""
+
+    async def stop(self) -> None:
+        """Stop accepting (if not yet) and wait for what is in flight, within the server's grace."""
 
 
 class ServingCore:
@@ -47,7 +53,7 @@ class ServingCore:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self._registry = Registry(settings.repository, store=settings.model_store)
-        self.plane = DataPlane(self._registry)
+        self.plane = DataPlane(self._registry, control=RepositoryControl(settings.repository_control))
         self.simple = SimpleAPI(self.plane, settings.default_model)
         self._poller: RepositoryPoller | None = None
         self._attached: list[AttachedServer] = []
@@ -83,6 +89,13 @@ class ServingCore:
 
             self._manager = ModelManager(self._registry, self.settings)
         return self._manager
+
+    def begin_drain(self) -> None:
+        """The drain starts (SIGTERM): not ready from now on, and every attached server stops
+        accepting at once, so no port takes new work while another drains. Idempotent."""
+        self.plane.stopping = True
+        for server in self._attached:
+            server.begin_stop()
 
     async def stop(self) -> None:
         """Stop in order: not ready, poller, attached servers (their in-flight calls finish), then

@@ -22,6 +22,7 @@ from servekit.errors import InvalidInput, ModelNotReady, ServekitError
 from servekit.observability.metrics import Protocol
 from servekit.observability.requests import RequestObservation
 from servekit.serving import triton
+from servekit.serving.control import RepositoryControl
 from servekit.serving.registry import Registry
 from servekit.serving.traffic import routing_key
 from servekit.serving.version import LoadState, ModelVersion
@@ -49,9 +50,11 @@ class DataPlane:
     drains (both by ``ServingCore``); ``cache`` answers models whose config enables it.
     """
 
-    def __init__(self, registry: Registry, cache: ResponseCache | None = None) -> None:
+    def __init__(self, registry: Registry, cache: ResponseCache | None = None,
+                 control: RepositoryControl | None = None) -> None:
         self._registry = registry
         self.cache = cache
+        self.control = control or RepositoryControl("open")
         self.started = False
         self.stopping = False
 
@@ -109,12 +112,16 @@ class DataPlane:
         """One row per model version (``name``, ``version``, ``state``, ``reason``)."""
         return self._registry.index()
 
-    async def load_model(self, name: str) -> None:
-        """(Re)load a model from its folder; only new and changed versions load."""
+    async def load_model(self, name: str, authorization: str | None = None) -> None:
+        """(Re)load a model from its folder; only new and changed versions load. ``authorization``:
+        the caller's Authorization value, checked by ``control`` (401/403)."""
+        self.control.check(authorization)
         await self._registry.load(name)
 
-    async def unload_model(self, name: str) -> None:
-        """Stop serving a model: new requests get 503, in-flight ones finish."""
+    async def unload_model(self, name: str, authorization: str | None = None) -> None:
+        """Stop serving a model: new requests get 503, in-flight ones finish (``authorization``: as
+        for ``load_model``)."""
+        self.control.check(authorization)
         await self._registry.unload(name)
 
     # -- inference -------------------------------------------------------------

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from servekit.config import ModelConfig, parse_model_config
 from servekit.serving.version import LoadState, ModelVersion
+from servekit.types import is_decimal
 
 __all__ = ["ModelEntry", "Overrides", "model_folders", "read_model_config", "scan_versions", "valid_model_name"]
 
@@ -61,7 +62,7 @@ class ModelEntry:
 
 def scan_versions(model_dir: Path) -> list[int]:
     """Numbered version folders inside a model folder."""
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and is_decimal(p.name))
 
 
 def valid_model_name(name: str) -> bool:

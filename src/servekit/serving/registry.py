@@ -15,6 +15,11 @@ Guarantees of every (re)load:
 
 Every change to one model (load, unload, removal, scaling) holds that model's lock, so a
 repository poll, a management call and a repository-extension call never interleave.
+
+What a client is told never names the server's folders: a reason (a bad config, a file that
+failed to load) names files relative to the repository in errors and in the repository index
+(``public``). The full reason goes to the log, and to the authenticated management API
+through ``ModelEntry.reason``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -40,6 +46,7 @@ from servekit.serving.entry import (
 )
 from servekit.serving.traffic import pick_version
 from servekit.serving.version import LoadState, ModelVersion, load_version, serving_fields, version_fingerprint
+from servekit.types import is_decimal
 
 __all__ = ["Registry"]
 
@@ -117,6 +124,9 @@ class Registry:
         self.store = store if store is not None else root
         self._models: dict[str, ModelEntry] = {}
         self._locks: dict[str, _TaskLock] = {}
+        # Every spelling of the roots a message may hold, longest first (a store inside the repository).
+        forms = {str(folder) for root in (root, self.store) for folder in (root, root.absolute(), root.resolve())}
+        self._root_forms = sorted((form for form in forms if form not in (".", "", os.sep)), key=len, reverse=True)
         self._rng = random.Random()
 
     @property
@@ -126,6 +136,13 @@ class Registry:
 
     def model_names(self) -> list[str]:
         return sorted(self._models)
+
+    def public(self, text: str) -> str:
+        """``text`` with the repository's and the store's folders left out: a path inside them is
+        written relative to them (``bad/config.yaml``), as a client may be told it."""
+        for root in self._root_forms:
+            text = text.replace(root + os.sep, "").replace(root, "<repository>")
+        return text
 
     def model_dir(self, name: str) -> Path | None:
         """The folder of model ``name`` on disk, or None."""
@@ -157,14 +174,15 @@ class Registry:
         if version in (None, ""):
             chosen = entry.default_version()
             if chosen is None:
-                raise ModelNotReady(f"model {name!r} is not ready: {entry.reason}")
+                raise ModelNotReady(f"model {name!r} is not ready: {self.public(entry.reason)}")
             return chosen
         assert version is not None
-        number = int(version) if version.isdigit() else None
+        number = int(version) if is_decimal(version) else None
         if number is None or (number not in entry.versions and number not in entry.failed_versions):
             raise ModelNotFound(f"model {name!r} has no version {version!r}")
         if number in entry.failed_versions:
-            raise ModelNotReady(f"model {name!r} version {number} is not ready: {entry.failed_versions[number]}")
+            raise ModelNotReady(f"model {name!r} version {number} is not ready: "
+                                f"{self.public(entry.failed_versions[number])}")
         chosen = entry.versions[number]
         if chosen.state is not LoadState.READY:
             raise ModelNotReady(f"model {name!r} version {number} is {chosen.state.value.lower()}")
@@ -191,14 +209,14 @@ class Registry:
             entry = self._models[name]
             versions = sorted(set(entry.versions) | set(entry.failed_versions))
             if not versions:
-                rows.append({"name": name, "state": entry.state.value, "reason": entry.reason})
+                rows.append({"name": name, "state": entry.state.value, "reason": self.public(entry.reason)})
             for v in versions:
                 if v in entry.versions:
                     rows.append({"name": name, "version": str(v), "state": entry.versions[v].state.value,
-                                 "reason": entry.stale.get(v, "")})
+                                 "reason": self.public(entry.stale.get(v, ""))})
                 else:
                     rows.append({"name": name, "version": str(v), "state": LoadState.UNAVAILABLE.value,
-                                 "reason": entry.failed_versions[v]})
+                                 "reason": self.public(entry.failed_versions[v])})
         return rows
 
     @contextlib.asynccontextmanager
@@ -213,7 +231,7 @@ class Registry:
         async with self.exclusive(name):
             path = self.model_dir(name)
             if path is None:
-                raise ModelNotFound(f"no model folder {name!r} in {' or '.join(map(str, self.roots))}")
+                raise ModelNotFound(f"no model folder {name!r} in the model repository")
             entry = self._models.get(name)
             if entry is None:
                 entry = self._models[name] = ModelEntry(name, path, source=str(path))
@@ -229,14 +247,14 @@ class Registry:
                 if not entry.versions:
                     entry.state, entry.reason = LoadState.UNAVAILABLE, message
                 if isinstance(exc, ConfigError):
-                    raise ConfigError(f"model {name!r} failed to load: {message}") from None
-                raise ModelNotReady(f"model {name!r} failed to load: {message}") from None
+                    raise ConfigError(f"model {name!r} failed to load: {self.public(message)}") from None
+                raise ModelNotReady(f"model {name!r} failed to load: {self.public(message)}") from None
             for version in loaded.values():
                 record_model_loaded(name, str(version.version), version.batcher.instance_count,
                                     version.load_seconds)
             await _retire(self._swap(entry, plan, loaded, failed))
             if not entry.versions:
-                raise ModelNotReady(f"model {name!r} failed to load: {entry.reason}")
+                raise ModelNotReady(f"model {name!r} failed to load: {self.public(entry.reason)}")
             return entry
 
     def _swap(self, entry: ModelEntry, plan: _Plan, loaded: dict[int, ModelVersion],
@@ -332,7 +350,8 @@ class Registry:
             if entry.stale:
                 entry.overrides.instances = before
                 problems = "; ".join(f"version {v}: {why}" for v, why in entry.stale.items())
-                raise ModelNotReady(f"model {name!r} could not scale to {instances} instances: {problems}")
+                raise ModelNotReady(f"model {name!r} could not scale to {instances} instances: "
+                                    f"{self.public(problems)}")
             return entry
 
     async def load_all(self, names: list[str] | None = None) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from servekit.errors import InvalidInput
+from servekit.types import is_decimal
 
 __all__ = ["MAX_WEIGHT", "parse_split", "pick_version", "routing_key"]
 
@@ -33,7 +34,7 @@ def parse_split(document: object) -> dict[int, int]:
     split: dict[int, int] = {}
     for key, weight in document.items():
         text = str(key)
-        if not text.isdigit() or int(text) < 1:
+        if not is_decimal(text) or int(text) < 1:
             raise InvalidInput(f"traffic split: {key!r} is not a version number")
         if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= MAX_WEIGHT:
             raise InvalidInput(f"traffic split: the weight of version {text} must be an integer from 0 to {MAX_WEIGHT}")

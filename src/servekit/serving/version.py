@@ -20,7 +20,7 @@ from servekit.errors import ConfigError
 from servekit.runtimes import RuntimeContext, Signature, create_runtime, detect_runtime
 from servekit.runtimes.base import Runtime
 from servekit.runtimes.python import handler_path
-from servekit.types import TensorSpec
+from servekit.types import TensorSpec, is_decimal
 
 __all__ = ["Fingerprint", "LoadState", "ModelVersion", "load_version", "serving_fields", "version_fingerprint"]
 
@@ -87,7 +87,7 @@ def version_fingerprint(model_dir: Path, version: int) -> Fingerprint:
         for child in children:
             relative = child.relative_to(model_dir)
             top = relative.parts[0]
-            if folder == model_dir and (child.name == "config.yaml" or (top.isdigit() and top != str(version))):
+            if folder == model_dir and (child.name == "config.yaml" or (is_decimal(top) and top != str(version))):
                 continue
             try:
                 if child.is_dir():
