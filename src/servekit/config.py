@@ -292,6 +292,11 @@ class ServerSettings(BaseSettings):
         default=None, description="only these models at start (default: every model in the repository)"
     )
     access_log: Literal["text", "json", "off"] = "text"
+    tls_cert: Path | None = Field(default=None, description="PEM certificate (chain) served on every port: HTTP, "
+                                  "gRPC, metrics and management (with tls_key)")
+    tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert")
+    tls_ca: Path | None = Field(default=None, description="PEM CA bundle: every port then asks clients for a "
+                                "certificate it signed (mutual TLS)")
     cache_url: str = Field(default="memory://", description="memory:// (per process) or redis://host:port/db")
     cache_max_bytes: int = Field(default=128 * 1024 * 1024, ge=0, description="memory cache bound, per process")
     cache_namespace: str | None = Field(
@@ -306,6 +311,23 @@ class ServerSettings(BaseSettings):
         if scheme not in ("memory", "redis", "rediss", "unix") or "://" not in value:
             raise ValueError(f"cache URL {value!r}: expected memory://, redis://HOST:PORT/DB, rediss:// or unix://")
         return value
+
+    @model_validator(mode="after")
+    def _tls_files_together(self) -> ServerSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both, or neither")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_ca (mutual TLS) needs tls_cert and tls_key")
+        for name in ("tls_cert", "tls_key", "tls_ca"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: {path} is not a readable file")
+        return self
+
+    @property
+    def scheme(self) -> str:
+        """``https`` when the ports serve TLS, else ``http``."""
+        return "https" if self.tls_cert is not None else "http"
 
     @property
     def store(self) -> Path:

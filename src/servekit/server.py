@@ -30,6 +30,7 @@ from servekit.config import ServerSettings
 from servekit.http.protocol import http_protocol
 from servekit.observability.exposition import MetricsServer, use_multiprocess_dir
 from servekit.observability.logging import configure_logging
+from servekit.tls import tls_files, uvicorn_tls
 
 __all__ = ["check_port_free", "export_settings", "serve"]
 
@@ -68,7 +69,7 @@ def start_metrics(settings: ServerSettings) -> MetricsServer:
         values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
     server = MetricsServer(folder, remove_folder=ours)
     try:
-        server.start(settings.host, settings.metrics_port)
+        server.start(settings.host, settings.metrics_port, tls_files(settings))
     except OSError as exc:
         server.stop()
         raise SystemExit(f"servekit: cannot serve metrics on {settings.host}:{settings.metrics_port}: "
@@ -82,11 +83,13 @@ def serve(settings: ServerSettings) -> None:
         settings = settings.model_copy(update={"cache_namespace": secrets.token_hex(8)})
     export_settings(settings)
     grpc = f"gRPC on {settings.host}:{settings.grpc_port}" if settings.grpc_port else "no gRPC"
-    metrics = f"metrics on http://{settings.host}:{settings.metrics_port}" if settings.metrics_port else "no metrics"
+    metrics = (f"metrics on {settings.scheme}://{settings.host}:{settings.metrics_port}" if settings.metrics_port
+               else "no metrics")
     log.info(
-        "servekit serving %s: HTTP on http://%s:%d, %s, %s (%d worker%s)",
-        settings.repository, settings.host, settings.http_port, grpc, metrics, settings.workers,
+        "servekit serving %s: HTTP on %s://%s:%d, %s, %s (%d worker%s)%s",
+        settings.repository, settings.scheme, settings.host, settings.http_port, grpc, metrics, settings.workers,
         "" if settings.workers == 1 else "s",
+        "" if settings.tls_cert is None else (", TLS" if settings.tls_ca is None else ", mutual TLS"),
     )
     if settings.grpc_port:
         check_port_free(settings.host, settings.grpc_port)
@@ -113,6 +116,7 @@ def serve(settings: ServerSettings) -> None:
             timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
             # uvicorn answers 503 once its open connections reach the limit, counting the new one.
             limit_concurrency=None if settings.max_connections is None else settings.max_connections + 1,
+            **uvicorn_tls(settings),
         )
     finally:
         if metrics_server is not None:

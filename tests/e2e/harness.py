@@ -66,9 +66,15 @@ class ServerProcess:
         """The Prometheus endpoint (any path answers; /metrics by convention)."""
         return f"http://{HOST}:{self.metrics_port}/metrics"
 
+    scheme = "http"  # a subclass serving TLS says https, and gives client_options its certificates
+
     @property
     def base_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"{self.scheme}://{HOST}:{self.port}"
+
+    def client_options(self) -> dict[str, object]:
+        """Keyword arguments for an httpx client of this server (TLS verification and certificates)."""
+        return {}
 
     @property
     def pid(self) -> int:
@@ -97,7 +103,7 @@ class ServerProcess:
         """Poll /v2/health/ready until 200; fail with the server's log if it exits or never gets there."""
         assert self.process is not None
         deadline = time.monotonic() + timeout_s
-        with httpx.Client(base_url=self.base_url, timeout=2.0) as client:
+        with httpx.Client(base_url=self.base_url, timeout=2.0, **self.client_options()) as client:  # type: ignore[arg-type]
             while time.monotonic() < deadline:
                 code = self.process.poll()
                 if code is not None:

@@ -61,6 +61,12 @@ def main() -> None:
               "https://HOST/PATH/ or file:///FOLDER/ prefix, or a glob (repeatable) [none: the model store only].")
 @click.option("--max-archive-bytes", type=click.IntRange(min=1024), help="Largest archive, packed or unpacked "
               "[4 GiB].")
+@click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False), help="PEM certificate (chain): "
+              "every port (HTTP, gRPC, metrics, management) serves TLS [SERVEKIT_TLS_CERT]; needs --tls-key.")
+@click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False), help="PEM private key of --tls-cert "
+              "[SERVEKIT_TLS_KEY].")
+@click.option("--tls-ca", type=click.Path(path_type=Path, dir_okay=False), help="PEM CA bundle: every port asks "
+              "clients for a certificate it signed (mutual TLS) [SERVEKIT_TLS_CA].")
 @click.option("--poll-interval", type=click.FloatRange(min=0), help="Rescan the repository every SECONDS, loading "
               "and unloading what changed [SERVEKIT_POLL_INTERVAL; 0 = off].")
 def serve(repository: Path | None, **flags: Any) -> None:

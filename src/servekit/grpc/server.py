@@ -29,6 +29,7 @@ from servekit.grpc.pool import POOL
 from servekit.grpc.rpc import add_service
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.simple import SimpleAPI
+from servekit.tls import grpc_credentials
 
 __all__ = ["GrpcServer", "bind_address"]
 
@@ -77,8 +78,10 @@ class GrpcServer:
         reflection.enable_server_reflection([*names, health.service.full_name, reflection.SERVICE_NAME], server,
                                             pool=POOL)
         address = bind_address(settings.host, settings.grpc_port)
+        credentials = grpc_credentials(settings)
         try:
-            port = server.add_insecure_port(address)
+            port = server.add_insecure_port(address) if credentials is None else server.add_secure_port(
+                address, credentials)
         except RuntimeError as exc:
             raise OSError(f"cannot serve gRPC on {address}: the port is in use or the address is not local ({exc})"
                           ) from None

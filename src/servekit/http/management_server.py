@@ -29,6 +29,7 @@ from servekit.config import ServerSettings
 from servekit.http.management import create_management_app
 from servekit.management.manager import ModelManager
 from servekit.serving.control import RepositoryControl
+from servekit.tls import uvicorn_tls
 
 __all__ = ["TOKEN_FILE", "ManagementServer", "settle_token"]
 
@@ -108,7 +109,7 @@ class ManagementServer:
         listener = _bind(settings.management_host, settings.management_port)
         config = uvicorn.Config(app, lifespan="off", log_config=None, log_level=settings.log_level,
                                 access_log=False, server_header=False,
-                                timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s))
+                                timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s), **uvicorn_tls(settings))
         server = _EmbeddedServer(config)
         task = asyncio.create_task(server.serve(sockets=[listener]))
         deadline = asyncio.get_running_loop().time() + _START_TIMEOUT_S
@@ -123,7 +124,7 @@ class ManagementServer:
                           f"{settings.management_port}")
         self._server, self._task = server, task
         self.port = listener.getsockname()[1]
-        log.info("management API on http://%s:%d (%s)", settings.management_host, self.port,
+        log.info("management API on %s://%s:%d (%s)", settings.scheme, settings.management_host, self.port,
                  "bearer token" if token else "NO authentication: --no-management-auth")
         return self.port
 

@@ -131,14 +131,22 @@ class MetricsServer:
         self._thread: threading.Thread | None = None
         self.port: int | None = None
 
-    def start(self, host: str, port: int) -> int:
-        """Bind and serve; returns the bound port. OSError when it cannot bind."""
+    def start(self, host: str, port: int, tls: tuple[Path, Path, Path | None] | None = None) -> int:
+        """Bind and serve; returns the bound port. OSError when it cannot bind. ``tls``: (certificate,
+        key, CA or None): serve HTTPS, asking clients for a certificate the CA signed when one is given."""
         from prometheus_client import CollectorRegistry, start_http_server
 
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_LiveWorkerFiles(self.folder))
         registry.register(_ServerProcesses(os.getpid()))
-        self._server, self._thread = start_http_server(port, addr=host.strip("[]"), registry=registry)
+        if tls is None:
+            self._server, self._thread = start_http_server(port, addr=host.strip("[]"), registry=registry)
+        else:
+            cert, key, ca = tls
+            self._server, self._thread = start_http_server(
+                port, addr=host.strip("[]"), registry=registry, certfile=str(cert), keyfile=str(key),
+                client_cafile=None if ca is None else str(ca), client_auth_required=ca is not None,
+            )
         self.port = self._server.server_port
         return self.port
 
