@@ -285,6 +285,9 @@ class ServerSettings(BaseSettings):
                                         "flight per worker; past it new requests get 503 (none = no limit)")
     drain_timeout_s: float = Field(default=30.0, ge=0, description="after SIGTERM, seconds for requests and calls "
                                    "in flight (HTTP and gRPC together) to finish before what is left is closed")
+    drain_idle_grace_s: float = Field(default=2.0, ge=0, description="after SIGTERM, seconds an idle HTTP "
+                                      "connection stays open for a request already on its way (it is answered "
+                                      "with Connection: close); 0 closes idle connections at once")
     grpc_max_message_bytes: int = Field(
         default=65 * 1024 * 1024, ge=1024, description="largest gRPC message either way: a 64 MiB tensor and the rest"
     )

@@ -185,3 +185,25 @@ def test_connections_past_the_cap_get_503(tmp_path: Path) -> None:
             wait_until(lambda: client.get("/v2/health/live").status_code == 200, what="a free connection slot")
     finally:
         server.stop()
+
+
+def test_a_request_on_an_idle_connection_as_the_drain_begins_is_answered(tmp_path: Path) -> None:
+    # A long idle grace, so the test never races it: the request below is sent once the drain began.
+    write_onnx_model(tmp_path / "models")
+    server = ServerProcess(tmp_path / "models", tmp_path / "server.log", "--drain-idle-grace", "30").start()
+    try:
+        keep_alive = socket.create_connection((HOST, server.port), timeout=30)
+        ask = f"GET /v2/health/live HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
+        keep_alive.sendall(ask)
+        assert keep_alive.recv(65536).startswith(b"HTTP/1.1 200 ")  # served, now idle
+        server.terminate()
+        wait_until(lambda: "Shutting down" in server.log(), what="the drain to begin")
+        keep_alive.sendall(ask)  # the client did not know yet
+        answer = b""
+        while chunk := keep_alive.recv(65536):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 ") and b"connection: close" in answer.lower()
+        keep_alive.close()
+        assert server.wait(30) == 0
+    finally:
+        server.stop()

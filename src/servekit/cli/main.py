@@ -38,6 +38,8 @@ def main() -> None:
               "to arrive whole before it gets 408 [SERVEKIT_READ_TIMEOUT_S; 30]; 0 = no limit.")
 @click.option("--max-connections", type=click.IntRange(min=1), help="Open HTTP connections and requests in "
               "flight per worker; past it new requests get 503 [SERVEKIT_MAX_CONNECTIONS; 2048].")
+@click.option("--drain-idle-grace", "drain_idle_grace_s", type=click.FloatRange(min=0), help="After SIGTERM, "
+              "seconds an idle HTTP connection stays open for a request already on its way [2]; 0 = none.")
 @click.option("--drain-timeout", "drain_timeout_s", type=click.FloatRange(min=0), help="After SIGTERM, seconds "
               "for requests and calls in flight (HTTP and gRPC together) to finish [SERVEKIT_DRAIN_TIMEOUT_S; 30].")
 @click.option("--grpc-max-message-bytes", type=int, help="Largest gRPC message, received or sent [65 MiB: a "

@@ -20,6 +20,12 @@ Two more guards uvicorn lacks, both on the way a request is read:
   408 and its connection is closed, so it cannot hold a connection slot for ever. Between
   requests, uvicorn's keep-alive timeout applies.
 
+And one change to the drain: uvicorn closes a connection with no request in progress the moment
+it stops accepting, so a request already on its way (sent by the client, not yet read by the
+server) is cut off unanswered. Here such a connection lingers ``drain_idle_grace_s`` (2 s): a
+request that arrives meanwhile is served (with ``Connection: close``), and the connection closes
+after it, or at the end of the grace when none came.
+
 The protocol wraps the transport in ``connection_made`` and adds these checks; everything
 else is uvicorn's. ``tests/http/test_protocol.py`` checks it against the installed uvicorn
 (keep-alive, ``Connection: close``, large bodies, both guards). httptools comes with uvicorn's
@@ -34,11 +40,14 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["READ_TIMEOUT_ENV", "CoalescingHttpToolsProtocol", "CoalescingTransport", "http_protocol"]
+__all__ = ["IDLE_GRACE_ENV", "READ_TIMEOUT_ENV", "CoalescingHttpToolsProtocol", "CoalescingTransport",
+           "http_protocol"]
 
 # Where each worker reads the read timeout (uvicorn builds protocols with its own arguments only).
 READ_TIMEOUT_ENV = "SERVEKIT_READ_TIMEOUT_S"
 _DEFAULT_READ_TIMEOUT_S = 30.0
+IDLE_GRACE_ENV = "SERVEKIT_DRAIN_IDLE_GRACE_S"
+_DEFAULT_IDLE_GRACE_S = 2.0
 _VERSIONS = frozenset({"1.0", "1.1"})
 _TIMEOUT_BODY = b'{"error":"the request did not arrive whole in time"}'
 _REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: "
@@ -49,11 +58,10 @@ class UnsupportedVersion(Exception):
     """Raised in a parser callback: the parser reports it as a bad request (uvicorn answers 400)."""
 
 
-def _read_timeout_s() -> float | None:
-    text = os.environ.get(READ_TIMEOUT_ENV)
-    if text is None:
-        return _DEFAULT_READ_TIMEOUT_S
-    value = float(text)
+def _seconds(variable: str, default: float) -> float | None:
+    """Seconds from ``variable`` (set by ``servekit serve`` for its workers), None when 0."""
+    text = os.environ.get(variable)
+    value = default if text is None else float(text)
     return value if value > 0 else None
 
 
@@ -94,25 +102,51 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     _read_timer: asyncio.TimerHandle | None = None
     _read_timeout_s: float | None = None
+    _idle_grace_s: float | None = None
+    _draining = False
+    _linger: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
-        self._read_timeout_s = _read_timeout_s()
+        self._read_timeout_s = _seconds(READ_TIMEOUT_ENV, _DEFAULT_READ_TIMEOUT_S)
+        self._idle_grace_s = _seconds(IDLE_GRACE_ENV, _DEFAULT_IDLE_GRACE_S)
         self._arm_read_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_read_timer()
+        if self._linger is not None:
+            self._linger.cancel()
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._arm_read_timer()
+        if self._linger is not None:  # a request came in the drain's grace: it is served, then we close
+            self._linger.cancel()
+            self._linger = None
 
     def on_headers_complete(self) -> None:
         version = self.parser.get_http_version()
         if version not in _VERSIONS:
             raise UnsupportedVersion(f"HTTP version {version!r}")
         super().on_headers_complete()
+        if self._draining and self.cycle is not None:
+            self.cycle.keep_alive = False
+
+    def shutdown(self) -> None:
+        """The drain: a connection with a request in progress closes after its answer (uvicorn's
+        way); an idle one lingers the idle grace for a request already on its way."""
+        self._draining = True
+        if (self.cycle is None or self.cycle.response_complete) and self._idle_grace_s is not None:
+            if self._linger is None and not self.transport.is_closing():
+                self._linger = self.loop.call_later(self._idle_grace_s, self._close_if_idle)
+            return
+        super().shutdown()
+
+    def _close_if_idle(self) -> None:
+        self._linger = None
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.close()
 
     def on_message_complete(self) -> None:
         self._disarm_read_timer()
