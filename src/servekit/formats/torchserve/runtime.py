@@ -86,6 +86,7 @@ class TorchServeRuntime(Runtime):
         if not manifest_path.is_file():
             raise ConfigError(f"{folder}: no {MANIFEST_PATH}; a torchserve model is an unpacked TorchServe archive")
         manifest = parse_manifest(manifest_path.read_bytes(), manifest_path)
+        self.version_label = manifest.model_version
         model_yaml: dict[str, Any] = {}
         device_ids: list[int] | None = None
         if manifest.config_file:
