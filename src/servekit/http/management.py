@@ -115,6 +115,10 @@ def create_management_app(manager: ModelManager, *, token: str | None) -> FastAP
 
     @app.post("/models")
     async def register(request: Request) -> Response:
+        for taken_from_the_archive in ("handler", "runtime"):
+            if request.query_params.get(taken_from_the_archive):
+                raise InvalidInput(f"servekit does not take {taken_from_the_archive}= at registration: the archive's "
+                                   "manifest names it (repack the archive to change it)")
         timeout = _float(request, "response_timeout")
         overrides = RegistrationOverrides(_int(request, "batch_size"), _float(request, "max_batch_delay"),
                                           _int(request, "initial_workers"), timeout if timeout else None)

@@ -230,13 +230,14 @@ def _answer(item: Any, processor: RequestProcessor) -> Arrays | Exception:
     except (TypeError, ValueError) as exc:
         return HandlerFailed(f"the handler's answer cannot be sent: {exc}",
                              torchserve_message="Unsupported model output data type.")
-    headers = {str(k): str(v) for k, v in processor.get_response_headers().items()}
+    set_headers = processor.get_response_headers()
+    headers = {str(k): str(v) for k, v in set_headers.items()} if set_headers else {}
     content_type = headers.pop("content-type", "")
     return {
         "body": _bytes_item(body),
-        "content_type": _bytes_item(content_type.encode("utf-8")),
+        "content_type": _bytes_item(content_type.encode("utf-8")) if content_type else _NO_BYTES,
         "status": np.array([int(processor.get_response_status_code())], dtype=np.int32),
-        "headers": _bytes_item(json.dumps(headers).encode("utf-8")),
+        "headers": _bytes_item(json.dumps(headers).encode("utf-8")) if headers else _NO_HEADERS,
     }
 
 
@@ -244,6 +245,11 @@ def _bytes_item(value: bytes) -> np.ndarray[Any, Any]:
     array = np.empty(1, dtype=object)
     array[0] = value
     return array
+
+
+# The usual answer sets neither: shared, never written to (outputs are only read downstream).
+_NO_BYTES = _bytes_item(b"")
+_NO_HEADERS = _bytes_item(b"{}")
 
 
 def _failure(model: str, exc: Exception) -> HandlerFailed:
