@@ -22,6 +22,8 @@ Request parameters (``RuntimeRequest.parameters``; an OIP client may send them t
 - ``explain`` (bool): the request came to TorchServe's ``/explanations`` route.
 
 ``RuntimeRequest.id`` is ``context.get_request_id(idx)`` (a fresh UUID when the client gave none).
+The manifest's ``modelVersion`` is the runtime's ``version_label``. torch, when the handler uses
+it, runs with the intra-op threads ``servekit.formats.torchserve.threads`` chooses.
 
 The archive folder is the version folder when it holds ``MAR-INF/MANIFEST.json`` (an archive
 unpacked as version N of a servekit model), else the model folder. ``config.handler``, when
@@ -44,6 +46,7 @@ from servekit.errors import ConfigError, InvalidInput, ServekitError
 from servekit.formats.torchserve.importer import ArchiveImports
 from servekit.formats.torchserve.manifest import MANIFEST_PATH, parse_manifest, parse_model_yaml
 from servekit.formats.torchserve.protocol import HandlerFailed, decode_request, encode_answer, header_pairs
+from servekit.formats.torchserve.threads import TorchThreads
 from servekit.formats.torchserve.ts import __version__ as TS_API_VERSION
 from servekit.formats.torchserve.ts.context import Context, RequestProcessor
 from servekit.formats.torchserve.ts.metrics.cache import HandlerMetrics
@@ -102,7 +105,8 @@ class TorchServeRuntime(Runtime):
             context = Context(ctx.model_name, str(folder), manifest.raw, ctx.config.max_batch_size or 1, gpu_id,
                               TS_API_VERSION, metrics=HandlerMetrics(), model_yaml_config=model_yaml)
             context.import_archive_module = self._imports.import_module
-            initialize(context)
+            self._threads = TorchThreads(ctx.config.instances)
+            self._threads.around_initialize(lambda: initialize(context))
         except ModuleNotFoundError as exc:
             self._imports.close()
             if exc.name == "torch":
@@ -122,6 +126,7 @@ class TorchServeRuntime(Runtime):
         raise NotImplementedError("a TorchServe handler takes its batches as requests (predict_requests)")
 
     def predict_requests(self, requests: Sequence[RuntimeRequest]) -> list[Arrays | Exception]:
+        self._threads.on_this_thread()
         answers: list[Arrays | Exception | None] = [None] * len(requests)
         rows: list[dict[str, Any]] = []
         processors: list[RequestProcessor] = []
