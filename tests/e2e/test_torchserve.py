@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from servekit.management.archive import pack_model
+from tests.builders import write_onnx_model
 from tests.formats.torchserve.mar import HANDLERS, archive, recorded_store, require_archiver, require_torch
 
 from .torchserve_server import TorchServeStyleServer, call, recorded_body
@@ -149,13 +151,16 @@ def test_models_all_serves_every_archive_and_exit_removes_what_was_unpacked(stor
     own = tmp_path / "store"
     shutil.copytree(store, own, ignore=shutil.ignore_patterns(".servekit", "batch-2.5.mar"))
     store = own
-    process = TorchServeStyleServer(store, tmp_path / "all.log", "--models", "all")
+    write_onnx_model(tmp_path / "lin" / "1")  # a servekit archive: --models refuses it, the rest serve
+    pack_model(tmp_path / "lin", store / "lin-1.zip", version=1)
+    process = TorchServeStyleServer(store, tmp_path / "all.log", "--models", "all,lin-1.zip")
     process.start()
     try:
         listed = call(process.management_port, "GET", "/models").json()["models"]
         names = [m["modelName"] for m in listed]
         assert names == ["batch", "eager", "echo", "echofn", "tiny", "tinydir", "tinytgz"], process.log()
         assert call(process.port, "POST", "/predictions/tinydir", "1,2,3", TEXT).body == recorded_body("tiny_text")
+        assert "--models lin-1.zip: lin-1.zip is not a TorchServe archive" in process.log()
     finally:
         assert process.stop() == 0
     assert not list((store / ".servekit").glob(f"unpacked-{process.pid}"))

@@ -117,14 +117,14 @@ class ModelManager:
         archive that fails is logged and the others load, as a broken model folder does."""
         for name, archive in torchserve.model_specs(values, self.store.root):
             try:
-                _, document = await self._register(archive, name, None)
+                _, document = await self._register(archive, name, None, torchserve_only=True)
             except ServekitError as exc:
                 log.error("--models %s: %s", f"{name}={archive}" if name else archive, exc.message)
                 continue
             log.info("--models %s: %s", archive, document["status"])
 
-    async def _register(self, url: str, model_name: str | None,
-                        overrides: RegistrationOverrides | None) -> tuple[str, dict[str, Any]]:
+    async def _register(self, url: str, model_name: str | None, overrides: RegistrationOverrides | None,
+                        torchserve_only: bool = False) -> tuple[str, dict[str, Any]]:
         overrides = overrides or RegistrationOverrides()
         if not url:
             raise InvalidInput("Parameter url is required.")
@@ -136,6 +136,9 @@ class ModelManager:
             archive = await asyncio.to_thread(self.store.fetch, url, staging)
             if await asyncio.to_thread(torchserve.is_torchserve_archive, archive):
                 document = await self._register_torchserve(url, archive, staging, model_name, overrides)
+            elif torchserve_only:  # a servekit archive installs into the store for good: not at every start
+                raise InvalidInput(f"{url} is not a TorchServe archive: --models takes those; serve servekit models "
+                                   "from a REPOSITORY, or register servekit archives once over the management API")
             else:
                 document = await self._register_servekit(url, archive, staging, model_name, overrides)
         finally:
