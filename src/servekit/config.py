@@ -6,12 +6,13 @@ so a bad file is reported as ``path: field.path: what is wrong``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from servekit.errors import ConfigError
 from servekit.types import DATATYPES, TensorSpec
@@ -294,6 +295,11 @@ class ServerSettings(BaseSettings):
     load_models: list[str] | None = Field(
         default=None, description="only these models at start (default: every model in the repository)"
     )
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="archives to register at start, as TorchServe's --models: NAME=ARCHIVE, "
+        "ARCHIVE (named by its manifest) or all (every TorchServe archive in the model store); comma-separated "
+        "in SERVEKIT_MODELS",
+    )
     access_log: Literal["text", "json", "off"] = "text"
     tls_cert: Path | None = Field(default=None, description="PEM certificate (chain) served on every port: HTTP, "
                                   "gRPC, metrics and management (with tls_key)")
@@ -306,6 +312,16 @@ class ServerSettings(BaseSettings):
         default=None, description="prefix of every cache key; `serve` sets a fresh one per start, shared by its "
         "workers, so a restart never reads answers computed from older model files"
     )
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value: Any) -> Any:
+        """``m1=a.mar,m2=b.mar`` (TorchServe's form, also in SERVEKIT_MODELS), each item split too."""
+        if isinstance(value, str):
+            value = json.loads(value) if value.startswith("[") else [value]
+        if isinstance(value, list | tuple):
+            return [part.strip() for item in value for part in str(item).split(",") if part.strip()]
+        return value
 
     @field_validator("cache_url")
     @classmethod

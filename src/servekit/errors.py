@@ -9,6 +9,7 @@ This module imports no web or RPC framework.
     │   ├── InvalidSchema           422 / INVALID_ARGUMENT (a body of the wrong shape, simple API)
     │   └── PayloadTooLarge         413 / RESOURCE_EXHAUSTED
     ├── ModelNotFound               404 / NOT_FOUND
+    │   └── VersionNotFound         404 / NOT_FOUND     (the model exists, that version does not)
     ├── ModelNotReady               503 / UNAVAILABLE
     ├── QueueFull                   503 / UNAVAILABLE   (+ Retry-After)
     ├── DeadlineExceeded            504 / DEADLINE_EXCEEDED
@@ -35,6 +36,7 @@ __all__ = [
     "QueueFull",
     "ServekitError",
     "Unauthenticated",
+    "VersionNotFound",
 ]
 
 
@@ -78,6 +80,10 @@ class ModelNotFound(ServekitError):
 
     http_status = 404
     grpc_code = "NOT_FOUND"
+
+
+class VersionNotFound(ModelNotFound):
+    """The model exists but has no version of the requested number or label."""
 
 
 class ModelNotReady(ServekitError):

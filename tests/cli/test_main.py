@@ -44,3 +44,45 @@ def test_demo_writes_a_repository_serve_can_read(tmp_path: Path) -> None:
     written = sorted(path.name for path in (tmp_path / "models").iterdir() if path.is_dir())
     assert written and f"wrote {len(written)} demo models" in result.output
     assert f"serve them with: servekit serve {tmp_path / 'models'}" in result.output
+
+
+def _served_settings(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> tuple[object, str]:
+    """The settings ``servekit serve ARGS`` would serve with (the server itself is not started)."""
+    seen: list[object] = []
+    monkeypatch.setattr("servekit.server.serve", seen.append)
+    result = CliRunner().invoke(main, ["serve", *args])
+    return (seen[0] if seen else None), result.output
+
+
+def test_model_store_and_models_alone_serve_as_torchserve_does(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("a.mar", "b.mar", "c.mar"):
+        (tmp_path / name).write_bytes(b"")
+    settings, output = _served_settings(monkeypatch, ["--model-store", str(tmp_path), "--models", "m1=a.mar,b.mar",
+                                                      "--models", "c.mar"])
+    assert settings is not None, output
+    # The repository is then the store, whose folders do not load at start: only the archives.
+    assert (settings.repository, settings.store, settings.load_models) == (tmp_path, tmp_path, [])  # type: ignore[attr-defined]
+    assert settings.models == ["m1=a.mar", "b.mar", "c.mar"]  # type: ignore[attr-defined]
+
+    monkeypatch.setenv("SERVEKIT_MODELS", "all")
+    settings, output = _served_settings(monkeypatch, ["--model-store", str(tmp_path)])
+    assert settings is not None and settings.models == ["all"], output  # type: ignore[attr-defined]
+    monkeypatch.delenv("SERVEKIT_MODELS")
+
+    repository = tmp_path / "repo"
+    repository.mkdir()
+    settings, output = _served_settings(monkeypatch, [str(repository), "--model-store", str(tmp_path),
+                                                      "--models", "a.mar"])
+    assert settings is not None, output  # with a REPOSITORY: its models load too
+    assert (settings.repository, settings.load_models) == (repository, None)  # type: ignore[attr-defined]
+
+
+def test_models_naming_a_missing_archive_or_malformed_is_refused(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    settings, output = _served_settings(monkeypatch, ["--model-store", str(tmp_path), "--models", "x=absent.mar"])
+    assert settings is None and f"--models: no archive absent.mar in the model store {tmp_path}" in output
+    settings, output = _served_settings(monkeypatch, ["--model-store", str(tmp_path), "--models", "=a.mar"])
+    assert settings is None and "expected NAME=ARCHIVE, ARCHIVE or all" in output
+    settings, output = _served_settings(monkeypatch, ["--model-store", str(tmp_path / "none"), "--models", "all"])
+    assert settings is None and "is not a folder" in output

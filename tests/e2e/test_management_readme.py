@@ -70,10 +70,10 @@ def test_the_management_commands_answer_as_documented(demo: ManagedServer) -> No
     assert "digits_v1" in [m["modelName"] for m in json.loads(listed)["models"]]
     [version] = json.loads(described)
     assert (version["batchSize"], version["maxBatchDelay"], version["minWorkers"]) == (16, 5.0, 2)
-    assert json.loads(scaled)["status"] == "model 'digits_v1' serves with 3 instances"
+    assert json.loads(scaled)["status"] == "Processing worker updates..."
     assert json.loads(split)["traffic"] == {"1": 90, "2": 10}
-    assert json.loads(default)["status"] == "version 2 is the default of model 'digits'"
-    assert json.loads(removed)["status"] == "model 'digits_v1' unregistered"
+    assert json.loads(default)["status"] == 'Default version successfully updated for model "digits" to "2"'
+    assert json.loads(removed)["status"] == 'Model "digits_v1" unregistered'
     assert not (demo.repository / "digits_v1").exists()
 
 

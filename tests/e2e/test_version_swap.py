@@ -134,7 +134,7 @@ def test_zero_failed_requests_while_versions_change(server: ManagedServer, tmp_p
         load.settle()
         assert manage.put("/models/m/3/set-default").status_code == 200
         load.settle()
-        assert manage.put("/models/m", params={"min_worker": 2}).status_code == 200
+        assert manage.put("/models/m", params={"min_worker": 2, "synchronous": "true"}).status_code == 200
         assert {row["minWorkers"] for row in manage.get("/models/m").json()} == {2}
         load.settle()
         # 5. nothing changed: a reload loads nothing
@@ -143,7 +143,8 @@ def test_zero_failed_requests_while_versions_change(server: ManagedServer, tmp_p
                           headers={"Authorization": f"Bearer {server.token}"}).status_code == 200
         time.sleep(0.5)  # a poll or two
         assert len(loads(tmp_path)) == before
-        # 6. unregister version 4: version 2 (still on disk) loads while 3 and 4 serve, then 4 drains
+        # 6. unregister version 4: version 2 (still on disk) loads while 3 and 4 serve, then 4 drains (its
+        #    folder stays: servekit deletes only what it unpacked; it is not loaded again until restart)
         assert manage.delete("/models/m/4").status_code == 200
         assert serving(manage) == ["2", "3"]
         load.settle()
@@ -151,6 +152,7 @@ def test_zero_failed_requests_while_versions_change(server: ManagedServer, tmp_p
     assert load.failures == [], load.failures[:5]
     assert set(load.versions) == {1, 2, 3, 4}, load.versions
     assert load.seen() > 200
-    assert not (model / "4").exists()
+    assert (model / "4").is_dir()  # written by hand, not by a registration: unregistered, left on disk
+    assert (model / "2" / ".servekit-registered").is_file()  # what m-2.zip's registration unpacked
     # one instance per load, then two per version after scaling (3 and 4, and version 2's comeback)
     assert Counter(loads(tmp_path)) == Counter({1: 1, 2: 1 + 2, 3: 1 + 2, 4: 1 + 2})

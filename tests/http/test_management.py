@@ -59,7 +59,7 @@ def call(client: TestClient, method: str, path: str, expected: int = 200, **kwar
 def test_a_missing_token_is_401_and_a_wrong_one_403(client: TestClient) -> None:
     missing = client.get("/models")
     assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
-    assert missing.json()["type"] == "Unauthenticated"
+    assert missing.json()["type"] == "InvalidKeyException"
     for header in (b"Bearer wrong-token", f"Basic {TOKEN}".encode(), f"Bearer {TOKEN}x".encode(),
                    "Bearer ünïcode".encode()):
         response = client.get("/models", headers={"Authorization": header})
@@ -74,30 +74,35 @@ def test_without_a_token_the_app_is_open(store: Path) -> None:
         assert open_client.get("/models").status_code == 200
 
 
-def test_list_pages_through_models(client: TestClient) -> None:
+def test_list_pages_through_models(client: TestClient, store: Path) -> None:
     call(client, "POST", "/models?url=lin-1.zip")
     first = call(client, "GET", "/models?limit=1")
-    assert [m["modelName"] for m in first["models"]] == ["base"] and first["nextPageToken"] == "base"
+    assert first == {"nextPageToken": "1", "models": [{"modelName": "base", "modelUrl": str(store / "base")}]}
     second = call(client, "GET", f"/models?limit=1&next_page_token={first['nextPageToken']}")
     assert [m["modelName"] for m in second["models"]] == ["lin"] and "nextPageToken" not in second
     assert call(client, "GET", "/models?limit=0", 400)["message"] == "limit must be from 1 to 1000"
-    assert call(client, "GET", "/models?limit=ten", 400)["type"] == "InvalidInput"
+    assert call(client, "GET", "/models?limit=ten", 400)["type"] == "BadRequestException"
+    assert call(client, "GET", "/models?next_page_token=base", 400)["type"] == "BadRequestException"
 
 
 def test_register_with_overrides_then_a_second_version(client: TestClient, store: Path) -> None:
-    registered = call(client, "POST", "/models?url=lin-1.zip&batch_size=4&max_batch_delay=7&initial_workers=2")
-    assert registered["modelName"] == "lin" and registered["serving"] is True
+    registered = call(client, "POST", "/models?url=lin-1.zip&batch_size=4&max_batch_delay=7&initial_workers=2"
+                                      "&response_timeout=9")
+    assert registered == {"status": 'Model "lin" Version: 1 registered with 2 initial workers', "modelName": "lin",
+                          "modelVersion": "1", "serving": True}
     effective = yaml.safe_load((store / "lin" / "config.yaml").read_text())
-    assert effective == {"max_batch_size": 4, "batching": {"max_queue_delay_ms": 7.0}, "instances": 2}
+    assert effective == {"max_batch_size": 4, "batching": {"max_queue_delay_ms": 7.0}, "instances": 2,
+                         "execution_timeout_s": 9.0}
     [described] = call(client, "GET", "/models/lin")
     assert (described["modelVersion"], described["status"], described["batchSize"], described["maxBatchDelay"],
-            described["minWorkers"], described["modelUrl"]) == ("1", "READY", 4, 7.0, 2, "lin-1.zip")
+            described["minWorkers"], described["modelUrl"]) == ("1", "READY", 4, 7, 2, "lin-1.zip")
+    assert (described["runtime"], described["responseTimeout"], described["loadedAtStartup"]) == ("onnx", 9, False)
     assert described["statistics"]["requests"] == 0 and described["default"] is True
 
     call(client, "POST", "/models?url=lin-2.zip")  # version_policy latest: 1 -> version 2 replaces version 1
     assert [d["modelVersion"] for d in call(client, "GET", "/models/lin")] == ["2"]
-    assert sorted(p.name for p in (store / "lin").iterdir()) == ["1", "2", "config.yaml"]
-    assert call(client, "POST", "/models?url=lin-2.zip", 409)["type"] == "Conflict"
+    assert sorted(p.name for p in (store / "lin").iterdir()) == [".servekit-registered", "1", "2", "config.yaml"]
+    assert call(client, "POST", "/models?url=lin-2.zip", 409)["type"] == "ConflictStatusException"
     assert "apply to a new model" in call(client, "POST", "/models?url=lin-1.zip&batch_size=2", 400)["message"]
     assert not list((store / ".servekit" / "staging").iterdir())
 
@@ -117,12 +122,14 @@ def test_a_version_with_another_config_is_a_conflict(client: TestClient, tmp_pat
 def test_refused_sources(client: TestClient, tmp_path: Path, store: Path) -> None:
     outside = tmp_path / "outside.zip"
     (store / "lin-1.zip").rename(outside)
-    assert call(client, "POST", f"/models?url={outside}", 403)["type"] == "PermissionDenied"
-    assert call(client, "POST", "/models?url=../outside.zip", 403)["type"] == "PermissionDenied"
+    assert call(client, "POST", f"/models?url={outside}", 403)["type"] == "InvalidKeyException"
+    assert "outside the model store" in call(client, "POST", "/models?url=../outside.zip", 403)["message"]
     refused = call(client, "POST", "/models?url=https://example.com/lin-1.zip", 403)
     assert "registers local archives only" in refused["message"]
-    assert "no archive 'gone.zip'" in call(client, "POST", "/models?url=gone.zip", 400)["message"]
-    assert "give the archive" in call(client, "POST", "/models", 400)["message"]
+    assert call(client, "POST", "/models?url=gone.zip", 404) == {
+        "code": 404, "type": "ModelNotFoundException", "message": "Model not found at: gone.zip"}
+    assert call(client, "POST", "/models", 400)["message"] == "Parameter url is required."
+    assert "is a folder" in call(client, "POST", "/models?url=base", 400)["message"]
     assert "cannot be a model name" in call(client, "POST", "/models?url=lin-2.zip&model_name=..", 400)["message"]
 
 
@@ -150,7 +157,7 @@ def test_a_version_that_fails_to_load_is_not_kept(client: TestClient, tmp_path: 
     pack_model(broken, store / "bad-1.zip")
     assert "failed to load" in call(client, "POST", "/models?url=bad-1.zip", 400)["message"]
     assert not (store / "bad").exists()
-    assert call(client, "GET", "/models/bad", 404)["type"] == "ModelNotFound"
+    assert call(client, "GET", "/models/bad", 404)["type"] == "ModelNotFoundException"
 
 
 def test_scale_default_traffic_and_unregister(client: TestClient, store: Path) -> None:
@@ -159,34 +166,40 @@ def test_scale_default_traffic_and_unregister(client: TestClient, store: Path) -
     call(client, "POST", "/models?url=lin-2.zip")
     assert [d["modelVersion"] for d in call(client, "GET", "/models/lin")] == ["1", "2"]
 
-    scaled = call(client, "PUT", "/models/lin?min_worker=3&max_worker=4")
-    assert scaled["status"] == "model 'lin' serves with 3 instances"
+    assert call(client, "PUT", "/models/lin?min_worker=3&max_worker=4", 202) == {
+        "status": "Processing worker updates..."}
     assert all(d["minWorkers"] == 3 for d in call(client, "GET", "/models/lin"))
     assert call(client, "PUT", "/models/lin?min_worker=3&max_worker=2", 400)["message"].startswith("max_worker")
     assert call(client, "PUT", "/models/lin?min_worker=99", 400)["message"] == "min_worker must be from 1 to 64"
 
-    call(client, "PUT", "/models/lin/1/set-default")
+    assert call(client, "PUT", "/models/lin?min_worker=2&synchronous=true") == {
+        "status": "Workers scaled to 2 for model: lin"}
+    assert call(client, "PUT", "/models/lin/1/set-default") == {
+        "status": 'Default version successfully updated for model "lin" to "1"'}
     assert [d["default"] for d in call(client, "GET", "/models/lin")] == [True, False]
-    assert call(client, "PUT", "/models/lin/9/set-default", 404)["type"] == "ModelNotFound"
+    assert call(client, "PUT", "/models/lin/9/set-default", 404)["type"] == "ModelVersionNotFoundException"
 
     assert call(client, "PUT", "/models/lin/traffic", json={"1": 90, "2": 10})["traffic"] == {"1": 90, "2": 10}
     assert [d["trafficWeight"] for d in call(client, "GET", "/models/lin")] == [90, 10]
     assert "JSON object" in call(client, "PUT", "/models/lin/traffic", 400, json=[1])["message"]
-    assert call(client, "PUT", "/models/lin/traffic", 400, content=b"{nope")["type"] == "InvalidInput"
+    assert call(client, "PUT", "/models/lin/traffic", 400, content=b"{nope")["type"] == "BadRequestException"
     call(client, "PUT", "/models/lin/traffic", json={})
     assert [d["trafficWeight"] for d in call(client, "GET", "/models/lin")] == [None, None]
 
-    call(client, "DELETE", "/models/lin/2")
+    assert call(client, "DELETE", "/models/lin/2") == {"status": 'Model "lin" unregistered'}
     assert [d["modelVersion"] for d in call(client, "GET", "/models/lin")] == ["1"]
     assert not (store / "lin" / "2").exists()
-    assert call(client, "GET", "/models/lin/2", 404)["message"] == "model 'lin' has no version '2'"
-    assert call(client, "DELETE", "/models/lin/7", 404)["type"] == "ModelNotFound"
+    assert call(client, "GET", "/models/lin/2", 404) == {"code": 404, "type": "ModelVersionNotFoundException",
+                                                         "message": "Model version: 2 does not exist for model: lin"}
+    assert call(client, "DELETE", "/models/lin/7", 404)["type"] == "ModelVersionNotFoundException"
     call(client, "DELETE", "/models/lin")
-    assert not (store / "lin").exists() and call(client, "GET", "/models/lin", 404)["type"] == "ModelNotFound"
+    assert not (store / "lin").exists()
+    assert call(client, "GET", "/models/lin", 404) == {
+        "code": 404, "type": "ModelNotFoundException", "message": "Model not found: lin"}
     assert not list((store / ".servekit" / "trash").iterdir())
 
 
-def test_models_outside_the_store_are_not_deleted(tmp_path: Path) -> None:
+def test_models_outside_the_store_are_unregistered_and_not_deleted(tmp_path: Path) -> None:
     repository, store = tmp_path / "repo", tmp_path / "store"
     write_repository(repository, {"base": None})
     settings = ServerSettings(repository=repository, model_store=store)
@@ -194,12 +207,48 @@ def test_models_outside_the_store_are_not_deleted(tmp_path: Path) -> None:
     with TestClient(create_management_app(ModelManager(registry, settings), token=None)) as open_client:
         open_client.portal.call(registry.load_all)
         response = open_client.delete("/models/base")
-        assert response.status_code == 400 and "outside the model store" in response.json()["message"]
+        assert response.status_code == 200 and response.json() == {"status": 'Model "base" unregistered'}
+        assert open_client.get("/models/base").status_code == 404
         assert (repository / "base" / "1" / "model.onnx").exists()
         open_client.portal.call(registry.close)
 
 
+def test_unregistering_deletes_only_what_servekit_unpacked(client: TestClient, store: Path) -> None:
+    """The repository is the model store here: a model folder the user put there, and a version the
+    user added to a registered model, stay on disk; what registrations unpacked goes."""
+    before = sorted(p.relative_to(store) for p in (store / "base").rglob("*"))
+    assert call(client, "DELETE", "/models/base") == {"status": 'Model "base" unregistered'}
+    assert sorted(p.relative_to(store) for p in (store / "base").rglob("*")) == before
+    assert (store / "lin-1.zip").is_file() and (store / "lin-2.zip").is_file()
+
+    call(client, "POST", "/models?url=lin-1.zip")
+    (store / "lin" / "config.yaml").write_text("max_batch_size: 8\nversion_policy: {all: true}\n")
+    write_onnx_model(store / "lin" / "5")  # the user's own version, beside the registered one
+    client.portal.call(client.app.state.manager.registry.load, "lin")  # type: ignore[attr-defined]
+    assert [d["modelVersion"] for d in call(client, "GET", "/models/lin")] == ["1", "5"]
+    call(client, "DELETE", "/models/lin/5")
+    assert (store / "lin" / "5" / "model.onnx").is_file()  # the user's: unregistered, kept
+    assert [d["modelVersion"] for d in call(client, "GET", "/models/lin")] == ["1"]
+    call(client, "DELETE", "/models/lin")
+    assert not (store / "lin").exists() and (store / "lin-1.zip").is_file()
+
+
+def test_a_registered_version_in_the_users_model_folder_goes_alone(client: TestClient, store: Path) -> None:
+    write_onnx_model(store / "lin" / "1")  # the user's model folder, version 1
+    (store / "lin" / "config.yaml").write_text("max_batch_size: 8\nversion_policy: {all: true}\n")
+    client.portal.call(client.app.state.manager.registry.load, "lin")  # type: ignore[attr-defined]
+    call(client, "POST", "/models?url=lin-2.zip")  # adds version 2, marked as servekit's
+    call(client, "DELETE", "/models/lin")
+    assert sorted(p.name for p in (store / "lin").iterdir()) == ["1", "config.yaml"]
+
+
 def test_unknown_routes_answer_in_the_same_shape(client: TestClient) -> None:
-    assert call(client, "GET", "/nothing", 404) == {"code": 404, "type": "HTTPException", "message": "Not Found"}
-    assert call(client, "PATCH", "/models", 405)["code"] == 405
-    assert call(client, "GET", "/models/base/one", 400)["message"] == "'one' is not a version number"
+    assert call(client, "GET", "/nothing", 404) == {"code": 404, "type": "ResourceNotFoundException", "message":
+                                                    "Requested resource is not found, please refer to API document."}
+    assert call(client, "PATCH", "/models", 405)["type"] == "MethodNotAllowedException"
+    missing = call(client, "GET", "/models/base/one", 404)
+    assert missing["message"] == "Model version: one does not exist for model: base"
+
+    response = client.get("/models", headers=AUTH)  # JSON as TorchServe prints it, with its headers
+    assert response.content == json.dumps(response.json(), indent=2).encode() + b"\n"
+    assert response.headers["cache-control"] == "no-cache; no-store, must-revalidate, private"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from servekit.errors import InvalidInput, PayloadTooLarge, PermissionDenied
+from servekit.errors import InvalidInput, ModelNotFound, PayloadTooLarge, PermissionDenied
 from servekit.management.sources import download, locate_local, public_url, url_allowed
 
 
@@ -56,8 +56,10 @@ def test_local_archives_come_from_the_store_or_an_allowed_folder(tmp_path: Path)
     (store / "sneaky.zip").symlink_to(elsewhere / "a.zip")
     with pytest.raises(PermissionDenied):
         locate_local("sneaky.zip", store, [])
-    with pytest.raises(InvalidInput, match=r"no archive 'missing\.zip'"):
+    with pytest.raises(ModelNotFound, match=r"^Model not found at: missing\.zip$"):  # TorchServe's 404
         locate_local("missing.zip", store, [])
+    (store / "folder").mkdir()  # TorchServe's no-archive format is a folder
+    assert locate_local("folder", store, []) == (store / "folder").resolve()
     with pytest.raises(InvalidInput, match="scheme 'ftp' is not supported"):
         locate_local("ftp://host/a.zip", store, [])
 

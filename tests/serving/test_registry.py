@@ -267,3 +267,17 @@ def test_each_load_of_a_version_is_a_new_generation_and_a_kept_one_keeps_its_own
         return generations
 
     assert asyncio.run(body()) == [1, 2, 1]
+
+
+def test_a_version_is_named_by_its_label_first_then_its_number() -> None:
+    from types import SimpleNamespace
+    from typing import Any
+
+    from servekit.serving.entry import ModelEntry
+
+    entry = ModelEntry("m", Path("m"))
+    versions: dict[int, Any] = {1: SimpleNamespace(label="3"), 2: SimpleNamespace(label="1.0")}
+    entry.versions = versions
+    entry.failed_versions = {4: "broken"}
+    assert [entry.version_number(text) for text in ("3", "1.0", "1", "2", "4", "9", "2.0")] == [
+        1, 2, 1, 2, 4, None, None]

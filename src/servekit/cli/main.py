@@ -59,6 +59,9 @@ def main() -> None:
               "[SERVEKIT_REPOSITORY_CONTROL; token].")
 @click.option("--model-store", type=click.Path(path_type=Path, file_okay=False), help="Where archives are read "
               "from and registered models unpacked [SERVEKIT_MODEL_STORE; the repository].")
+@click.option("--models", "models", multiple=True, help="Archives to serve from the start, as TorchServe's "
+              "--models: NAME=FILE.mar, FILE.mar (named by its manifest) or all (every TorchServe archive in the "
+              "model store); repeatable or comma-separated [SERVEKIT_MODELS].")
 @click.option("--allowed-url", "allowed_urls", multiple=True, help="Archive URLs the management API may fetch: an "
               "https://HOST/PATH/ or file:///FOLDER/ prefix, or a glob (repeatable) [none: the model store only].")
 @click.option("--max-archive-bytes", type=click.IntRange(min=1024), help="Largest archive, packed or unpacked "
@@ -72,7 +75,13 @@ def main() -> None:
 @click.option("--poll-interval", type=click.FloatRange(min=0), help="Rescan the repository every SECONDS, loading "
               "and unloading what changed [SERVEKIT_POLL_INTERVAL; 0 = off].")
 def serve(repository: Path | None, **flags: Any) -> None:
-    """Serve every model in REPOSITORY (default: ./models or SERVEKIT_REPOSITORY)."""
+    """Serve every model in REPOSITORY (default: ./models or SERVEKIT_REPOSITORY), and the archives
+    of --models.
+
+    Without a REPOSITORY, --model-store or --models serves as `torchserve --start --model-store
+    STORE --models ...` does: the repository is then the model store itself, and only the --models
+    archives (and those registered later) are served; the store's folders are not loaded at start.
+    """
     from pydantic import ValidationError
 
     from servekit.config import ServerSettings
@@ -85,6 +94,15 @@ def serve(repository: Path | None, **flags: Any) -> None:
         settings = ServerSettings(**given)
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from None
+    torchserve_style = bool(settings.models) or "model_store" in settings.model_fields_set
+    if torchserve_style and "repository" not in settings.model_fields_set:
+        store = settings.store
+        load_models = settings.load_models if "load_models" in settings.model_fields_set else []
+        settings = settings.model_copy(update={"repository": store, "model_store": store, "load_models": load_models})
+        if not store.is_dir():
+            raise click.UsageError(f"model store {store} is not a folder (give --model-store)")
+    if settings.models:
+        _check_archives(settings.models, settings.store)
     if not settings.repository.is_dir():
         raise click.UsageError(f"model repository {settings.repository} is not a folder (try: servekit demo)")
     if settings.workers > 1 and settings.management_port:
@@ -94,6 +112,23 @@ def serve(repository: Path | None, **flags: Any) -> None:
                                    "--management-port 0 and roll out versions on disk with --poll-interval")
         click.echo("servekit: the management API is off: it needs --workers 1", err=True)
     run_server(settings)
+
+
+def _check_archives(models: list[str], store: Path) -> None:
+    """Refuse a --models value that is malformed or names a local archive that is not there."""
+    from servekit.errors import InvalidInput
+    from servekit.management.torchserve import model_specs
+
+    try:
+        specs = model_specs(models, store)
+    except InvalidInput as exc:
+        raise click.UsageError(exc.message) from None
+    for _, archive in specs:
+        if "://" in archive and not archive.startswith("file://"):
+            continue  # a URL: fetched (and checked against --allowed-url) at start
+        path = Path(archive.removeprefix("file://"))
+        if not (path if path.is_absolute() else store / path).exists():
+            raise click.UsageError(f"--models: no archive {archive} in the model store {store}")
 
 
 @main.command()

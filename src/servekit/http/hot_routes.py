@@ -1,5 +1,6 @@
 """The hot routes, POST ``/v2/models/{m}[/versions/{v}]/infer`` and POST ``/predict`` (with its
-twin ``/predict_async``), answered in plain ASGI in front of FastAPI's routing.
+twin ``/predict_async``), and TorchServe's ``/predictions``, ``/explanations`` and ``/ping``
+(``servekit.http.torchserve``), answered in plain ASGI in front of FastAPI's routing.
 
 Why: for a model that computes in tens of microseconds, FastAPI's per-request work (route
 matching over every route, dependency and parameter solving, the exception middleware,
@@ -7,8 +8,9 @@ building Request and Response objects) cost more than the model and the codecs t
 (benchmarks/results/http_mlp_profile.md). ``HotRoutes`` is a pure ASGI middleware: it
 matches these two paths with a split, calls the same handlers the FastAPI routes call
 (``oip.answer_infer``, ``simple.answer_predict``), and sends the answer as two ASGI messages.
-Everything else, including other methods on these paths, goes on to FastAPI untouched;
-the FastAPI routes stay declared, so they are in ``/openapi.json``.
+Everything else, including other methods on the OIP and simple paths, goes on to FastAPI
+untouched; those FastAPI routes stay declared, so they are in ``/openapi.json`` (TorchServe's
+routes are answered here only, and are not in it).
 
 Errors take the same table as FastAPI's handlers in ``servekit.http.app``: a ServekitError
 its status (key ``error`` under /v2, ``detail`` for /predict), anything else a logged 500.
@@ -27,6 +29,7 @@ from servekit.errors import ServekitError
 from servekit.http.bodies import BodyLimits, error_response
 from servekit.http.oip import answer_infer
 from servekit.http.simple import answer_predict
+from servekit.http.torchserve import TorchServeRoutes, is_torchserve_path
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.simple import SimpleAPI
 
@@ -56,21 +59,31 @@ class HotRoutes:
         self.plane = dataplane
         self.simple = simple
         self.limits = BodyLimits.of(settings)
+        self.torchserve = TorchServeRoutes(dataplane, settings.max_request_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
         root = scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root):]
+        if scope["method"] != "POST":
+            if is_torchserve_path(path):
+                await self.torchserve(scope, receive, send, path)
+            else:
+                await self.app(scope, receive, send)
+            return
         if path in ("/predict", "/predict_async"):
             await self._answer(scope, receive, send, None)
             return
         matched = match_infer_path(path)
         if matched is None:
-            await self.app(scope, receive, send)
+            if is_torchserve_path(path):
+                await self.torchserve(scope, receive, send, path)
+            else:
+                await self.app(scope, receive, send)
             return
         await self._answer(scope, receive, send, matched)
 

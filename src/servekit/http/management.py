@@ -1,15 +1,16 @@
-"""The management API (TorchServe's shape), served on its own port: thin routes over ModelManager.
+"""The management API (TorchServe's), served on its own port: thin routes over ModelManager.
 
     GET    /models?limit=&next_page_token=          list models, a page at a time
-    POST   /models?url=&model_name=&batch_size=&max_batch_delay=&initial_workers=
-    GET    /models/{m}[/{v}]                        describe every version, or one
-    PUT    /models/{m}?min_worker=&max_worker=      scale instances
+    POST   /models?url=&model_name=&batch_size=&max_batch_delay=&initial_workers=&response_timeout=
+    GET    /models/{m}[/{v}]                        describe every version, or one (a label, a number, all)
+    PUT    /models/{m}?min_worker=&max_worker=&synchronous=   scale instances (200 synchronous, else 202)
     PUT    /models/{m}/{v}/set-default              the default version
     PUT    /models/{m}/traffic   {"1": 90, "2": 10} split unversioned traffic ({} clears)
     DELETE /models/{m}[/{v}]                        unregister a model or one version
 
 Every route asks for ``Authorization: Bearer TOKEN`` unless the app is built without a token.
-Errors come from the one error table, as TorchServe shapes them: ``{"code", "type", "message"}``.
+Answers are JSON as TorchServe prints it (``servekit.http.torchserve``); errors come from the one
+error table as TorchServe shapes and names them: ``{"code", "type", "message"}``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from servekit import __version__
 from servekit.errors import InvalidInput, ServekitError
-from servekit.http.bodies import json_response, read_body
+from servekit.http.bodies import read_body
+from servekit.http.torchserve import torchserve_error, torchserve_response
 from servekit.management.manager import ModelManager
 from servekit.management.store import RegistrationOverrides
 from servekit.serving.control import bearer_error
@@ -38,9 +40,8 @@ _MAX_BODY = 64 * 1024
 
 
 def management_error(error: ServekitError) -> Response:
-    body = {"code": error.http_status, "type": type(error).__name__, "message": error.message}
-    return Response(orjson.dumps(body), status_code=error.http_status, media_type="application/json",
-                    headers=error.headers())
+    status, document = torchserve_error(error)
+    return torchserve_response(document, status, error.headers())
 
 
 class BearerAuth:
@@ -85,6 +86,10 @@ def _float(request: Request, name: str) -> float | None:
     return value
 
 
+def _true(request: Request, name: str) -> bool:
+    return (request.query_params.get(name) or "").lower() == "true"
+
+
 def _manager(request: Request) -> ModelManager:
     manager: ModelManager = request.app.state.manager
     return manager
@@ -101,31 +106,38 @@ def create_management_app(manager: ModelManager, *, token: str | None) -> FastAP
         limit = _int(request, "limit")
         page = _manager(request).list_models(100 if limit is None else limit,
                                              request.query_params.get("next_page_token") or None)
-        return json_response(page)
+        return torchserve_response(page)
 
     @app.post("/models")
     async def register(request: Request) -> Response:
+        for taken_from_the_archive in ("handler", "runtime"):
+            if request.query_params.get(taken_from_the_archive):
+                raise InvalidInput(f"servekit does not take {taken_from_the_archive}= at registration: the archive's "
+                                   "manifest names it (repack the archive to change it)")
+        timeout = _float(request, "response_timeout")
         overrides = RegistrationOverrides(_int(request, "batch_size"), _float(request, "max_batch_delay"),
-                                          _int(request, "initial_workers"))
+                                          _int(request, "initial_workers"), timeout if timeout else None)
         if overrides.batch_size is not None and overrides.batch_size < 0:
             raise InvalidInput("batch_size must be 0 (no batching) or more")
         document = await _manager(request).register(request.query_params.get("url", ""),
                                                     request.query_params.get("model_name") or None, overrides)
-        return json_response(document)
+        return torchserve_response(document)
 
     @app.get("/models/{model}")
     @app.get("/models/{model}/{version}")
     async def describe(request: Request, model: str, version: str | None = None) -> Response:
-        return json_response(_manager(request).describe(model, version))
+        return torchserve_response(_manager(request).describe(model, version))
 
     @app.put("/models/{model}")
     async def scale(request: Request, model: str) -> Response:
-        document = await _manager(request).scale(model, _int(request, "min_worker"), _int(request, "max_worker"))
-        return json_response(document)
+        synchronous = _true(request, "synchronous")
+        document = await _manager(request).scale(model, _int(request, "min_worker"), _int(request, "max_worker"),
+                                                 synchronous)
+        return torchserve_response(document, 200 if synchronous else 202)
 
     @app.put("/models/{model}/{version}/set-default")
     async def set_default(request: Request, model: str, version: str) -> Response:
-        return json_response(_manager(request).set_default(model, version))
+        return torchserve_response(_manager(request).set_default(model, version))
 
     @app.put("/models/{model}/traffic")
     async def set_traffic(request: Request, model: str) -> Response:
@@ -134,12 +146,12 @@ def create_management_app(manager: ModelManager, *, token: str | None) -> FastAP
             document = orjson.loads(body) if body.strip() else None
         except orjson.JSONDecodeError as exc:
             raise InvalidInput(f"request body is not valid JSON: {exc}") from None
-        return json_response(_manager(request).set_traffic(model, document))
+        return torchserve_response(_manager(request).set_traffic(model, document))
 
     @app.delete("/models/{model}")
     @app.delete("/models/{model}/{version}")
     async def unregister(request: Request, model: str, version: str | None = None) -> Response:
-        return json_response(await _manager(request).unregister(model, version))
+        return torchserve_response(await _manager(request).unregister(model, version))
 
     app.add_exception_handler(ServekitError, _servekit_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
@@ -154,9 +166,13 @@ async def _servekit_error(request: Request, error: ServekitError) -> Response:
 
 
 async def _http_error(request: Request, error: HTTPException) -> Response:
-    body = {"code": error.status_code, "type": "HTTPException", "message": str(error.detail)}
-    return Response(orjson.dumps(body), status_code=error.status_code, media_type="application/json",
-                    headers=error.headers)
+    """Routing's own errors, as TorchServe words them."""
+    kind, message = {
+        404: ("ResourceNotFoundException", "Requested resource is not found, please refer to API document."),
+        405: ("MethodNotAllowedException", "Requested method is not allowed, please refer to API document."),
+    }.get(error.status_code, ("BadRequestException", str(error.detail)))
+    body = {"code": error.status_code, "type": kind, "message": message}
+    return torchserve_response(body, error.status_code, dict(error.headers or {}))
 
 
 async def _unexpected_error(request: Request, error: Exception) -> Response:

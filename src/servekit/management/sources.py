@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from servekit.errors import InvalidInput, PayloadTooLarge, PermissionDenied
+from servekit.errors import InvalidInput, ModelNotFound, PayloadTooLarge, PermissionDenied
 from servekit.types import is_decimal
 
 __all__ = ["download", "is_remote", "locate_local", "public_url", "url_allowed"]
@@ -92,8 +92,10 @@ def _folder_allowed(path: Path, patterns: Sequence[str]) -> bool:
 
 
 def locate_local(spec: str, store: Path, patterns: Sequence[str]) -> Path:
-    """The archive file a local ``spec`` names: a path relative to the model store, an absolute
-    path or a file:// URL. It must lie (links resolved) inside the store or an allowed folder."""
+    """The archive a local ``spec`` names: a path relative to the model store, an absolute path
+    or a file:// URL; a file, or a folder (TorchServe's ``no-archive`` format). It must lie
+    (links resolved) inside the store or an allowed folder; ModelNotFound (404, TorchServe's
+    message) when there is nothing there."""
     if "\0" in spec:
         raise InvalidInput("the archive path holds a NUL character")
     parts = urlsplit(spec)
@@ -111,9 +113,10 @@ def locate_local(spec: str, store: Path, patterns: Sequence[str]) -> Path:
     if not (resolved.is_relative_to(store.resolve()) or _folder_allowed(resolved, patterns)):
         raise PermissionDenied(f"archive {raw!r} is outside the model store {store} and the allowed folders "
                                "(--allowed-url file:///FOLDER/)")
-    if not resolved.is_file():
-        raise InvalidInput(f"no archive {raw!r} in the model store {store}" if not Path(raw).is_absolute()
-                           else f"no archive file {raw}")
+    if not resolved.exists():
+        raise ModelNotFound(f"Model not found at: {spec}")
+    if not (resolved.is_file() or resolved.is_dir()):
+        raise InvalidInput(f"archive {raw!r} is neither a file nor a folder")
     return resolved
 
 

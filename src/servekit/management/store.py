@@ -5,11 +5,23 @@ folder under ``.servekit/staging`` (hidden, so no scan ever sees it as a model) 
 complete, checked model or version folder is renamed into place, which is atomic on one
 file system: a repository scan sees all of a version or none of it. Removal is the same in
 reverse: a rename into ``.servekit/trash``, then deletion.
+
+What servekit unpacked, and only that, may be deleted again: every model or version folder it
+installs holds an empty ``.servekit-registered`` file (``REGISTERED_MARK``), written before the
+folder is renamed into place, so it is part of what a scan first sees and never changes. A
+folder without it was put there by someone else, and unregistering leaves it on disk.
+
+Where a registered archive goes: servekit's own archives into the store itself (``NAME/``,
+loaded again at the next start); archives of other servers (TorchServe's) into
+``.servekit/unpacked-PID/NAME/`` (``process_area``), which lasts only while this process
+runs, as a TorchServe registration does: list such archives in ``--models`` to serve them at
+every start. The area is per process, so several worker processes never share one.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import uuid
@@ -27,25 +39,31 @@ from servekit.management.sources import download, is_remote, locate_local
 from servekit.serving.entry import read_model_config
 from servekit.types import is_decimal
 
-__all__ = ["WORK_FOLDER", "ModelStore", "RegistrationOverrides"]
+__all__ = ["REGISTERED_MARK", "WORK_FOLDER", "ModelStore", "RegistrationOverrides", "mark_registered"]
 
 log = logging.getLogger("servekit.repository")
 
 WORK_FOLDER = ".servekit"
+REGISTERED_MARK = ".servekit-registered"
+_AREA_PREFIX = "unpacked-"
 # Config fields a registration or scaling may set, so they may differ between versions' archives.
-_ADJUSTABLE = frozenset({"max_batch_size", "instances", "default_version", "traffic", "version_policy"})
+_ADJUSTABLE = frozenset({"max_batch_size", "instances", "default_version", "traffic", "version_policy",
+                         "execution_timeout_s"})
 
 
 @dataclass(frozen=True, slots=True)
 class RegistrationOverrides:
-    """``batch_size``, ``max_batch_delay`` (ms) and ``initial_workers`` of a registration, over config.yaml."""
+    """``batch_size``, ``max_batch_delay`` (ms), ``initial_workers`` and ``response_timeout`` (s)
+    of a registration, over config.yaml (``execution_timeout_s`` for the timeout)."""
 
     batch_size: int | None = None
     max_batch_delay_ms: float | None = None
     initial_workers: int | None = None
+    response_timeout_s: float | None = None
 
     def __bool__(self) -> bool:
-        return any(v is not None for v in (self.batch_size, self.max_batch_delay_ms, self.initial_workers))
+        return any(v is not None for v in (self.batch_size, self.max_batch_delay_ms, self.initial_workers,
+                                           self.response_timeout_s))
 
     def write_into(self, model_dir: Path) -> ModelConfig:
         """Write the effective config.yaml (the archive's, with these values) and return it, validated."""
@@ -59,6 +77,8 @@ class RegistrationOverrides:
             raw["batching"] = {**batching, "max_queue_delay_ms": self.max_batch_delay_ms}
         if self.initial_workers is not None:
             raw["instances"] = self.initial_workers
+        if self.response_timeout_s is not None:
+            raw["execution_timeout_s"] = self.response_timeout_s
         text = yaml.safe_dump(raw, sort_keys=False)
         config = parse_model_config(text, "registration parameters")
         path.write_text(text, encoding="utf-8")
@@ -84,6 +104,11 @@ def _model_files(model_dir: Path) -> dict[str, bytes]:
     return found
 
 
+def mark_registered(folder: Path) -> None:
+    """Mark a model or version folder as servekit's own (see the module docstring)."""
+    (folder / REGISTERED_MARK).touch()
+
+
 class ModelStore:
     """Fetch, unpack, install and remove models below ``root``."""
 
@@ -107,6 +132,28 @@ class ModelStore:
     def contains(self, path: Path) -> bool:
         return path.resolve().is_relative_to(self.root.resolve())
 
+    def registered_here(self, path: Path) -> bool:
+        """Whether servekit installed the model or version folder ``path`` (and so may delete it)."""
+        return self.contains(path) and (path / REGISTERED_MARK).is_file()
+
+    @property
+    def process_area(self) -> Path:
+        """This process's folder of models that last only while it runs (see the module docstring)."""
+        return self.work / f"{_AREA_PREFIX}{os.getpid()}"
+
+    def prepare_process_area(self) -> Path:
+        """Create this process's area, and remove the areas of processes that are gone."""
+        self.work.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for folder in self.work.glob(f"{_AREA_PREFIX}*"):
+            pid = folder.name[len(_AREA_PREFIX):]
+            if is_decimal(pid) and int(pid) != os.getpid() and not _alive(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
+        self.process_area.mkdir(mode=0o700, exist_ok=True)
+        return self.process_area
+
+    def remove_process_area(self) -> None:
+        shutil.rmtree(self.process_area, ignore_errors=True)
+
     def new_staging(self) -> Path:
         staging = self.work / "staging"
         staging.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -124,11 +171,15 @@ class ModelStore:
         model_dir = staging / "model"
         return extract_archive(archive, model_dir, self.limits), model_dir
 
-    def install(self, unpacked: Path, name: str, version: int, existing: Path | None) -> Path:
-        """Rename an unpacked model (or, for a model already here, its version folder) into place;
-        returns what was added. Conflict when that version exists or the model's shared files differ."""
+    def install(self, unpacked: Path, name: str, version: int, existing: Path | None,
+                into: Path | None = None, compare: bool = True) -> Path:
+        """Rename an unpacked model (or, for a model already here, its version folder) into place,
+        in ``into`` (default: the store); returns what was added, marked as servekit's. Conflict
+        when that version exists or (with ``compare``) the model's shared files differ."""
+        mark_registered(unpacked / str(version))
         if existing is None:
-            target = self.root / name
+            mark_registered(unpacked)
+            target = (into or self.root) / name
             try:
                 unpacked.rename(target)
             except OSError:
@@ -142,7 +193,8 @@ class ModelStore:
         if target.exists():
             raise Conflict(f"model {name!r} already has a version {version}; unregister it first "
                            f"(DELETE /models/{name}/{version}) or pack another version number")
-        self._check_compatible(unpacked, existing, name, version)
+        if compare:
+            self._check_compatible(unpacked, existing, name, version)
         try:
             (unpacked / str(version)).rename(target)
         except OSError:
@@ -178,3 +230,13 @@ class ModelStore:
         """Delete a folder in the store (staging, trash or an installed one), quietly if it is gone."""
         if path.exists() and self.contains(path):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True

@@ -46,8 +46,9 @@ __all__ = [
 ]
 
 # "http" and "grpc": the Open Inference Protocol over each transport; "simple_http" (/predict) and
-# "simple_grpc" (modelserving.ModelService): the simple API; "internal": an in-process caller.
-Protocol = Literal["http", "grpc", "simple_http", "simple_grpc", "internal"]
+# "simple_grpc" (modelserving.ModelService): the simple API; "torchserve_http": TorchServe's inference
+# routes (/predictions, /explanations); "internal": an in-process caller.
+Protocol = Literal["http", "grpc", "simple_http", "simple_grpc", "torchserve_http", "internal"]
 
 DURATION_BUCKETS: Final = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,

@@ -60,6 +60,9 @@ class Runtime(ABC):
     thread_safe: bool = False
     # True: batches arrive through predict_requests, one RuntimeRequest per client request.
     per_request: bool = False
+    # Set by load() when the model files name their version (a TorchServe archive's "1.0"):
+    # clients may then ask for the version by that label as well as by its number.
+    version_label: str | None = None
 
     def __init__(self, context: RuntimeContext) -> None:
         self.context = context

@@ -4,9 +4,11 @@
 the repository poller. Transports are attached to it once models are loaded and are
 stopped before the models drain, so the order of a server's life is written once, here:
 
-    start:  cache -> start-up loading -> gc freeze -> ready -> poller -> attached servers, in order
+    start:  cache -> start-up loading (repository, then --models archives) -> gc freeze -> ready -> poller
+            -> attached servers, in order
     drain:  (SIGTERM) not ready -> every attached server stops accepting, at once (``begin_drain``)
-    stop:   not ready -> poller -> attached servers, in reverse -> models drain and unload -> cache
+    stop:   not ready -> poller -> attached servers, in reverse -> models drain and unload -> the
+            archives this process unpacked -> cache
 
 The HTTP app's lifespan, and a Ray Serve replica, run a core; gRPC and the management API are
 attached servers. Nothing here imports a transport: a server is anything with ``start`` and
@@ -15,6 +17,7 @@ attached servers. Nothing here imports a transport: a server is anything with ``
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from typing import TYPE_CHECKING, Protocol
@@ -65,6 +68,8 @@ class ServingCore:
         settings = self.settings
         self.plane.cache = create_cache(settings)
         await self._registry.load_all(settings.load_models)
+        if settings.models:  # archives named at start (``--models``): the management operations register them
+            await self.management().register_at_start(settings.models)
         # Move everything alive after loading (modules, weights, sessions) out of the
         # collector's reach: batching frees requests in waves, and without this each
         # wave's full collection re-walked those objects (45-55 ms pauses in p99).
@@ -109,5 +114,7 @@ class ServingCore:
                 await self._attached.pop().stop()
         finally:
             await self._registry.close()
+            if self._manager is not None:
+                await asyncio.to_thread(self._manager.close)
             if self.plane.cache is not None:
                 await self.plane.cache.close()

@@ -22,6 +22,8 @@ class Overrides:
     instances: int | None = None
     default_version: int | None = None
     traffic: dict[int, int] | None = None  # {} = no split, whatever config.yaml says
+    # Versions unregistered whose folders stay on disk (the user's, not servekit's): not loaded again.
+    hidden_versions: set[int] = field(default_factory=set)
 
     def apply(self, config: ModelConfig) -> ModelConfig:
         update: dict[str, object] = {}
@@ -46,6 +48,16 @@ class ModelEntry:
     reason: str = "not loaded"
     source: str = ""  # where the model came from: its folder, or the archive it was registered from
     overrides: Overrides = field(default_factory=Overrides)
+
+    def version_number(self, text: str) -> int | None:
+        """The version ``text`` names: a loaded version's label (TorchServe's "1.0"), else a
+        version number the model has (loaded or failed); None when it names none."""
+        for number, loaded in self.versions.items():
+            if loaded.label == text:
+                return number
+        if is_decimal(text) and (int(text) in self.versions or int(text) in self.failed_versions):
+            return int(text)
+        return None
 
     def ready_versions(self) -> dict[int, ModelVersion]:
         return {v: mv for v, mv in self.versions.items() if mv.state is LoadState.READY}

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from servekit.config import ModelConfig
-from servekit.errors import ConfigError, ModelNotFound, ModelNotReady, ServekitError
+from servekit.errors import ConfigError, ModelNotFound, ModelNotReady, ServekitError, VersionNotFound
 from servekit.observability.metrics import record_model_loaded, record_model_unloaded
 from servekit.serving.entry import (
     ModelEntry,
@@ -46,7 +46,6 @@ from servekit.serving.entry import (
 )
 from servekit.serving.traffic import pick_version
 from servekit.serving.version import LoadState, ModelVersion, load_version, serving_fields, version_fingerprint
-from servekit.types import is_decimal
 
 __all__ = ["Registry"]
 
@@ -64,7 +63,7 @@ class _Plan:
 def _plan(path: Path, overrides: Overrides, current: dict[int, ModelVersion]) -> _Plan:
     """Which selected versions can stay as they are and which must (re)load (blocking)."""
     config = overrides.apply(read_model_config(path))
-    on_disk = scan_versions(path)
+    on_disk = [v for v in scan_versions(path) if v not in overrides.hidden_versions]
     selected = config.version_policy.select(on_disk)
     if not selected:
         raise ServekitError(f"{path}: no numbered version folders to load (e.g. {path}/1/)")
@@ -122,6 +121,7 @@ class Registry:
     def __init__(self, root: Path, store: Path | None = None) -> None:
         self.root = root
         self.store = store if store is not None else root
+        self._extra_roots: list[Path] = []
         self._models: dict[str, ModelEntry] = {}
         self._locks: dict[str, _TaskLock] = {}
         # Every spelling of the roots a message may hold, longest first (a store inside the repository).
@@ -131,8 +131,17 @@ class Registry:
 
     @property
     def roots(self) -> tuple[Path, ...]:
-        """Folders holding model folders; a name found in both is the repository's."""
-        return (self.root,) if self.store.resolve() == self.root.resolve() else (self.root, self.store)
+        """Folders holding model folders, in order: a name found in several is the first one's. Any
+        ``add_root`` folders, then the repository, then the model store when it is another folder."""
+        own = (self.root,) if self.store.resolve() == self.root.resolve() else (self.root, self.store)
+        return (*self._extra_roots, *own)
+
+    def add_root(self, folder: Path) -> None:
+        """Look for model folders in ``folder`` too, first (where the management API unpacks the
+        archives it registers for this process only: a model registered there by a name wins over a
+        folder of that name on disk, which the registration checked was not a model being served)."""
+        if folder not in self._extra_roots:
+            self._extra_roots.append(folder)
 
     def model_names(self) -> list[str]:
         return sorted(self._models)
@@ -169,7 +178,8 @@ class Registry:
             raise ModelNotFound(f"unknown model {name!r}") from None
 
     def resolve(self, name: str, version: str | None = None) -> ModelVersion:
-        """The named version, or the default one; 404 when absent, 503 when not ready."""
+        """The named version (by label first, then number: ``ModelEntry.version_number``), or the
+        default one; 404 when absent, 503 when not ready."""
         entry = self.entry(name)
         if version in (None, ""):
             chosen = entry.default_version()
@@ -177,9 +187,9 @@ class Registry:
                 raise ModelNotReady(f"model {name!r} is not ready: {self.public(entry.reason)}")
             return chosen
         assert version is not None
-        number = int(version) if is_decimal(version) else None
-        if number is None or (number not in entry.versions and number not in entry.failed_versions):
-            raise ModelNotFound(f"model {name!r} has no version {version!r}")
+        number = entry.version_number(version)
+        if number is None:
+            raise VersionNotFound(f"model {name!r} has no version {version!r}")
         if number in entry.failed_versions:
             raise ModelNotReady(f"model {name!r} version {number} is not ready: "
                                 f"{self.public(entry.failed_versions[number])}")

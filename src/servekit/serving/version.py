@@ -63,11 +63,16 @@ class ModelVersion:
     # 1 for the first load of this model version in this process, 2 for the next (a reload), and
     # so on: the response cache keeps the answers of each load apart by it.
     generation: int = 1
+    # What clients may call the version besides its number: the runtime's ``version_label`` (a
+    # TorchServe archive's modelVersion, "1.0"), else the number itself.
+    label: str = ""
+    loaded_at: float = 0.0  # wall-clock time (time.time()) the load finished
     # Looked up on every request: built once here, not per call.
     input_by_name: dict[str, TensorSpec] = field(init=False)
     output_by_name: dict[str, TensorSpec] = field(init=False)
 
     def __post_init__(self) -> None:
+        self.label = self.label or str(self.version)
         self.input_by_name = {spec.name: spec for spec in self.inputs}
         self.output_by_name = {spec.name: spec for spec in self.outputs}
 
@@ -200,6 +205,8 @@ def load_version(name: str, model_dir: Path, version: int, config: ModelConfig) 
         stats=stats,
         fingerprint=fingerprint,
         generation=next(_GENERATIONS[name, version]),
+        label=runtimes[0].version_label or str(version),
+        loaded_at=time.time(),
     )
     log.info("loaded %s version %d (%s, %s) in %.3f s", name, version, runtime_name, loaded.device, loaded.load_seconds)
     return loaded

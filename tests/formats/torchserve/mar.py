@@ -99,3 +99,18 @@ def softmax(scores: list[float]) -> list[float]:
 
     exps = [math.exp(s - max(scores)) for s in scores]
     return [e / sum(exps) for e in exps]
+
+
+def recorded_store(store: Path, work: Path) -> Path:
+    """The model store TorchServe's answers were recorded with (record_answers.py's ``build``), made
+    with the real archiver: tiny.mar, eager.mar, echo.mar, echofn.mar, tinytgz.tar.gz, tinydir/."""
+    script, state = write_torchscript(work), write_state_dict(work)
+    h = HANDLERS
+    archive(store, "tiny", h / "text_handler.py", serialized=script, extra=(h / "index_to_name.json",),
+            config=h / "model_config.yaml")
+    archive(store, "eager", h / "eager_handler.py", version="2.0", model_file=h / "model.py", serialized=state)
+    archive(store, "echo", h / "echo_handler.py", config=h / "model_config.yaml")
+    archive(store, "echofn", f"{h / 'echo_handler'}:handle", version="3")
+    archive(store, "tinytgz", h / "text_handler.py", serialized=script, archive_format="tgz")
+    archive(store, "tinydir", h / "text_handler.py", serialized=script, archive_format="no-archive")
+    return store

@@ -2,6 +2,7 @@
 
 Entry points for the wiring (management API, ``serve --models``, TorchServe-style routes):
 
+- ``looks_like_mar(path)``: whether a file or folder has a TorchServe archive's layout (cheap);
 - ``read_mar(path, limits)``: check an archive (``.mar`` zip, ``.tar.gz`` or ``no-archive``
   folder) and read its manifest and model_config.yaml, writing nothing;
 - ``unpack_mar(path, destination, limits)``: the same, unpacked safely into a new folder
@@ -15,7 +16,7 @@ Entry points for the wiring (management API, ``serve --models``, TorchServe-styl
   failed request.
 """
 
-from servekit.formats.torchserve.archive import TorchServeModel, read_mar, unpack_mar
+from servekit.formats.torchserve.archive import TorchServeModel, looks_like_mar, read_mar, unpack_mar
 from servekit.formats.torchserve.manifest import MarManifest, YamlSettings, parse_manifest, parse_model_yaml
 from servekit.formats.torchserve.protocol import HandlerFailed
 
@@ -24,6 +25,7 @@ __all__ = [
     "MarManifest",
     "TorchServeModel",
     "YamlSettings",
+    "looks_like_mar",
     "parse_manifest",
     "parse_model_yaml",
     "read_mar",

@@ -39,7 +39,7 @@ from servekit.formats.torchserve.manifest import (
 )
 from servekit.management.archive import ArchiveLimits
 
-__all__ = ["TorchServeModel", "read_mar", "unpack_mar"]
+__all__ = ["TorchServeModel", "looks_like_mar", "read_mar", "unpack_mar"]
 
 _CHUNK = 1024 * 1024
 _MAX_SMALL_FILE = 8 * 1024 * 1024  # MANIFEST.json and model_config.yaml
@@ -243,6 +243,22 @@ def _describe(path: Path, members: list[_Member]) -> tuple[MarManifest, dict[str
     text = _read_small(where, by_name[manifest.config_file])
     model_yaml, settings = parse_model_yaml(text, f"{where}: {manifest.config_file}")
     return manifest, model_yaml, settings
+
+
+def looks_like_mar(path: Path) -> bool:
+    """Whether ``path`` looks like a TorchServe archive, by its layout alone (cheap; nothing is
+    checked: ``read_mar`` does that): a folder or zip holding ``MAR-INF/MANIFEST.json`` at its
+    root or under one top folder, or a tar file (servekit's own archives are zip files)."""
+    try:
+        if path.is_dir():
+            return (path / MANIFEST_PATH).is_file() or any(
+                (child / MANIFEST_PATH).is_file() for child in path.iterdir() if child.is_dir())
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                return any(name == MANIFEST_PATH or name.endswith("/" + MANIFEST_PATH) for name in archive.namelist())
+        return tarfile.is_tarfile(path)
+    except _READ_ERRORS:
+        return False
 
 
 def read_mar(path: Path, limits: ArchiveLimits | None = None) -> TorchServeModel:

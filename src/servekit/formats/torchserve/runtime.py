@@ -22,6 +22,8 @@ Request parameters (``RuntimeRequest.parameters``; an OIP client may send them t
 - ``explain`` (bool): the request came to TorchServe's ``/explanations`` route.
 
 ``RuntimeRequest.id`` is ``context.get_request_id(idx)`` (a fresh UUID when the client gave none).
+The manifest's ``modelVersion`` is the runtime's ``version_label``. torch, when the handler uses
+it, runs with the intra-op threads ``servekit.formats.torchserve.threads`` chooses.
 
 The archive folder is the version folder when it holds ``MAR-INF/MANIFEST.json`` (an archive
 unpacked as version N of a servekit model), else the model folder. ``config.handler``, when
@@ -44,6 +46,7 @@ from servekit.errors import ConfigError, InvalidInput, ServekitError
 from servekit.formats.torchserve.importer import ArchiveImports
 from servekit.formats.torchserve.manifest import MANIFEST_PATH, parse_manifest, parse_model_yaml
 from servekit.formats.torchserve.protocol import HandlerFailed, decode_request, encode_answer, header_pairs
+from servekit.formats.torchserve.threads import TorchThreads
 from servekit.formats.torchserve.ts import __version__ as TS_API_VERSION
 from servekit.formats.torchserve.ts.context import Context, RequestProcessor
 from servekit.formats.torchserve.ts.metrics.cache import HandlerMetrics
@@ -86,6 +89,7 @@ class TorchServeRuntime(Runtime):
         if not manifest_path.is_file():
             raise ConfigError(f"{folder}: no {MANIFEST_PATH}; a torchserve model is an unpacked TorchServe archive")
         manifest = parse_manifest(manifest_path.read_bytes(), manifest_path)
+        self.version_label = manifest.model_version
         model_yaml: dict[str, Any] = {}
         device_ids: list[int] | None = None
         if manifest.config_file:
@@ -101,7 +105,8 @@ class TorchServeRuntime(Runtime):
             context = Context(ctx.model_name, str(folder), manifest.raw, ctx.config.max_batch_size or 1, gpu_id,
                               TS_API_VERSION, metrics=HandlerMetrics(), model_yaml_config=model_yaml)
             context.import_archive_module = self._imports.import_module
-            initialize(context)
+            self._threads = TorchThreads(ctx.config.instances)
+            self._threads.around_initialize(lambda: initialize(context))
         except ModuleNotFoundError as exc:
             self._imports.close()
             if exc.name == "torch":
@@ -121,6 +126,7 @@ class TorchServeRuntime(Runtime):
         raise NotImplementedError("a TorchServe handler takes its batches as requests (predict_requests)")
 
     def predict_requests(self, requests: Sequence[RuntimeRequest]) -> list[Arrays | Exception]:
+        self._threads.on_this_thread()
         answers: list[Arrays | Exception | None] = [None] * len(requests)
         rows: list[dict[str, Any]] = []
         processors: list[RequestProcessor] = []
@@ -229,13 +235,14 @@ def _answer(item: Any, processor: RequestProcessor) -> Arrays | Exception:
     except (TypeError, ValueError) as exc:
         return HandlerFailed(f"the handler's answer cannot be sent: {exc}",
                              torchserve_message="Unsupported model output data type.")
-    headers = {str(k): str(v) for k, v in processor.get_response_headers().items()}
+    set_headers = processor.get_response_headers()
+    headers = {str(k): str(v) for k, v in set_headers.items()} if set_headers else {}
     content_type = headers.pop("content-type", "")
     return {
         "body": _bytes_item(body),
-        "content_type": _bytes_item(content_type.encode("utf-8")),
+        "content_type": _bytes_item(content_type.encode("utf-8")) if content_type else _NO_BYTES,
         "status": np.array([int(processor.get_response_status_code())], dtype=np.int32),
-        "headers": _bytes_item(json.dumps(headers).encode("utf-8")),
+        "headers": _bytes_item(json.dumps(headers).encode("utf-8")) if headers else _NO_HEADERS,
     }
 
 
@@ -243,6 +250,11 @@ def _bytes_item(value: bytes) -> np.ndarray[Any, Any]:
     array = np.empty(1, dtype=object)
     array[0] = value
     return array
+
+
+# The usual answer sets neither: shared, never written to (outputs are only read downstream).
+_NO_BYTES = _bytes_item(b"")
+_NO_HEADERS = _bytes_item(b"{}")
 
 
 def _failure(model: str, exc: Exception) -> HandlerFailed:

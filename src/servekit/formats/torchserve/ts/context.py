@@ -23,7 +23,7 @@ class RequestProcessor:
 
     def __init__(self, request_header: Mapping[str, Any]) -> None:
         self._request_header = dict(request_header)
-        self._lowered = {str(key).lower(): value for key, value in self._request_header.items()}
+        self._lowered: dict[str, Any] | None = None  # built on the first lookup that needs it
         self._status_code = 200
         self._reason_phrase: str | None = None
         self._response_header: dict[str, str] = {}
@@ -31,6 +31,8 @@ class RequestProcessor:
     def get_request_property(self, key: str) -> Any:
         if key in self._request_header:
             return self._request_header[key]
+        if self._lowered is None:
+            self._lowered = {str(name).lower(): value for name, value in self._request_header.items()}
         return self._lowered.get(key.lower())
 
     def get_request_properties(self) -> dict[str, Any]:
