@@ -129,7 +129,7 @@ class ModelProcess:
     def __init__(self, runtime_name: str, context: RuntimeContext,
                  on_lost: Callable[[ModelProcess], None] | None = None) -> None:
         if os.name != "posix":
-            raise ConfigError("isolation: process needs a POSIX system (Linux, macOS): it hands the model's "
+            raise ConfigError("isolation: process needs a POSIX system: it hands the model's "
                               "process its pipes and shared memory as inherited descriptors")
         self.label = f"{context.model_name}:{context.version}"
         self._on_lost = on_lost
@@ -159,7 +159,8 @@ class ModelProcess:
         self._relay = threading.Thread(target=self._relay_logs, args=(Connection(parent_logs.detach()),),
                                        name=f"servekit-logs-{self.label}-{self.pid}", daemon=True)
         self._relay.start()
-        self._send(("load", runtime_name, context, _log_levels()))
+        with contextlib.suppress(ProcessExited):  # died at once: wait_loaded says how
+            self._send(("load", runtime_name, context, _log_levels()))
 
     def wait_loaded(self) -> Loaded:
         """Block until the model is loaded there; on failure, raise the load's own exception
