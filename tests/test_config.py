@@ -10,6 +10,7 @@ def test_empty_config_takes_the_defaults() -> None:
     config = parse_model_config("", "m/config.yaml")
     assert config == ModelConfig()
     assert config.batching.enabled and config.instances == 1 and config.max_batch_size is None
+    assert config.isolation == "none"
 
 
 def test_full_config_parses() -> None:
@@ -19,6 +20,7 @@ def test_full_config_parses() -> None:
         max_batch_size: 16
         batching: {max_queue_delay_ms: 5, preferred_batch_sizes: [8, 4, 8], timeout_ms: 100}
         instances: 2
+        isolation: process
         device: cpu
         version_policy: {latest: 2}
         default_version: 3
@@ -26,7 +28,7 @@ def test_full_config_parses() -> None:
         """,
         "m/config.yaml",
     )
-    assert config.batching.preferred_batch_sizes == [4, 8]
+    assert config.batching.preferred_batch_sizes == [4, 8] and config.isolation == "process"
     assert config.inputs is not None and config.inputs[0].spec().shape == (-1, 4)
 
 
@@ -40,6 +42,8 @@ def test_full_config_parses() -> None:
         ("instances: 0", "instances"),
         ("colour: blue", "colour: Extra inputs are not permitted"),
         ("version_policy: {latest: 1, all: true}", "give only one of latest, all, specific"),
+        ("isolation: thread", "isolation: Input should be 'none' or 'process'"),
+        ("isolation: process\nbatching: {execution: inline}", "with isolation process it runs in another process"),
         ("[1, 2]", "expected a mapping"),
         ("a: [", "not valid YAML"),
     ],

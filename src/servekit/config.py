@@ -189,6 +189,10 @@ class ModelConfig(_Strict):
         default=None, gt=0, description="longest one model call may run: past it the call's requests fail with "
         "504 and its instance is replaced (the model then runs on instance threads, never inline)",
     )
+    isolation: Literal["none", "process"] = Field(
+        default="none", description="process: each instance runs in a process of its own (a crash fails only its "
+        "batch and the process restarts; a GIL-bound model scales with instances); see servekit.runtimes.isolated",
+    )
     device: Literal["cpu", "cuda", "auto"] = "auto"
     version_policy: VersionPolicy = Field(default_factory=VersionPolicy)
     default_version: int | None = None
@@ -210,6 +214,9 @@ class ModelConfig(_Strict):
         if self.batching.execution == "inline" and self.execution_timeout_s is not None:
             raise ValueError("batching.execution inline cannot be timed out (a call on the event loop cannot be "
                              "abandoned); use thread or auto with execution_timeout_s")
+        if self.batching.execution == "inline" and self.isolation == "process":
+            raise ValueError("batching.execution inline runs the model on the event loop; with isolation process "
+                             "it runs in another process (use thread or auto)")
         return self
 
     @field_validator("traffic")

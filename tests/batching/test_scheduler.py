@@ -413,6 +413,57 @@ def test_a_call_past_the_execution_timeout_fails_its_requests_and_its_instance_i
     run(body)
 
 
+class AbortableRuntime(DoublingRuntime):
+    """Like a model in its own process: abort() ends the call in flight (here: opens its gate)."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        super().__init__(gate)
+        self.aborts = 0
+        self.unloaded = threading.Event()
+        self.reason: str | None = None
+
+    def abort(self) -> None:
+        self.aborts += 1
+        assert self.gate is not None
+        self.gate.set()
+
+    def unload(self) -> None:
+        self.unloaded.set()
+
+    def unavailable_reason(self) -> str | None:
+        return self.reason
+
+
+def test_an_abandoned_instance_is_aborted_and_unloaded_once_its_call_ends() -> None:
+    async def body() -> None:
+        hung = AbortableRuntime(threading.Event())
+        batcher = Batcher("m:1", [hung], BatchPolicy(max_rows=4), execution_timeout_s=0.1,
+                          respawn=DoublingRuntime)
+        with pytest.raises(DeadlineExceeded):
+            await batcher.submit(rows(1.0))
+        assert hung.aborts == 1
+        assert await asyncio.to_thread(hung.unloaded.wait, 10)  # the aborted call returned: unloaded
+        assert (await batcher.submit(rows(2.0)))["y"].tolist() == [[4.0]]
+        await batcher.close()
+        assert hung.aborts == 1
+
+    run(body)
+
+
+def test_a_version_is_unavailable_only_when_every_instance_says_why() -> None:
+    async def body() -> None:
+        first, second = AbortableRuntime(threading.Event()), AbortableRuntime(threading.Event())
+        batcher = Batcher("m:1", [first, second], BatchPolicy(max_rows=4))
+        assert batcher.unavailable_reason is None
+        first.reason = "crashed"
+        assert batcher.unavailable_reason is None  # the other instance still serves
+        second.reason = "crashed too"
+        assert batcher.unavailable_reason == "crashed"
+        await batcher.close()
+
+    run(body)
+
+
 def test_without_a_replacement_what_waits_fails_once_no_instance_is_left() -> None:
     async def body() -> None:
         gate = threading.Event()

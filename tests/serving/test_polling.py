@@ -53,7 +53,8 @@ def test_polling_runs_in_the_background_until_stopped(tmp_path: Path) -> None:
         await poller.start()
         write_repository(tmp_path, {"late": None})
         deadline = asyncio.get_running_loop().time() + 60  # generous: a shared machine may be slow
-        while "late" not in registry.model_names() and asyncio.get_running_loop().time() < deadline:
+        while not ("late" in registry.model_names() and registry.entry("late").versions) \
+                and asyncio.get_running_loop().time() < deadline:  # listed while loading: wait for its versions
             await asyncio.sleep(0.02)
         assert registry.resolve("late").version == 1
         await poller.stop()

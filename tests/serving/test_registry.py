@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from servekit.errors import ModelNotFound, ModelNotReady
+from servekit.errors import ModelFailed, ModelNotFound, ModelNotReady
 from servekit.serving.registry import Registry
 from servekit.serving.version import LoadState
 from tests.builders import write_onnx_model, write_repository
@@ -281,3 +281,49 @@ def test_a_version_is_named_by_its_label_first_then_its_number() -> None:
     entry.failed_versions = {4: "broken"}
     assert [entry.version_number(text) for text in ("3", "1.0", "1", "2", "4", "9", "2.0")] == [
         1, 2, 1, 2, 4, None, None]
+
+
+CRASHING_HANDLER = '''
+import os
+
+from servekit import BaseHandler
+
+
+class Crashes(BaseHandler):
+    def inference(self, data):
+        if (data["x"] < 0).any():
+            os._exit(1)
+        return {"y": data["x"] * 2}
+'''
+
+
+def test_a_model_whose_process_crashes_too_often_is_down_until_loaded_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from servekit.runtimes import isolated
+
+    fast = isolated.RestartPolicy(delays_s=(0.0,), max_crashes=2, window_s=600.0)
+    monkeypatch.setattr(isolated, "RestartPolicy", lambda: fast)  # what load_version's instances get
+    model_dir = tmp_path / "crashy"
+    (model_dir / "1").mkdir(parents=True)
+    (model_dir / "handler.py").write_text(CRASHING_HANDLER)
+    (model_dir / "config.yaml").write_text("isolation: process\nmax_batch_size: 4\n"
+                                           "inputs: [{name: x, datatype: FP32, shape: [-1, 1]}]\n"
+                                           "outputs: [{name: y, datatype: FP32, shape: [-1, 1]}]\n")
+    registry = Registry(tmp_path)
+
+    async def run() -> None:
+        await registry.load_all()
+        batcher = registry.resolve("crashy").batcher
+        for _ in range(2):
+            with pytest.raises(ModelFailed, match="the model's process exited with code 1"):
+                await batcher.submit({"x": np.array([[-1.0]], dtype=np.float32)})
+        [row] = registry.index()
+        assert row["state"] == "UNAVAILABLE" and "crashed 2 times" in row["reason"]
+        with pytest.raises(ModelNotReady, match="crashed 2 times"):
+            registry.resolve("crashy")
+        await registry.load("crashy")  # loaded again: a fresh version, with fresh processes
+        answer = await registry.resolve("crashy").batcher.submit({"x": np.array([[2.0]], dtype=np.float32)})
+        assert answer["y"].tolist() == [[4.0]] and registry.index()[0]["state"] == "READY"
+        await registry.close()
+
+    asyncio.run(run())

@@ -20,11 +20,11 @@ pumped.
 Deadlines fire on time whatever the instances are doing: a queued request with a deadline
 gets a timer that fails it with DeadlineExceeded (504) when the deadline passes before a
 batch takes it. ``execution_timeout_s`` bounds one model call: a batch still running past it
-fails its requests with DeadlineExceeded, its instance is abandoned (a Python thread cannot be
-stopped; its late result is dropped and its runtime unloaded once the call returns) and a
-fresh instance is loaded in its place with ``respawn``, so the model keeps serving at full
-width. Instance threads are daemons: a call that never returns cannot hold the process's
-exit.
+fails its requests with DeadlineExceeded, its instance is abandoned (``Runtime.abort``: a model
+in its own process is killed; a Python thread cannot be stopped; the late result is dropped and
+the runtime unloaded once the call returns) and a fresh instance is loaded in its place with
+``respawn``, so the model keeps serving at full width. Instance threads are daemons: a call
+that never returns cannot hold the process's exit.
 """
 
 from __future__ import annotations
@@ -250,6 +250,13 @@ class Batcher:
     def busy(self) -> int:
         return len(self._instances) - len(self._idle)
 
+    @property
+    def unavailable_reason(self) -> str | None:
+        """Why no instance can serve although the version loaded (each has a reason, e.g. a model
+        process that crashed too often: see Runtime.unavailable_reason), or None."""
+        reasons = [instance.runtime.unavailable_reason() for instance in self._instances]
+        return reasons[0] if reasons and all(reasons) else None
+
     async def submit(self, inputs: Arrays, deadline: float | None = None, *,
                      parameters: Mapping[str, Any] | None = None, outputs: tuple[str, ...] = (),
                      request_id: str | None = None) -> Arrays:
@@ -384,6 +391,10 @@ class Batcher:
         """A model call ran past execution_timeout_s: fail its requests, replace its instance."""
         instance.hung = True
         self._instances.remove(instance)
+        try:
+            instance.runtime.abort()  # a model in its own process is killed here; a thread runs on
+        except Exception:
+            log.exception("model %s: aborting a hung call failed", self.label)
         log.error("model %s: a batch of %d requests ran past execution_timeout_s (%.3g s); its requests fail "
                   "and the instance is replaced", self.label, len(items), self._execution_timeout_s)
         error = DeadlineExceeded(f"the model ran past its execution timeout ({self._execution_timeout_s:g} s)")
@@ -465,7 +476,8 @@ class Batcher:
             self._timer.cancel()
         for instance in self._instances:
             instance.worker.stop(wait=True)
-            instance.runtime.unload()
+        # Off the loop, all at once: unloading a model in its own process waits for that process to exit.
+        await asyncio.gather(*(asyncio.to_thread(instance.runtime.unload) for instance in self._instances))
 
 
 def _fail(item: QueuedItem, error: BaseException) -> None:

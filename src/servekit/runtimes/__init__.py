@@ -51,8 +51,16 @@ def detect_runtime(version_dir: Path, has_handler: bool) -> str:
     )
 
 
-def create_runtime(name: str, context: RuntimeContext) -> Runtime:
-    """Instantiate a runtime by name, with a clear error when its extra is not installed."""
+def create_runtime(name: str, context: RuntimeContext, *, isolated: bool = False) -> Runtime:
+    """Instantiate a runtime by name, with a clear error when its extra is not installed.
+    ``isolated``: a runtime that runs it in a process of its own (servekit.runtimes.isolated),
+    which imports the framework there, not here."""
+    if isolated:
+        if name not in _RUNTIMES:
+            raise KeyError(name)
+        from servekit.runtimes.isolated import IsolatedRuntime
+
+        return IsolatedRuntime(context, name)
     module_name, class_name, extra = _RUNTIMES[name]
     try:
         module = importlib.import_module(module_name)

@@ -89,6 +89,16 @@ class Runtime(ABC):
     def unload(self) -> None:  # noqa: B027 - optional hook, most runtimes need nothing here
         """Release what load() took; the default drops nothing explicitly."""
 
+    def abort(self) -> None:  # noqa: B027 - optional hook, most runtimes need nothing here
+        """Called (on the event loop: must not block) when the batcher abandons this instance because
+        a call ran past ``execution_timeout_s``: stop that call if the runtime can. ``unload`` follows
+        once the call has returned. The default does nothing: a thread cannot be stopped."""
+
+    def unavailable_reason(self) -> str | None:
+        """Why this instance cannot serve now although it loaded (a model process that crashed too
+        often), or None when it can."""
+        return None
+
     def run_inline(self) -> None:  # noqa: B027 - optional hook, most runtimes need nothing here
         """Called once, after load(), when every batch will run on the event loop thread (the
         model is fast: see servekit.batching.execution). A runtime may retune itself for that

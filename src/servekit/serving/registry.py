@@ -72,7 +72,7 @@ def _plan(path: Path, overrides: Overrides, current: dict[int, ModelVersion]) ->
     load: list[int] = []
     for version in selected:
         old = current.get(version)
-        unchanged = (old is not None and old.state is LoadState.READY
+        unchanged = (old is not None and old.state is LoadState.READY and old.batcher.unavailable_reason is None
                      and old.fingerprint == version_fingerprint(path, version) and serving_fields(old.config) == wanted)
         (keep if unchanged else load).append(version)
     return _Plan(config, keep, load, on_disk)
@@ -185,7 +185,7 @@ class Registry:
             chosen = entry.default_version()
             if chosen is None:
                 raise ModelNotReady(f"model {name!r} is not ready: {self.public(entry.reason)}")
-            return chosen
+            return _serving(chosen)
         assert version is not None
         number = entry.version_number(version)
         if number is None:
@@ -196,7 +196,7 @@ class Registry:
         chosen = entry.versions[number]
         if chosen.state is not LoadState.READY:
             raise ModelNotReady(f"model {name!r} version {number} is {chosen.state.value.lower()}")
-        return chosen
+        return _serving(chosen)
 
     def route(self, name: str, version: str | None = None, routing_key: str | None = None) -> ModelVersion:
         """The version one inference request runs on: the named one; else the traffic split's pick
@@ -209,7 +209,7 @@ class Registry:
             ready = entry.ready_versions()
             chosen = pick_version(split, ready, routing_key, self._rng)
             if chosen is not None:
-                return ready[chosen]
+                return _serving(ready[chosen])
         return self.resolve(name)
 
     def index(self) -> list[dict[str, str]]:
@@ -222,8 +222,11 @@ class Registry:
                 rows.append({"name": name, "state": entry.state.value, "reason": self.public(entry.reason)})
             for v in versions:
                 if v in entry.versions:
-                    rows.append({"name": name, "version": str(v), "state": entry.versions[v].state.value,
-                                 "reason": self.public(entry.stale.get(v, ""))})
+                    loaded = entry.versions[v]
+                    down = loaded.batcher.unavailable_reason
+                    state = LoadState.UNAVAILABLE if down and loaded.state is LoadState.READY else loaded.state
+                    rows.append({"name": name, "version": str(v), "state": state.value,
+                                 "reason": self.public(down or entry.stale.get(v, ""))})
                 else:
                     rows.append({"name": name, "version": str(v), "state": LoadState.UNAVAILABLE.value,
                                  "reason": self.public(entry.failed_versions[v])})
@@ -374,6 +377,14 @@ class Registry:
     async def close(self) -> None:
         for name in list(self._models):
             await self.unload(name)
+
+
+def _serving(version: ModelVersion) -> ModelVersion:
+    """``version``, unless none of its instances can serve (503 with the reason)."""
+    down = version.batcher.unavailable_reason
+    if down is not None:
+        raise ModelNotReady(f"model {version.name!r} version {version.version} is not ready: {down}")
+    return version
 
 
 async def _retire(versions: Iterable[ModelVersion]) -> None:

@@ -138,7 +138,7 @@ def _max_batch_size(config: ModelConfig, signature: Signature, where: Path) -> i
 
 def _new_runtime(runtime_name: str, context: RuntimeContext) -> Runtime:
     """One loaded instance of the runtime (blocking)."""
-    runtime = create_runtime(runtime_name, context)
+    runtime = create_runtime(runtime_name, context, isolated=context.config.isolation == "process")
     runtime.load()
     return runtime
 
@@ -174,7 +174,9 @@ def load_version(name: str, model_dir: Path, version: int, config: ModelConfig) 
         policy = BatchPolicy(max_rows=None, max_queue_size=batching.max_queue_size)
     stats = ModelStats()
     # A call that can be timed out must run on a thread: one on the event loop cannot be abandoned.
-    execution = "thread" if config.execution_timeout_s is not None else batching.execution
+    # An isolated model's call waits on another process: never on the event loop either.
+    on_thread = config.execution_timeout_s is not None or config.isolation == "process"
+    execution = "thread" if on_thread else batching.execution
     inline = choose_execution(execution, runtime_name, runtimes, signature.inputs, f"{name}:{version}",
                               batched=max_batch_size > 0)
     if inline:
@@ -208,5 +210,6 @@ def load_version(name: str, model_dir: Path, version: int, config: ModelConfig) 
         label=runtimes[0].version_label or str(version),
         loaded_at=time.time(),
     )
-    log.info("loaded %s version %d (%s, %s) in %.3f s", name, version, runtime_name, loaded.device, loaded.load_seconds)
+    log.info("loaded %s version %d (%s, %s%s) in %.3f s", name, version, runtime_name, loaded.device,
+             ", in its own process" if config.isolation == "process" else "", loaded.load_seconds)
     return loaded
