@@ -16,6 +16,7 @@ _RUNTIMES: dict[str, tuple[str, str, str | None]] = {
     "torch_export": ("servekit.runtimes.torch", "TorchExportRuntime", "torch"),
     "sklearn": ("servekit.runtimes.sklearn", "SklearnRuntime", "sklearn"),
     "python": ("servekit.runtimes.python", "PythonHandlerRuntime", None),
+    "triton_python": ("servekit.formats.triton.python_backend", "TritonPythonRuntime", None),
 }
 # top-level packages each extra installs: only their absence means "install the extra"
 _EXTRA_PACKAGES = {"torch": {"torch"}, "sklearn": {"sklearn", "skops"}}

@@ -1,0 +1,1 @@
+"""Foreign model layouts turned into servekit's own ModelConfig and runtime."""
