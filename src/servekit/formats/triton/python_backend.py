@@ -52,6 +52,9 @@ __all__ = ["TritonPythonRuntime", "servekit_error"]
 # Instances loaded per model version in this process: numbers each instance within its groups.
 _INSTANCES: defaultdict[tuple[str, int], itertools.count[int]] = defaultdict(itertools.count)
 _MODULES = itertools.count()
+# Request parameters Triton's frontends consume themselves: a model's parameters() never shows them.
+_RESERVED_PARAMETERS = frozenset({"binary_data_output", "timeout", "priority", "sequence_id", "sequence_start",
+                                  "sequence_end"})
 
 
 class Unsupported(ServekitError):
@@ -158,7 +161,7 @@ class TritonPythonRuntime(Runtime):
             tensors,
             requested_output_names=request.requested_outputs or self._output_names,
             request_id=request.id or "",
-            parameters=dict(request.parameters),
+            parameters={k: v for k, v in request.parameters.items() if k not in _RESERVED_PARAMETERS},
         )
 
     def _reshaped_input(self, name: str, array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
