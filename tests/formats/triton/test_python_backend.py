@@ -141,10 +141,14 @@ def test_error_codes_map_to_servekits_table() -> None:
 
     cases = {pb_utils.TritonError.INVALID_ARG: 400, pb_utils.TritonError.NOT_FOUND: 404,
              pb_utils.TritonError.UNAVAILABLE: 503, pb_utils.TritonError.INTERNAL: 500,
-             pb_utils.TritonError.UNKNOWN: 500, pb_utils.TritonError.ALREADY_EXISTS: 409}
+             pb_utils.TritonError.UNKNOWN: 400, pb_utils.TritonError.ALREADY_EXISTS: 400,
+             pb_utils.TritonError.UNSUPPORTED: 501, pb_utils.TritonError.CANCELLED: 400}  # as tritonserver 2.51
     assert {code: servekit_error(pb_utils.TritonError("m", code)).http_status for code in cases} == cases
     assert isinstance(servekit_error(pb_utils.TritonError("m", 2)), ModelNotFound)
     assert isinstance(servekit_error(pb_utils.TritonError("m", 4)), ModelNotReady)
+    grpc_codes = [servekit_error(pb_utils.TritonError("m", code)).grpc_code for code in range(8)]
+    assert grpc_codes == ["UNKNOWN", "INTERNAL", "NOT_FOUND", "INVALID_ARGUMENT", "UNAVAILABLE", "UNIMPLEMENTED",
+                          "ALREADY_EXISTS", "CANCELLED"]
 
 
 def test_an_exception_from_execute_fails_the_whole_batch(tmp_path: Path) -> None:

@@ -111,8 +111,8 @@ def deserialize_bytes_tensor(encoded_tensor: bytes) -> np.ndarray[Any, Any]:
 
 
 class TritonError(Exception):
-    """An error a model answers a request with (``InferenceResponse(error=...)``); its code sets the
-    status the client sees: INVALID_ARG 400, NOT_FOUND 404, UNAVAILABLE 503, others 500."""
+    """An error a model answers a request with (``InferenceResponse(error=...)``); its code (default
+    INTERNAL) sets the status the client sees (see servekit.formats.triton.python_backend)."""
 
     UNKNOWN = 0
     INTERNAL = 1

@@ -11,10 +11,11 @@ Batches arrive as their client requests (``per_request``): the requests servekit
 gathered reach ONE ``execute(requests)`` call, a list with one ``pb_utils.InferenceRequest``
 per client request, as Triton's dynamic batcher hands them over; without dynamic batching each
 request runs alone. ``execute`` returns one ``InferenceResponse`` per request, in order. A
-response carrying a ``TritonError`` fails its own request with the error's status (INVALID_ARG
-400, NOT_FOUND 404, UNAVAILABLE 503, ALREADY_EXISTS 409, UNSUPPORTED 501, others 500) and its
-message; an exception raised by ``execute`` fails the whole batch with 500. Inputs and outputs
-with ``reshape`` are reshaped here, as Triton does around the backend. Decoupled models are
+response carrying a ``TritonError`` fails its own request with the status Triton gives its
+code (INTERNAL, the default, 500; INVALID_ARG 400; NOT_FOUND 404; UNAVAILABLE 503; UNSUPPORTED
+501; UNKNOWN, ALREADY_EXISTS and CANCELLED 400 with their own gRPC codes) and its message;
+an exception raised by ``execute`` fails the whole batch with 500. Inputs and outputs with
+``reshape`` are reshaped here, as Triton does around the backend. Decoupled models are
 refused at load.
 """
 
@@ -31,7 +32,6 @@ import numpy as np
 
 from servekit.errors import (
     ConfigError,
-    Conflict,
     InvalidInput,
     ModelFailed,
     ModelNotFound,
@@ -57,23 +57,28 @@ _RESERVED_PARAMETERS = frozenset({"binary_data_output", "timeout", "priority", "
                                   "sequence_end"})
 
 
-class Unsupported(ServekitError):
-    """A model answered TritonError.UNSUPPORTED."""
+def _answered(name: str, http_status: int, grpc_code: str) -> type[ServekitError]:
+    """A ServekitError kind for a TritonError code servekit's own table has no error for."""
+    return type(name, (ServekitError,), {"http_status": http_status, "grpc_code": grpc_code,
+                                         "__doc__": f"A model answered a request with TritonError {grpc_code}."})
 
-    http_status = 501
-    grpc_code = "UNIMPLEMENTED"
+
+# TritonError code -> the error the client sees; statuses as Triton's own frontends answer them.
+_ERRORS: dict[int, type[ServekitError]] = {
+    pb_utils.TritonError.UNKNOWN: _answered("ModelAnsweredUnknown", 400, "UNKNOWN"),
+    pb_utils.TritonError.INTERNAL: ServekitError,
+    pb_utils.TritonError.NOT_FOUND: ModelNotFound,
+    pb_utils.TritonError.INVALID_ARG: InvalidInput,
+    pb_utils.TritonError.UNAVAILABLE: ModelNotReady,
+    pb_utils.TritonError.UNSUPPORTED: _answered("ModelAnsweredUnsupported", 501, "UNIMPLEMENTED"),
+    pb_utils.TritonError.ALREADY_EXISTS: _answered("ModelAnsweredAlreadyExists", 400, "ALREADY_EXISTS"),
+    pb_utils.TritonError.CANCELLED: _answered("ModelAnsweredCancelled", 400, "CANCELLED"),
+}
 
 
 def servekit_error(error: pb_utils.TritonError) -> ServekitError:
     """The servekit error a TritonError answer becomes: its code picks the status, its message is kept."""
-    kinds: dict[int, type[ServekitError]] = {
-        pb_utils.TritonError.INVALID_ARG: InvalidInput,
-        pb_utils.TritonError.NOT_FOUND: ModelNotFound,
-        pb_utils.TritonError.UNAVAILABLE: ModelNotReady,
-        pb_utils.TritonError.ALREADY_EXISTS: Conflict,
-        pb_utils.TritonError.UNSUPPORTED: Unsupported,
-    }
-    return kinds.get(error.code(), ServekitError)(error.message())
+    return _ERRORS.get(error.code(), ServekitError)(error.message())
 
 
 class TritonPythonRuntime(Runtime):
