@@ -70,7 +70,8 @@ def test_metadata_as_triton_gives_it(http: httpclient.InferenceServerClient) -> 
                     {"name": "PARAMS", "datatype": "BYTES", "shape": [-1, 1]}]}
     assert http.get_model_metadata("pyfull") == {
         "name": "pyfull", "versions": ["1"], "platform": "python",
-        "inputs": [{"name": "X", "datatype": "INT32", "shape": [2, 3]}],
+        "inputs": [{"name": "X", "datatype": "INT32", "shape": [2, 3]},
+                   {"name": "OFFSET", "datatype": "INT32", "shape": [1]}],
         "outputs": [{"name": "Y", "datatype": "INT32", "shape": [2, 3]}]}
     onnx = http.get_model_metadata("onnx_policy")
     assert (onnx["platform"], onnx["versions"]) == ("onnxruntime_onnx", ["1", "3"])
@@ -91,6 +92,7 @@ def test_config_as_triton_gives_it(http: httpclient.InferenceServerClient,
     assert config["instance_group"] == [{"name": "pybatch_0", "count": 1, "kind": "KIND_CPU"}]
     full = http.get_model_config("pyfull")
     assert full["max_batch_size"] == 0 and full["input"][0]["dims"] == [2, 3] and "dynamic_batching" not in full
+    assert full["input"][1] == {"name": "OFFSET", "data_type": "TYPE_INT32", "dims": [1], "optional": True}
     policy = grpc.get_model_config("onnx_policy", as_json=True)["config"]
     assert policy["version_policy"] == {"specific": {"versions": ["1", "3"]}}  # int64 as protobuf JSON strings
     assert policy["platform"] == "onnxruntime_onnx" and policy["backend"] == "onnxruntime"
@@ -155,6 +157,9 @@ def test_statistics_count_rows_and_requests(http: httpclient.InferenceServerClie
     after = http.get_inference_statistics("pyfull")["model_stats"][0]
     assert after["inference_stats"]["success"]["count"] == before["inference_stats"]["success"]["count"] + 1
     assert after["inference_count"] == before["inference_count"] + 1  # one request, no batch dimension
+    offset = httpclient.InferInput("OFFSET", [1], "INT32")
+    offset.set_data_from_numpy(np.array([10], dtype=np.int32))
+    assert http.infer("pyfull", [x, offset]).as_numpy("Y").tolist() == [[10, 11, 12], [13, 14, 15]]
     rows = http.get_inference_statistics("pybatch")["model_stats"][0]
     assert rows["inference_count"] >= rows["inference_stats"]["success"]["count"] > 0
 

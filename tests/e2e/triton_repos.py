@@ -4,7 +4,8 @@
   concurrent requests gather, appends the number of requests of each call to a marker file,
   answers ``Y = 2 * X`` and ``PARAMS`` (the request's parameters() text), and answers a request
   holding 13 with ``TritonError(INVALID_ARG)``.
-- ``pyfull``: python backend, max_batch_size 0 (full shapes): ``Y = X + 1`` for an INT32 [2, 3].
+- ``pyfull``: python backend, max_batch_size 0 (full shapes): ``Y = X + OFFSET`` for an INT32 [2, 3],
+  OFFSET an optional input (1 when left out).
 - ``onnx_policy``: platform onnxruntime_onnx, versions 1-3 on disk, version_policy specific [1, 3].
 - ``libtorch``: platform pytorch_libtorch (TorchScript ``model.pt``), ``OUTPUT__0 = INPUT__0 +
   10 * INPUT__1``, the inputs listed out of order in the config (Triton orders them by index).
@@ -63,7 +64,8 @@ class TritonPythonModel:
 PYFULL_CONFIG = """
 backend: "python"
 max_batch_size: 0
-input [ { name: "X" data_type: TYPE_INT32 dims: [ 2, 3 ] } ]
+input [ { name: "X" data_type: TYPE_INT32 dims: [ 2, 3 ] },
+        { name: "OFFSET" data_type: TYPE_INT32 dims: [ 1 ] optional: true } ]
 output [ { name: "Y" data_type: TYPE_INT32 dims: [ 2, 3 ] } ]
 """
 
@@ -73,8 +75,13 @@ import triton_python_backend_utils as pb_utils
 
 class TritonPythonModel:
     def execute(self, requests):
-        return [pb_utils.InferenceResponse([pb_utils.Tensor("Y", pb_utils.get_input_tensor_by_name(r, "X")
-                                                            .as_numpy() + 1)]) for r in requests]
+        responses = []
+        for request in requests:
+            offset = pb_utils.get_input_tensor_by_name(request, "OFFSET")
+            extra = 1 if offset is None else int(offset.as_numpy()[0])
+            y = pb_utils.get_input_tensor_by_name(request, "X").as_numpy() + extra
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", y)]))
+        return responses
 '''
 
 ONNX_CONFIG = """
@@ -113,7 +120,8 @@ def _write_libtorch(model_dir: Path) -> None:
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():  # TorchScript is deprecated upstream; Triton's libtorch models are TorchScript
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.save(torch.jit.script(WeightedSum()), str(model_dir / "1" / "model.pt"))
+        example = (torch.zeros(1, 2), torch.zeros(1, 2))
+        torch.jit.save(torch.jit.trace(WeightedSum(), example), str(model_dir / "1" / "model.pt"))
 
 
 def build_triton_repository(root: Path, marker: Path) -> Path:

@@ -61,6 +61,9 @@ def test_completed_fills_what_triton_fills_at_load() -> None:
     assert [(g.name, g.count, g.kind) for g in done.instance_group] == [("folder_0", 1, 2), ("folder_1", 2, 2)]
     bare, _ = parse_pbtxt('backend: "python"\n', "x")
     assert [g.name for g in completed(bare, "m").instance_group] == ["m"]  # as Triton names a default group
+    assert completed(bare, "m").optimization.input_pinned_memory.enable is True
+    off, _ = parse_pbtxt("optimization { input_pinned_memory { enable: false } }", "x")
+    assert completed(off, "m").optimization.input_pinned_memory.enable is False
 
 
 def test_config_json_is_tritons_document() -> None:

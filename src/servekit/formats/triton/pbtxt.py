@@ -82,9 +82,9 @@ def completed(message: pb.ModelConfig, folder_name: str, gpu_available: bool = F
         if group.kind == pb.ModelInstanceGroup.KIND_AUTO:
             group.kind = pb.ModelInstanceGroup.KIND_GPU if gpu_available else pb.ModelInstanceGroup.KIND_CPU
     done.default_model_filename = done.default_model_filename or DEFAULT_MODEL_FILES.get(backend_of(done), "")
-    for buffer in (done.optimization.input_pinned_memory, done.optimization.output_pinned_memory):
-        if not buffer.enable:
-            buffer.enable = True  # Triton's default; a config cannot turn it off in proto3 text
+    for buffer in ("input_pinned_memory", "output_pinned_memory"):
+        if not done.optimization.HasField(buffer):  # Triton's default: on, unless the config says
+            getattr(done.optimization, buffer).enable = True
     return done
 
 
