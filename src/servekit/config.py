@@ -30,7 +30,7 @@ __all__ = [
     "parse_model_config",
 ]
 
-RuntimeName = Literal["onnx", "torchscript", "torch_export", "sklearn", "python", "torchserve"]
+RuntimeName = Literal["onnx", "torchscript", "torch_export", "sklearn", "python", "torchserve", "triton_python"]
 
 
 class _Strict(BaseModel):
@@ -41,6 +41,7 @@ class TensorConfig(_Strict):
     name: str
     datatype: str
     shape: list[int]
+    optional: bool = Field(default=False, description="inputs only: a request may leave it out")
 
     @field_validator("datatype")
     @classmethod
@@ -179,6 +180,10 @@ class RayConfig(_Strict):
 class ModelConfig(_Strict):
     name: str | None = None
     runtime: RuntimeName | None = None
+    platform: str | None = Field(default=None, description="the framework name model metadata reports "
+                                 "(default: the runtime's own, e.g. onnxruntime_onnx)")
+    model_file: str | None = Field(default=None, description="the file each version folder is loaded from "
+                                   "(default: the one file with the runtime's suffix)")
     handler: str | None = Field(default=None, description="FILE.py[:Class] in the model folder")
     inputs: list[TensorConfig] | None = None
     outputs: list[TensorConfig] | None = None

@@ -10,6 +10,7 @@ from servekit.codecs import protobuf as codec
 from servekit.codecs.raw import array_to_bytes
 from servekit.errors import InvalidInput
 from servekit.grpc.generated import inference_pb2 as pb
+from servekit.grpc.generated import model_config_pb2 as mc
 from servekit.types import DATATYPES, InferenceResponse, ModelMetadata, Tensor, TensorSpec
 
 TYPED: dict[str, list[Any]] = {
@@ -106,7 +107,7 @@ def test_metadata_config_statistics_and_index_messages() -> None:
               "instance_group": [{"count": 2, "kind": "KIND_CPU"}], "version_policy": {"specific": {"versions": [1]}},
               "dynamic_batching": {"preferred_batch_size": [4], "max_queue_delay_microseconds": 2000}}
     parsed = codec.encode_model_config(config).config
-    assert parsed.input[0].data_type == pb.TYPE_FP32 and parsed.instance_group[0].kind == pb.ModelInstanceGroup.KIND_CPU
+    assert parsed.input[0].data_type == mc.TYPE_FP32 and parsed.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
     assert json_format.MessageToDict(parsed, preserving_proto_field_name=True)["dynamic_batching"] == {
         "preferred_batch_size": [4], "max_queue_delay_microseconds": "2000"}
     statistics = codec.encode_model_statistics({"model_stats": [{"name": "m", "version": "1", "inference_count": 3,

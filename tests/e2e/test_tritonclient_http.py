@@ -120,7 +120,7 @@ def test_model_config(client: httpclient.InferenceServerClient) -> None:
     onnx = client.get_model_config("onnx_linear", model_version="1")
     assert onnx["max_batch_size"] == 16
     assert onnx["input"] == [{"name": "x", "data_type": "TYPE_FP32", "dims": [4]}]
-    assert onnx["version_policy"] == {"specific": {"versions": [1]}}
+    assert onnx["version_policy"] == {"all": {}}  # the config's policy, as Triton reports it
 
 
 def test_model_ready_by_model_and_version(client: httpclient.InferenceServerClient) -> None:

@@ -1,4 +1,4 @@
-"""servekit's inference.proto against the messages tritonclient.grpc was generated from.
+"""servekit's inference.proto and model_config.proto against the messages tritonclient.grpc was generated from.
 
 Every field servekit declares must have Triton's number, type and cardinality: that is
 what wire compatibility means. servekit may leave fields out; it may not differ.
@@ -10,6 +10,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from tritonclient.grpc import model_config_pb2, service_pb2
 
 from servekit.grpc.generated import inference_pb2
+from servekit.grpc.generated import model_config_pb2 as servekit_model_config_pb2
 
 
 def _triton_message(name: str) -> Descriptor:
@@ -42,12 +43,21 @@ def _compare(ours: Descriptor, theirs: Descriptor, path: str) -> list[str]:
 
 def test_every_message_and_field_matches_triton() -> None:
     problems = []
-    for name, message in inference_pb2.DESCRIPTOR.message_types_by_name.items():
-        problems += _compare(message, _triton_message(name), name)
+    for module in (inference_pb2, servekit_model_config_pb2):
+        for name, message in module.DESCRIPTOR.message_types_by_name.items():
+            problems += _compare(message, _triton_message(name), name)
     data_types = {v.name: v.number for v in model_config_pb2.DESCRIPTOR.enum_types_by_name["DataType"].values}
-    problems += [v.name for v in inference_pb2.DESCRIPTOR.enum_types_by_name["DataType"].values
+    problems += [v.name for v in servekit_model_config_pb2.DESCRIPTOR.enum_types_by_name["DataType"].values
                  if data_types.get(v.name) != v.number]
     assert problems == []
+
+
+def test_the_model_config_declares_every_top_level_field_of_triton() -> None:
+    """Every field of Triton's ModelConfig parses from a config.pbtxt (none is skipped as unknown),
+    except the metrics block, which servekit leaves to its own metrics."""
+    ours = set(servekit_model_config_pb2.ModelConfig.DESCRIPTOR.fields_by_name)
+    theirs = set(model_config_pb2.ModelConfig.DESCRIPTOR.fields_by_name)
+    assert theirs - ours == {"batch_input", "batch_output", "model_metrics"}
 
 
 def test_every_rpc_matches_triton() -> None:

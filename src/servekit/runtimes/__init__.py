@@ -17,6 +17,7 @@ _RUNTIMES: dict[str, tuple[str, str, str | None]] = {
     "sklearn": ("servekit.runtimes.sklearn", "SklearnRuntime", "sklearn"),
     "python": ("servekit.runtimes.python", "PythonHandlerRuntime", None),
     "torchserve": ("servekit.formats.torchserve.runtime", "TorchServeRuntime", None),
+    "triton_python": ("servekit.formats.triton.python_backend", "TritonPythonRuntime", None),
 }
 # top-level packages each extra installs: only their absence means "install the extra"
 _EXTRA_PACKAGES = {"torch": {"torch"}, "sklearn": {"sklearn", "skops"}}

@@ -114,8 +114,13 @@ def resolve_device(wanted: str, cuda_available: bool) -> str:
     return wanted
 
 
-def find_file(directory: Path, suffixes: tuple[str, ...]) -> Path:
-    """The one file in ``directory`` whose name ends with one of ``suffixes``."""
+def find_file(directory: Path, suffixes: tuple[str, ...], name: str | None = None) -> Path:
+    """The one file in ``directory`` whose name ends with one of ``suffixes``; or, when the
+    config names one (``model_file``), that file."""
+    if name is not None:
+        if not (directory / name).is_file():
+            raise FileNotFoundError(f"{directory}: no model file {name} (model_file in the model's config)")
+        return directory / name
     found = sorted(p for p in directory.iterdir() if p.is_file() and p.name.endswith(suffixes))
     if not found:
         raise FileNotFoundError(f"{directory}: no file ending in {', '.join(suffixes)}")

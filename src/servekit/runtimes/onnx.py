@@ -69,7 +69,7 @@ class OnnxRuntime(Runtime):
 
     def _new_session(self, intra_op_threads: int) -> ort.InferenceSession:
         settings = self.context.config.onnx
-        path = find_file(self.context.version_dir, (".onnx",))
+        path = find_file(self.context.version_dir, (".onnx",), self.context.config.model_file)
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = settings.inter_op_threads

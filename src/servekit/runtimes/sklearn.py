@@ -38,7 +38,7 @@ class SklearnRuntime(Runtime):
 
     def load(self) -> None:
         config = self.context.config
-        path = find_file(self.context.version_dir, (".skops", ".joblib", ".pkl"))
+        path = find_file(self.context.version_dir, (".skops", ".joblib", ".pkl"), self.context.config.model_file)
         if path.suffix == ".skops":
             estimator = _load_skops(path, _trusted_types(config.parameters, path))
         else:

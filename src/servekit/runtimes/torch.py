@@ -55,7 +55,7 @@ class _TorchRuntime(Runtime):
     def load(self) -> None:
         config = self.context.config
         self.device = resolve_device(config.device, torch.cuda.is_available())
-        self._module = self._load_module(find_file(self.context.version_dir, self.suffixes))
+        self._module = self._load_module(find_file(self.context.version_dir, self.suffixes, config.model_file))
         derived = self.signature()
         if derived is None and not (config.inputs and config.outputs):
             raise ConfigError(

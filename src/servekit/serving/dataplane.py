@@ -191,9 +191,14 @@ def _validated_inputs(version: ModelVersion, request: InferenceRequest) -> Array
         raise InvalidInput(f"model {version.name!r} has no input named {', '.join(map(repr, unknown))}; "
                            f"its inputs are {', '.join(specs)}")
     missing = [name for name in specs if name not in given]
+    if missing:  # inputs the config marks optional may be left out
+        optional = {tensor.name for tensor in version.config.inputs or () if tensor.optional}
+        missing = [name for name in missing if name not in optional]
     if missing:
         raise InvalidInput(f"input {', '.join(map(repr, missing))} missing; model {version.name!r} needs "
                            f"{', '.join(specs)}")
+    if len(given) < len(specs):
+        specs = {name: spec for name, spec in specs.items() if name in given}
     for name, spec in specs.items():
         _check_tensor(spec, given[name])
     return {name: given[name].data for name in specs}

@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from servekit.config import ModelConfig, parse_model_config
+from servekit.errors import ConfigError
+from servekit.formats.triton.repository import CONFIG_FILE as TRITON_CONFIG_FILE
+from servekit.formats.triton.repository import read_triton_config
 from servekit.serving.version import LoadState, ModelVersion
 from servekit.types import is_decimal
 
@@ -94,7 +97,14 @@ def model_folders(*roots: Path) -> dict[str, Path]:
 
 
 def read_model_config(model_dir: Path) -> ModelConfig:
+    """The folder's config.yaml, or Triton's config.pbtxt (read at servekit.formats.triton's edge),
+    or the defaults when it has neither; both at once is a ConfigError."""
     path = model_dir / "config.yaml"
+    if (model_dir / TRITON_CONFIG_FILE).exists():
+        if path.exists():
+            raise ConfigError(f"{model_dir}: has both config.yaml (servekit's) and {TRITON_CONFIG_FILE} (Triton's); "
+                              "keep one")
+        return read_triton_config(model_dir)
     if not path.exists():
         return ModelConfig()
     return parse_model_config(path.read_text(encoding="utf-8"), path)

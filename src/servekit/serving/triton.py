@@ -1,13 +1,17 @@
 """Triton's model configuration and statistics extensions, built from a ModelVersion.
 
-Only the fields that tritonclient and perf_analyzer read are filled; dims exclude
-the batch dimension when the model batches, as in Triton.
+Only the fields that tritonclient and perf_analyzer read are filled, from the version and
+its servekit config alike for every model (config.yaml or Triton's config.pbtxt): dims
+exclude the batch dimension when the model batches, ``version_policy`` and ``parameters``
+(``{"k": {"string_value": "v"}}``) are the config's, ``dynamic_batching`` appears only when
+requests batch, and ``backend`` is Triton's name for the runtime.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from servekit.config import VersionPolicy
 from servekit.serving.version import ModelVersion
 from servekit.types import TensorSpec
 
@@ -30,31 +34,56 @@ _CONFIG_TYPES = {
 }
 
 
+# servekit runtime -> the Triton backend that serves the same files.
+_BACKENDS = {"onnx": "onnxruntime", "torchscript": "pytorch", "torch_export": "pytorch", "python": "python",
+             "triton_python": "python"}
+
+
 def _dims(spec: TensorSpec, batched: bool) -> list[int]:
     return list(spec.shape[1:] if batched else spec.shape)
+
+
+def _tensor(spec: TensorSpec, batched: bool, optional: bool = False) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": spec.name, "data_type": _CONFIG_TYPES[spec.datatype],
+                             "dims": _dims(spec, batched)}
+    if optional:
+        entry["optional"] = True
+    return entry
+
+
+def _version_policy(policy: VersionPolicy) -> dict[str, Any]:
+    if policy.all:
+        return {"all": {}}
+    if policy.specific is not None:
+        return {"specific": {"versions": list(policy.specific)}}
+    return {"latest": {"num_versions": policy.latest or 1}}
 
 
 def model_config(version: ModelVersion) -> dict[str, Any]:
     batched = version.max_batch_size > 0
     batching = version.config.batching
+    optional = {tensor.name for tensor in version.config.inputs or () if tensor.optional}
     config: dict[str, Any] = {
         "name": version.name,
         "platform": version.platform,
-        "backend": version.runtime_name,
+        "backend": _BACKENDS.get(version.runtime_name, version.runtime_name),
+        "version_policy": _version_policy(version.config.version_policy),
         "max_batch_size": version.max_batch_size,
-        "input": [{"name": s.name, "data_type": _CONFIG_TYPES[s.datatype], "dims": _dims(s, batched)}
-                  for s in version.inputs],
-        "output": [{"name": s.name, "data_type": _CONFIG_TYPES[s.datatype], "dims": _dims(s, batched)}
-                   for s in version.outputs],
-        "instance_group": [{"count": version.batcher.instance_count,
+        "input": [_tensor(s, batched, s.name in optional) for s in version.inputs],
+        "output": [_tensor(s, batched) for s in version.outputs],
+        "instance_group": [{"name": f"{version.name}_0", "count": version.batcher.instance_count,
                             "kind": "KIND_GPU" if version.device == "cuda" else "KIND_CPU"}],
-        "version_policy": {"specific": {"versions": [version.version]}},
+        "parameters": {key: {"string_value": str(value)} for key, value in version.config.parameters.items()},
     }
+    if version.config.model_file:
+        config["default_model_filename"] = version.config.model_file
     if batched and batching.enabled:
         config["dynamic_batching"] = {
             "preferred_batch_size": list(batching.preferred_batch_sizes),
             "max_queue_delay_microseconds": int(batching.max_queue_delay_ms * 1000),
         }
+    if version.config.cache.enabled:
+        config["response_cache"] = {"enable": True}
     return config
 
 

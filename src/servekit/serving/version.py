@@ -197,7 +197,7 @@ def load_version(name: str, model_dir: Path, version: int, config: ModelConfig) 
         version=version,
         config=config,
         runtime_name=runtime_name,
-        platform=runtimes[0].platform,
+        platform=config.platform or runtimes[0].platform,
         inputs=signature.inputs,
         outputs=signature.outputs,
         max_batch_size=max_batch_size,

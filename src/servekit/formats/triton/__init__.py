@@ -1,0 +1,1 @@
+"""Triton model repositories: config.pbtxt, and the python backend with its triton_python_backend_utils layer."""
