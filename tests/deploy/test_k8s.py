@@ -11,11 +11,12 @@ import pytest
 import yaml
 
 from servekit.config import ServerSettings
+from tests.conftest import require_module
 
 from .conftest import DEPLOY
 from .kserve_schema import INFERENCE_SERVICE, SERVING_RUNTIME
 
-kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate (test extra)")
+kubernetes_validate = require_module("kubernetes_validate", "pip install kubernetes-validate")
 
 K8S = DEPLOY / "k8s"
 KSERVE = DEPLOY / "kserve"

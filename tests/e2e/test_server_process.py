@@ -5,10 +5,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +17,7 @@ import httpx
 import pytest
 
 import servekit
+from tests.conftest import require_executable
 
 from .harness import HOST, ServerProcess, free_port, servekit_command
 from .repos import write_slow_model, write_whoami_model
@@ -69,9 +68,7 @@ def test_serve_help_lists_its_flags() -> None:
 
 
 def test_console_script_serve_help() -> None:
-    script = shutil.which("servekit", path=str(Path(sys.executable).parent))
-    if script is None:
-        pytest.skip("the servekit console script is not installed next to this python")
+    script = require_executable("servekit", "pip install -e .")
     result = _run(script, "serve", "--help")
     assert result.returncode == 0, result.stderr
     assert "REPOSITORY" in result.stdout and "--http-port" in result.stdout

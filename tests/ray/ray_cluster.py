@@ -12,8 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
-
+from tests.conftest import require_module
 from tests.e2e.harness import HOST, free_port
 
 __all__ = ["RayCluster", "ray_environment", "require_ray"]
@@ -23,13 +22,8 @@ STOP_TIMEOUT_S = 15.0
 
 
 def require_ray() -> None:
-    """Skip when the ``ray`` extra is missing; under CI (scripts/install test installs it) fail instead."""
-    try:
-        import ray.serve  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("ray[serve] is missing, but scripts/install test installs it")
-        pytest.skip("ray[serve] is not installed (pip install 'servekit[ray]')")
+    """The ``ray`` extra (fails under CI, skips locally when missing: tests/conftest.py's policy)."""
+    require_module("ray.serve", "pip install 'servekit[ray]'")
 
 
 def ray_environment() -> dict[str, str]:

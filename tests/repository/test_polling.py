@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from servekit.errors import ModelNotFound
+from servekit.errors import ModelNotFound, ModelNotReady
 from servekit.repository.polling import RepositoryPoller
 from servekit.repository.registry import Registry
 from tests.builders import write_onnx_model, write_repository
@@ -48,14 +49,22 @@ def test_polling_runs_in_the_background_until_stopped(tmp_path: Path) -> None:
     registry = Registry(tmp_path)
 
     async def run() -> None:
+        def ready(name: str) -> bool:
+            try:
+                registry.resolve(name)
+            except (ModelNotFound, ModelNotReady):
+                return False
+            return True
+
         await registry.load_all()
+        assert not ready("late")
         poller = RepositoryPoller(registry, interval_s=0.05)
         await poller.start()
         write_repository(tmp_path, {"late": None})
-        for _ in range(100):
-            if "late" in registry.model_names():
-                break
-            await asyncio.sleep(0.02)
+        deadline = time.monotonic() + 30  # a condition, not a head start: the load takes what it takes
+        while not ready("late"):
+            assert time.monotonic() < deadline, "the poller never loaded 'late'"
+            await asyncio.sleep(0.01)
         assert registry.resolve("late").version == 1
         await poller.stop()
         await registry.close()
