@@ -83,3 +83,17 @@ def test_busy_model_waits_for_the_delay_or_a_full_batch() -> None:
 
 def test_empty_queue_never_dispatches() -> None:
     assert not should_dispatch(make_queue(), now=0, busy_instances=0)
+
+
+def test_drop_expired_takes_them_from_anywhere_and_keeps_the_rest_in_order() -> None:
+    queue = make_queue()
+    first = put(queue, 2)
+    early = put(queue, 1, deadline=0.5)
+    middle = put(queue, 3, deadline=9.0)
+    late = put(queue, 1, deadline=0.7)
+    assert queue.earliest_deadline() == 0.5
+    assert queue.drop_expired(now=0.6) == [early]
+    assert queue.earliest_deadline() == 0.7 and queue.rows == 6
+    assert queue.drop_expired(now=1.0) == [late]
+    assert queue.drop_expired(now=1.0) == []
+    assert queue.take_batch(now=1.0).items == [first, middle] and queue.earliest_deadline() is None

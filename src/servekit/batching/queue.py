@@ -5,7 +5,9 @@ Invariants:
 - ``take_batch`` never returns more rows than ``max_rows`` (an item larger than
   ``max_rows`` must be split before it is queued);
 - ``take_batch`` returns at least one item when the queue holds a live one;
-- an expired or abandoned item is never returned in a batch.
+- an expired or abandoned item is never returned in a batch;
+- ``drop_expired`` takes out every expired item wherever it waits, so an expired request is
+  answered when its deadline passes, not when an instance is next free.
 """
 
 from __future__ import annotations
@@ -64,6 +66,18 @@ class BatchQueue:
 
     def oldest_enqueued_at(self) -> float | None:
         return self._items[0].enqueued_at if self._items else None
+
+    def earliest_deadline(self) -> float | None:
+        """The soonest deadline of a waiting item (None when no item has one)."""
+        return min((item.deadline for item in self._items if item.deadline is not None), default=None)
+
+    def drop_expired(self, now: float) -> list[QueuedItem]:
+        """Remove and return the items whose deadline has passed; the others keep their order."""
+        expired = [item for item in self._items if item.deadline is not None and item.deadline < now]
+        if expired:
+            self._items = deque(item for item in self._items if item.deadline is None or item.deadline >= now)
+            self._rows = sum(item.rows for item in self._items)
+        return expired
 
     def put(self, item: QueuedItem) -> None:
         """Queue one item; QueueFull when the bound is reached."""

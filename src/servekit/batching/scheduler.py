@@ -167,6 +167,8 @@ class Batcher:
         self._instances = [_Instance(runtime, label, i) for i, runtime in enumerate(runtimes)]
         self._idle = list(reversed(self._instances))
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._deadline_at = 0.0
         self.inline = inline
         self.per_request = runtimes[0].per_request
         self._pump_scheduled = False
@@ -250,10 +252,31 @@ class Batcher:
             loop = asyncio.get_running_loop()
             wake_at = loop.time() + max(0.0, oldest + self.policy.max_delay_s - now)
             self._timer = loop.call_at(wake_at, self._on_timer)
+        if self._queue and not self._idle:
+            # Every instance is busy: a waiting request whose deadline passes gets its 504 then,
+            # not once an instance is free again (which may be much later).
+            for item in self._queue.drop_expired(now):
+                _fail(item, DeadlineExceeded("the request's deadline passed while it waited in the queue"))
+            self._watch_deadlines(now)
         if len(self._queue) != self._queue_depth:  # a gauge write only when the depth changed
             self._queue_depth = len(self._queue)
             self._metrics.queue_depth.set(self._queue_depth)
         self._check_drained()
+
+    def _watch_deadlines(self, now: float) -> None:
+        """Wake the pump at the earliest deadline of a waiting request (one timer, moved earlier as needed)."""
+        earliest = self._queue.earliest_deadline()
+        if earliest is None or (self._deadline_timer is not None and self._deadline_at <= earliest):
+            return
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._deadline_at = earliest
+        self._deadline_timer = loop.call_at(loop.time() + max(0.0, earliest - now), self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        self._deadline_timer = None
+        self._pump()
 
     def _on_scheduled_pump(self) -> None:
         self._pump_scheduled = False
@@ -319,8 +342,9 @@ class Batcher:
         self._drained = asyncio.Event()
         self._check_drained()
         await self._drained.wait()
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._deadline_timer):
+            if timer is not None:
+                timer.cancel()
         for instance in self._instances:
             instance.executor.shutdown(wait=True)
             instance.runtime.unload()
