@@ -12,7 +12,8 @@ in-process events, so the same gate works in a server process and across its wor
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["GATE_HANDLER_CODE", "Gate", "wait_for"]
@@ -70,6 +71,17 @@ class Gate:
     def close(self) -> None:
         """Hold every batch after those that have arrived."""
         self.allow(len(self.batches()))
+
+    @contextmanager
+    def held(self) -> Iterator[int]:
+        """Hold every batch that arrives from now on; yields how many had arrived before. The gate opens
+        again on the way out, whatever happened."""
+        before = len(self.batches())
+        self.allow(before)
+        try:
+            yield before
+        finally:
+            self.open()
 
     def _lines(self) -> list[str]:
         path = self.folder / "arrived"

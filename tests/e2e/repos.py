@@ -239,8 +239,9 @@ def onnx_expected(x: np.ndarray[Any, Any], version: int = 2) -> tuple[np.ndarray
     return probs, probs.argmax(axis=1)
 
 
-def build_main_repository(root: Path) -> Path:
-    """identity, onnx_linear and reloadable (v1, v2), broken, faulty and slow (0.2 s per batch) under ``root``."""
+def build_main_repository(root: Path, gate: Path) -> Path:
+    """identity, onnx_linear and reloadable (v1, v2), broken, faulty, slow (0.2 s per batch) and gated (at
+    ``gate``) under ``root``."""
     root.mkdir(parents=True, exist_ok=True)
     write_identity_model(root)
     write_onnx_model(root)
@@ -248,4 +249,5 @@ def build_main_repository(root: Path) -> Path:
     write_broken_model(root)
     write_faulty_model(root)
     write_slow_model(root, delay_s=0.2)
+    write_gated_model(root, gate)
     return root

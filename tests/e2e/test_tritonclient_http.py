@@ -11,9 +11,11 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 import servekit
+from tests.gate import Gate, wait_for
 
 from .harness import ServerProcess
 from .repos import DATATYPES, FAULTY_MAGIC, onnx_expected
+from .scrape import gauge
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 
@@ -258,25 +260,33 @@ def test_the_two_versions_really_differ(client: httpclient.InferenceServerClient
 
 
 def test_concurrent_requests_are_batched_and_each_caller_gets_its_own_rows(
-    client: httpclient.InferenceServerClient,
+    client: httpclient.InferenceServerClient, main_gate: Gate, main_server: ServerProcess
 ) -> None:
-    before = client.get_inference_statistics("slow")["model_stats"][0]
+    before = client.get_inference_statistics("gated")["model_stats"][0]
     sent = [np.arange(n * 100, n * 100 + 1 + n % 3, dtype=np.int32).reshape(-1, 1) for n in range(8)]
-    pending = []
-    for x in sent:
+
+    def send(x: np.ndarray[Any, Any]) -> Any:
         tensor = httpclient.InferInput("x", list(x.shape), "INT32").set_data_from_numpy(x)
-        pending.append(client.async_infer("slow", [tensor]))
+        return client.async_infer("gated", [tensor])
+
+    with main_gate.held() as arrived_before:
+        pending = [send(sent[0])]
+        main_gate.wait_batches(arrived_before + 1)  # the model is busy with the first request ...
+        pending += [send(x) for x in sent[1:]]
+        wait_for(lambda: gauge(main_server.metrics_url, "servekit_queue_depth", "gated") == len(sent) - 1,
+                 "the other seven queued")  # ... so the other seven wait together
     for x, request in zip(sent, pending, strict=True):
         np.testing.assert_array_equal(request.get_result(timeout=30).as_numpy("y"), x)
-    after = client.get_inference_statistics("slow")["model_stats"][0]
+    after = client.get_inference_statistics("gated")["model_stats"][0]
     requests = after["inference_stats"]["success"]["count"] - before["inference_stats"]["success"]["count"]
     rows = after["inference_count"] - before["inference_count"]
     batches = after["execution_count"] - before["execution_count"]
     assert requests == len(sent)
     assert rows == sum(len(x) for x in sent)
-    # The model sleeps 0.2 s per batch, so requests that arrive meanwhile share the next batch.
-    assert batches < len(sent), after
-    assert max(entry["batch_size"] for entry in after["batch_stats"]) > 3
+    # 1 row alone, then 14 rows of seven requests in batches of at most 8 rows: 3 batches, not 8.
+    assert batches == 3, after
+    assert [len(batch) for batch in main_gate.batches()[arrived_before:]] == [1, 8, 6]
+    assert max(entry["batch_size"] for entry in after["batch_stats"]) == 8
 
 
 def test_a_failing_batch_fails_only_its_own_requests(client: httpclient.InferenceServerClient) -> None:
