@@ -59,6 +59,12 @@ def require_executable(name: str, install: str) -> str:
     return found
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Every server a test starts makes its own metrics folder: one inherited from outside would be shared
+    # (and emptied at each start) by servers running side by side under xdist.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
+
 @pytest.fixture()
 def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
     """A real redis-server on a free loopback port, stopped by PID after the test."""

@@ -49,10 +49,11 @@ def test_kustomization_lists_every_manifest() -> None:
 
 @pytest.mark.parametrize("path", sorted(K8S.glob("*.yaml")), ids=lambda path: path.name)
 def test_manifest_passes_the_kubernetes_schema(path: Path) -> None:
-    for resource in _documents(path):
-        if resource["kind"] == "Kustomization":
-            continue
-        _validate(resource)
+    resources = [resource for resource in _documents(path) if resource["kind"] != "Kustomization"]
+    if path.name != "kustomization.yaml":
+        assert resources, f"{path} holds no resource to validate"
+    for resource in resources:
+        _validate(resource)  # raises on a schema violation
 
 
 def _setting_names(pairs: dict[str, str]) -> None:

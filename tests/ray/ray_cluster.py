@@ -48,6 +48,10 @@ class RayCluster:
             ray, "start", "--head", "--block", "--node-ip-address", HOST, "--port", str(self.port),
             "--num-cpus", str(num_cpus), "--include-dashboard", "false", "--disable-usage-stats",
             "--ray-client-server-port", str(free_port()), "--temp-dir", self.temp_dir,
+            # Ports Ray would otherwise take at fixed defaults (52365, ...): another cluster on this machine
+            # (a parallel test run) must not collide with this one.
+            "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+            "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),
         ]
         self._process: subprocess.Popen[bytes] | None = None
 
