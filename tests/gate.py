@@ -4,7 +4,7 @@ batch arrive, so tests wait for observable states instead of sleeping for a head
 A gated handler calls ``wait_at_gate(self.context.parameters.get("gate"), first_column)``
 (``GATE_HANDLER_CODE`` defines it; paste it into the handler's source): it appends its process id
 and the batch's first column to ``GATE/arrived`` (one line per batch, so batch N is line N), then
-waits until ``GATE/allowed`` holds a number of at least N (60 s at most, so a failed test never
+waits until ``GATE/allowed`` holds a number of at least N (120 s at most, so a failed test never
 leaves a server hanging). ``open()`` lets every batch through; ``allow(n)`` the first n. Files, not
 in-process events, so the same gate works in a server process and across its workers.
 """
@@ -42,7 +42,7 @@ def wait_at_gate(gate, first_column):
         except (OSError, ValueError):
             return 0
 
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while allowed() < number and time.monotonic() < deadline:
         time.sleep(0.005)
 '''
@@ -95,7 +95,7 @@ class Gate:
         """The process that ran each batch."""
         return [int(line.split("|", 1)[0]) for line in self._lines()]
 
-    def wait_batches(self, count: int, timeout_s: float = 30.0) -> list[list[float]]:
+    def wait_batches(self, count: int, timeout_s: float = 60.0) -> list[list[float]]:
         """Wait until ``count`` batches in all have reached the gate; returns them."""
         deadline = time.monotonic() + timeout_s
         while len(found := self.batches()) < count:
@@ -107,7 +107,7 @@ class Gate:
 ALL = 1_000_000
 
 
-def wait_for(check: Callable[[], object], what: str, timeout_s: float = 30.0) -> None:
+def wait_for(check: Callable[[], object], what: str, timeout_s: float = 60.0) -> None:
     """Poll ``check()`` until it is true; fail naming ``what`` after a generous deadline."""
     deadline = time.monotonic() + timeout_s
     while not check():

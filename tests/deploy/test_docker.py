@@ -29,7 +29,7 @@ from .conftest import DEPLOY, ROOT
 from .dockerfile import Stage, parse_dockerfile
 
 DOCKERFILE = DEPLOY / "Dockerfile"
-INSTALL_TIMEOUT_S = 240
+INSTALL_TIMEOUT_S = 420
 # Built by scripts/install test: the image's Python packages, so the builder script installs offline.
 WHEELHOUSE = ROOT / ".wheelhouse"
 

@@ -30,7 +30,7 @@ def blocks(language: str) -> list[str]:
 def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """What scripts/serve-demo runs: `servekit demo models` then `servekit serve models --default-model digits`."""
     models = tmp_path_factory.mktemp("demo") / "models"
-    subprocess.run(servekit_command("demo", str(models)), check=True, capture_output=True, timeout=120)
+    subprocess.run(servekit_command("demo", str(models)), check=True, capture_output=True, timeout=300)
     server = ServerProcess(models, tmp_path_factory.mktemp("logs") / "demo.log", "--default-model", "digits")
     server.start()
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -265,18 +266,22 @@ def test_concurrent_requests_are_batched_and_each_caller_gets_its_own_rows(
     before = client.get_inference_statistics("gated")["model_stats"][0]
     sent = [np.arange(n * 100, n * 100 + 1 + n % 3, dtype=np.int32).reshape(-1, 1) for n in range(8)]
 
-    def send(x: np.ndarray[Any, Any]) -> Any:
-        tensor = httpclient.InferInput("x", list(x.shape), "INT32").set_data_from_numpy(x)
-        return client.async_infer("gated", [tensor])
+    def call(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        # One client per caller, on its own thread: tritonclient.http's async_infer runs on gevent
+        # greenlets, which make no progress while this thread waits on something gevent does not know.
+        with httpclient.InferenceServerClient(main_server.url, network_timeout=60.0) as own:
+            tensor = httpclient.InferInput("x", list(x.shape), "INT32").set_data_from_numpy(x)
+            answer: np.ndarray[Any, Any] = own.infer("gated", [tensor]).as_numpy("y")
+            return answer
 
-    with main_gate.held() as arrived_before:
-        pending = [send(sent[0])]
+    with ThreadPoolExecutor(len(sent)) as pool, main_gate.held() as arrived_before:
+        pending = [pool.submit(call, sent[0])]
         main_gate.wait_batches(arrived_before + 1)  # the model is busy with the first request ...
-        pending += [send(x) for x in sent[1:]]
+        pending += [pool.submit(call, x) for x in sent[1:]]
         wait_for(lambda: gauge(main_server.metrics_url, "servekit_queue_depth", "gated") == len(sent) - 1,
                  "the other seven queued")  # ... so the other seven wait together
     for x, request in zip(sent, pending, strict=True):
-        np.testing.assert_array_equal(request.get_result(timeout=30).as_numpy("y"), x)
+        np.testing.assert_array_equal(request.result(timeout=60), x)
     after = client.get_inference_statistics("gated")["model_stats"][0]
     requests = after["inference_stats"]["success"]["count"] - before["inference_stats"]["success"]["count"]
     rows = after["inference_count"] - before["inference_count"]

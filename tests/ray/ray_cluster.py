@@ -17,7 +17,7 @@ from tests.e2e.harness import HOST, free_port
 
 __all__ = ["RayCluster", "ray_environment", "require_ray"]
 
-START_TIMEOUT_S = 40.0
+START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 15.0
 
 
