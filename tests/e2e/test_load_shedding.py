@@ -70,8 +70,12 @@ def test_a_full_queue_answers_503_with_retry_after(server: ServerProcess, gates:
     with ThreadPoolExecutor(3) as pool, httpx.Client() as client:
         first = pool.submit(_post, client, server, "bounded", 1)
         gate.wait_batches(1)
-        queued = [pool.submit(_post, client, server, "bounded", value) for value in (2, 3)]
-        wait_for(lambda: gauge(server.metrics_url, "servekit_queue_depth", "bounded") == 2, "two requests queued")
+        queued = []
+        for value in (2, 3):  # one after the other, so that the order they were queued in is known
+            queued.append(pool.submit(_post, client, server, "bounded", value))
+            waiting = value - 1
+            wait_for(lambda waiting=waiting: gauge(server.metrics_url, "servekit_queue_depth", "bounded") == waiting,
+                     f"{waiting} requests queued")
         full = _post(client, server, "bounded", 4)
         assert full.status_code == 503, full.text
         assert "queue is full" in full.json()["error"]

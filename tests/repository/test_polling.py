@@ -70,3 +70,20 @@ def test_polling_runs_in_the_background_until_stopped(tmp_path: Path) -> None:
         await registry.close()
 
     asyncio.run(run())
+
+
+def test_a_model_that_appears_during_start_up_is_loaded_by_the_first_poll(tmp_path: Path) -> None:
+    write_repository(tmp_path, {"a": None})
+    registry = Registry(tmp_path)
+
+    async def run() -> None:
+        await registry.load_all()
+        write_repository(tmp_path, {"late": None})  # after start-up loaded, before polling starts
+        poller = RepositoryPoller(registry, interval_s=3600)
+        await poller.start()
+        assert await poller.poll_once() == (["late"], [])
+        assert registry.resolve("late").version == 1
+        await poller.stop()
+        await registry.close()
+
+    asyncio.run(run())
