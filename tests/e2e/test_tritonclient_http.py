@@ -288,10 +288,11 @@ def test_concurrent_requests_are_batched_and_each_caller_gets_its_own_rows(
     batches = after["execution_count"] - before["execution_count"]
     assert requests == len(sent)
     assert rows == sum(len(x) for x in sent)
-    # 1 row alone, then 14 rows of seven requests in batches of at most 8 rows: 3 batches, not 8.
+    # 1 row alone, then the 14 rows of the seven that waited (queued in any order): batches of at most
+    # 8 rows, packed in order, so the first holds at least 6 and the rest fit in one more: 3 batches, not 8.
     assert batches == 3, after
-    assert [len(batch) for batch in main_gate.batches()[arrived_before:]] == [1, 8, 6]
-    assert max(entry["batch_size"] for entry in after["batch_stats"]) == 8
+    first, *waited = [len(batch) for batch in main_gate.batches()[arrived_before:]]
+    assert first == 1 and len(waited) == 2 and sum(waited) == 14 and all(6 <= rows <= 8 for rows in waited), waited
 
 
 def test_a_failing_batch_fails_only_its_own_requests(client: httpclient.InferenceServerClient) -> None:
