@@ -37,7 +37,7 @@ class DoublingRuntime(Runtime):
         self.batches.append(int(x.shape[0]))
         self.running.release()
         if self.gate is not None:
-            self.gate.wait(timeout=10)
+            self.gate.wait(timeout=30)
         if self.fail_on is not None and (x == self.fail_on).any():
             raise ValueError("bad value\nTraceback (most recent call last): secret")
         y = x * 2
@@ -49,11 +49,11 @@ def rows(*values: float) -> Arrays:
 
 
 def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    asyncio.run(asyncio.wait_for(test(), timeout=20))
+    asyncio.run(asyncio.wait_for(test(), timeout=60))
 
 
 async def wait_running(runtime: DoublingRuntime) -> None:
-    await asyncio.to_thread(runtime.running.acquire, True, 5)
+    await asyncio.to_thread(runtime.running.acquire, True, 30)
 
 
 def test_lone_request_on_idle_model_starts_without_waiting_the_delay() -> None:
@@ -171,6 +171,24 @@ def test_request_past_its_deadline_never_runs() -> None:
         with pytest.raises(DeadlineExceeded):
             await late
         assert runtime.batches == [1]
+
+    run(body)
+
+
+def test_a_deadline_passing_while_every_instance_is_busy_fails_the_request_then() -> None:
+    async def body() -> None:
+        gate = threading.Event()
+        runtime = DoublingRuntime(gate)
+        batcher = Batcher("m", [runtime], BatchPolicy(max_rows=8, max_delay_s=0.0))
+        running = asyncio.create_task(batcher.submit(rows(0.0)))
+        await wait_running(runtime)
+        kept = asyncio.create_task(batcher.submit(rows(3.0)))
+        with pytest.raises(DeadlineExceeded):  # while the gate is still shut: answered at its deadline
+            await batcher.submit(rows(7.0), deadline=time.monotonic() + 0.05)
+        assert batcher.queue_depth == 1 and not running.done()
+        gate.set()
+        await asyncio.gather(running, kept)
+        assert runtime.batches == [1, 1]
 
     run(body)
 

@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
+from tests.conftest import require_executable
 from tests.e2e.harness import HOST, free_port
 
 __all__ = ["PrometheusProcess", "executable_or_skip"]
 
 
 def executable_or_skip(name: str) -> str:
-    """``prometheus`` or ``promtool``; skips the test when missing (scripts/install test installs them)."""
-    found = shutil.which(name)
-    if found is None:
-        reason = f"{name} is not installed (apt-get install -y prometheus, or run scripts/install test)"
-        if os.environ.get("CI"):  # CI installs it (scripts/install test): missing there is a failure
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return found
+    """``prometheus`` or ``promtool`` (fails under CI, skips locally when missing: tests/conftest.py's policy)."""
+    return require_executable(name, "apt-get install -y prometheus")
 
 
 class PrometheusProcess:

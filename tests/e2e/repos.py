@@ -9,6 +9,8 @@ Every model here is small and deterministic so tests can check exact values:
 - ``faulty``: a handler that raises when an input holds :data:`FAULTY_MAGIC`.
 - ``slow``: a handler that sleeps per batch (graceful shutdown and batching tests).
 - ``whoami``: a handler answering with its process id (multi-worker tests).
+- ``gated``: echoes ``x`` once the test lets its batch through (tests/gate.py): tests wait for
+  observable states (a batch at the gate, a queue depth) instead of sleeping for a head start.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from tests.gate import GATE_HANDLER_CODE
+
 __all__ = [
     "DATATYPES",
     "FAULTY_MAGIC",
@@ -28,6 +32,7 @@ __all__ = [
     "onnx_expected",
     "write_broken_model",
     "write_faulty_model",
+    "write_gated_model",
     "write_identity_model",
     "write_onnx_model",
     "write_slow_model",
@@ -132,6 +137,31 @@ def write_slow_model(root: Path, name: str = "slow", delay_s: float = 0.5, marke
     return model_dir
 
 
+def write_gated_model(root: Path, gate: Path | str, name: str = "gated", batching: dict[str, Any] | None = None,
+                      **config: Any) -> Path:
+    """INT32 ``x`` [-1, 1] echoed as ``y``, up to 8 rows a batch, each batch held at ``gate`` until the test
+    lets it through (tests/gate.py). ``batching`` and ``config``: more of config.yaml."""
+    model_dir = root / name
+    _write_config(model_dir, {
+        "max_batch_size": 8,
+        "batching": {"max_queue_delay_ms": 0, **(batching or {})},
+        "inputs": [{"name": "x", "datatype": "INT32", "shape": [-1, 1]}],
+        "outputs": [{"name": "y", "datatype": "INT32", "shape": [-1, 1]}],
+        "parameters": {"gate": str(gate)},
+        **config,
+    })
+    _write_handler(model_dir, """
+        from servekit import BaseHandler
+        """ + textwrap.indent(GATE_HANDLER_CODE, " " * 8) + """
+
+        class Gated(BaseHandler):
+            def inference(self, data):
+                wait_at_gate(self.context.parameters["gate"], data["x"][:, 0])
+                return {"y": data["x"]}
+    """)
+    return model_dir
+
+
 def write_whoami_model(root: Path, name: str = "whoami") -> Path:
     """Answers each row with the PID of the process that ran it (to see which worker served a request)."""
     model_dir = root / name
@@ -209,8 +239,9 @@ def onnx_expected(x: np.ndarray[Any, Any], version: int = 2) -> tuple[np.ndarray
     return probs, probs.argmax(axis=1)
 
 
-def build_main_repository(root: Path) -> Path:
-    """identity, onnx_linear and reloadable (v1, v2), broken, faulty and slow (0.2 s per batch) under ``root``."""
+def build_main_repository(root: Path, gate: Path) -> Path:
+    """identity, onnx_linear and reloadable (v1, v2), broken, faulty, slow (0.2 s per batch) and gated (at
+    ``gate``) under ``root``."""
     root.mkdir(parents=True, exist_ok=True)
     write_identity_model(root)
     write_onnx_model(root)
@@ -218,4 +249,5 @@ def build_main_repository(root: Path) -> Path:
     write_broken_model(root)
     write_faulty_model(root)
     write_slow_model(root, delay_s=0.2)
+    write_gated_model(root, gate)
     return root

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["Samples", "scrape"]
+__all__ = ["Samples", "gauge", "scrape"]
 
 
 class Samples:
@@ -32,3 +32,8 @@ def scrape(url: str) -> Samples:
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
     return Samples(response.text)
+
+
+def gauge(url: str, name: str, model: str) -> float:
+    """The value of a per-model gauge (e.g. servekit_queue_depth), over every version and worker."""
+    return scrape(url).total(name, model=model)

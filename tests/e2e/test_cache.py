@@ -10,9 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 import yaml
 
 from tests.cache.redis_process import RedisProcess
+from tests.gate import wait_for
 
 from .harness import ServerProcess
 from .scrape import scrape
@@ -119,7 +121,11 @@ def test_workers_share_answers_through_redis(tmp_path: Path, redis_server: Redis
                 return outputs["y"], outputs["pid"][0]
 
         first, computed_by = ask((1.0, 2.0))
-        time.sleep(0.2)  # the store to Redis runs after the answer
+        stored = redis.Redis.from_url(redis_server.url)
+        try:  # the store to Redis runs after the answer: wait until it is there
+            wait_for(lambda: stored.dbsize() >= 1, "the answer stored in Redis")
+        finally:
+            stored.close()
         answers: list[tuple[list[float], int]] = []
         deadline = time.monotonic() + 20
         with ThreadPoolExecutor(8) as pool:

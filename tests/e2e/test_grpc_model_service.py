@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -12,22 +10,17 @@ import pytest
 
 from servekit.grpc.generated import model_service_pb2 as pb
 from servekit.grpc.generated import model_service_pb2_grpc
+from tests.gate import Gate, wait_for
 
-from .grpc_repos import SLOW_CLASSIFIER_DELAY_S
 from .harness import ServerProcess
 from .repos import onnx_expected
+from .scrape import gauge
 
 
 @pytest.fixture(scope="module")
 def stub(grpc_server: ServerProcess) -> Iterator[model_service_pb2_grpc.ModelServiceStub]:
     with grpc.insecure_channel(grpc_server.grpc_url) as channel:
         yield model_service_pb2_grpc.ModelServiceStub(channel)
-
-
-def _ran(marker: Path) -> list[list[float]]:
-    """The rows slow_classifier ran, batch by batch (the first value of each row)."""
-    text = marker.read_text() if marker.exists() else ""
-    return [[float(v) for v in line.split()] for line in text.splitlines()]
 
 
 def _flat(rows: list[list[float]]) -> list[float]:
@@ -61,45 +54,52 @@ def test_predict_errors_name_the_width_and_the_model(stub: model_service_pb2_grp
 
 
 def test_predict_stream_answers_each_row_in_order(
-    stub: model_service_pb2_grpc.ModelServiceStub, grpc_markers: dict[str, Path]
+    stub: model_service_pb2_grpc.ModelServiceStub, grpc_gates: dict[str, Gate]
 ) -> None:
-    marker = grpc_markers["slow_classifier"]
-    before = len(_ran(marker))
+    gate = grpc_gates["slow_classifier"]
+    before = len(gate.batches())
     rows = [[1.0, 0.0], [0.0, 1.0], [5.0, 2.0], [2.0, 7.0]]
     answers = list(stub.PredictStream(pb.PredictRequest(features=_flat(rows), return_probabilities=True),
-                                      timeout=10))
+                                      timeout=30))
     assert [a.prediction for a in answers] == [0, 1, 0, 1]
     for answer, row in zip(answers, rows, strict=True):
         assert list(answer.probabilities) == pytest.approx(_softmax(row), rel=1e-5)
-    assert _ran(marker)[before:] == [[1.0, 0.0, 5.0, 2.0]]  # the rows arrive in one loop turn: one batch
+    assert gate.batches()[before:] == [[1.0, 0.0, 5.0, 2.0]]  # the rows arrive in one loop turn: one batch
 
 
 def test_a_cancelled_stream_leaves_its_queued_rows_unrun(
-    stub: model_service_pb2_grpc.ModelServiceStub, grpc_markers: dict[str, Path]
+    stub: model_service_pb2_grpc.ModelServiceStub, grpc_gates: dict[str, Gate], grpc_server: ServerProcess
 ) -> None:
-    marker = grpc_markers["slow_classifier"]
-    before = len(_ran(marker))
+    gate = grpc_gates["slow_classifier"]
     rows = [[100.0 + i, 0.0] for i in range(20)]
-    call = stub.PredictStream(pb.PredictRequest(features=_flat(rows)), timeout=10)
-    # The rows arrive together: 100..107 run as one batch; once it is done, 108..115 run
-    # and 116..119 wait in the queue.
-    next(call)
-    call.cancel()
-    time.sleep(3 * SLOW_CLASSIFIER_DELAY_S)
-    ran = _ran(marker)[before:]
-    assert ran == [[100.0 + i for i in range(8)], [108.0 + i for i in range(8)]], ran  # never 116..119
+    with gate.held() as before:
+        call = stub.PredictStream(pb.PredictRequest(features=_flat(rows)), timeout=60)
+        gate.wait_batches(before + 1)  # 100..107 in the model; 108..119 wait
+        gate.allow(before + 1)
+        assert next(call).prediction == 0  # the first batch answered; 108..115 now in the model, 116..119 wait
+        gate.wait_batches(before + 2)
+        call.cancel()
+        wait_for(lambda: gauge(grpc_server.metrics_url, "servekit_inflight_requests", "slow_classifier") == 0,
+                 "the server to see the cancellation")
+    after = stub.PredictStream(pb.PredictRequest(features=[300.0, 0.0]), timeout=30)
+    assert [answer.prediction for answer in after] == [0]
+    ran = gate.batches()[before:]
+    assert ran == [[100.0 + i for i in range(8)], [108.0 + i for i in range(8)], [300.0]], ran  # never 116..119
 
 
 def test_predict_bidi_pipelines_answers_in_order_and_ends_on_error(
-    stub: model_service_pb2_grpc.ModelServiceStub, grpc_markers: dict[str, Path]
+    stub: model_service_pb2_grpc.ModelServiceStub, grpc_gates: dict[str, Gate], grpc_server: ServerProcess
 ) -> None:
-    marker = grpc_markers["slow_classifier"]
-    before = len(_ran(marker))
+    gate = grpc_gates["slow_classifier"]
     rows = [[200.0, 300.0], [201.0, 0.0], [0.0, 202.0], [203.0, 0.0]]
-    answers = list(stub.PredictBidi(iter(pb.PredictRequest(features=row) for row in rows), timeout=10))
+    with gate.held() as before:
+        call = stub.PredictBidi(iter(pb.PredictRequest(features=row) for row in rows), timeout=60)
+        gate.wait_batches(before + 1)  # the first runs alone on the idle model
+        wait_for(lambda: gauge(grpc_server.metrics_url, "servekit_queue_depth", "slow_classifier") == 3,
+                 "the other three read off the stream and queued")  # in flight together: pipelined
+    answers = list(call)
     assert [a.prediction for a in answers] == [1, 0, 1, 0]
-    # In flight together: the first ran alone on the idle model, the other three as one batch.
-    assert _ran(marker)[before:] == [[200.0], [201.0, 0.0, 203.0]]
+    assert gate.batches()[before:] == [[200.0], [201.0, 0.0, 203.0]]
     requests = [pb.PredictRequest(features=[1.0, 0.0]), pb.PredictRequest(features=[1.0]),
                 pb.PredictRequest(features=[0.0, 1.0])]
     call = stub.PredictBidi(iter(requests), timeout=10)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import queue
-import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -17,9 +15,11 @@ from tritonclient.utils import InferenceServerException
 
 import servekit
 from servekit.grpc.generated import inference_pb2, inference_pb2_grpc
+from tests.gate import Gate, wait_for
 
 from .harness import ServerProcess
 from .repos import DATATYPES, FAULTY_MAGIC, onnx_expected
+from .scrape import gauge
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 
@@ -59,10 +59,6 @@ def _error(call: Any, *args: Any, **kwargs: Any) -> InferenceServerException:
     with pytest.raises(InferenceServerException) as caught:
         call(*args, **kwargs)
     return caught.value
-
-
-def _marker_lines(path: Path) -> list[str]:
-    return path.read_text().split("\n")[:-1] if path.exists() else []
 
 
 @pytest.fixture(scope="module")
@@ -164,18 +160,21 @@ def test_errors_carry_the_table_status_and_a_clear_message(client: grpcclient.In
 
 
 def test_a_request_whose_deadline_passes_in_the_queue_never_runs(
-    client: grpcclient.InferenceServerClient, grpc_markers: dict[str, Path]
+    client: grpcclient.InferenceServerClient, grpc_gates: dict[str, Gate], grpc_server: ServerProcess
 ) -> None:
-    marker = grpc_markers["slow"]
-    ran_before = len(_marker_lines(marker))
-    busy = threading.Thread(target=client.infer, args=("slow", [_input("x", np.array([[1]], np.int32), "INT32")]))
-    busy.start()  # holds the only instance for 0.3 s
-    time.sleep(0.05)
-    late = _error(client.infer, "slow", [_input("x", np.array([[2]], np.int32), "INT32")], client_timeout=0.1)
-    assert late.status() == "StatusCode.DEADLINE_EXCEEDED"
-    busy.join()
-    time.sleep(0.5)  # had the late request stayed queued, it would have run by now
-    assert _marker_lines(marker)[ran_before:] == ["1"]
+    gate = grpc_gates["gated"]
+    with ThreadPoolExecutor(1) as pool, gate.held() as before:  # the gate opens before the pool waits
+        busy = pool.submit(client.infer, "gated", [_input("x", np.array([[1]], np.int32), "INT32")])
+        gate.wait_batches(before + 1)  # holds the only instance until the gate opens
+        # Its answer can only be its deadline: the instance stays held until it has come.
+        late = _error(client.infer, "gated", [_input("x", np.array([[2]], np.int32), "INT32")], client_timeout=0.5)
+        assert late.status() == "StatusCode.DEADLINE_EXCEEDED"
+        wait_for(lambda: gauge(grpc_server.metrics_url, "servekit_inflight_requests", "gated") == 1,
+                 "the server to give up on the late request")
+    busy.result(timeout=30)
+    after = client.infer("gated", [_input("x", np.array([[3]], np.int32), "INT32")])
+    assert after.as_numpy("y").tolist() == [[3]]
+    assert gate.batches()[before:] == [[1.0], [3.0]]  # had the late request stayed queued, it would have run
 
 
 def test_message_size_limit_fits_a_64_mib_tensor(client: grpcclient.InferenceServerClient) -> None:
@@ -190,30 +189,35 @@ def test_message_size_limit_fits_a_64_mib_tensor(client: grpcclient.InferenceSer
 
 
 def test_stream_answers_many_in_flight_batches_them_and_survives_errors(
-    client: grpcclient.InferenceServerClient, grpc_markers: dict[str, Path]
+    client: grpcclient.InferenceServerClient, grpc_gates: dict[str, Gate], grpc_server: ServerProcess
 ) -> None:
     answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
-    marker = grpc_markers["slow"]
-    ran_before = len(_marker_lines(marker))
+    gate = grpc_gates["gated"]
     client.start_stream(callback=lambda result, error: answers.put((result, error)))
     try:
-        for i in range(6):
-            client.async_stream_infer("slow", [_input("x", np.array([[10 + i]], np.int32), "INT32")],
-                                      request_id=f"slow-{i}")
-        client.async_stream_infer("faulty", [_x([[FAULTY_MAGIC]])], request_id="bad")
-        client.async_stream_infer("no_such_model", [_x([[1.0]])], request_id="unknown")
-        got = [answers.get(timeout=10) for _ in range(8)]
+        with gate.held() as before:
+            for i in range(6):
+                client.async_stream_infer("gated", [_input("x", np.array([[10 + i]], np.int32), "INT32")],
+                                          request_id=f"gated-{i}")
+            client.async_stream_infer("faulty", [_x([[FAULTY_MAGIC]])], request_id="bad")
+            client.async_stream_infer("no_such_model", [_x([[1.0]])], request_id="unknown")
+            first = gate.wait_batches(before + 1)[before]
+            # Many in flight on one stream: whatever the first batch took, the rest wait together.
+            wait_for(lambda: gauge(grpc_server.metrics_url, "servekit_queue_depth", "gated") == 6 - len(first),
+                     "the stream's other requests queued")
+        got = [answers.get(timeout=30) for _ in range(8)]
         errors = sorted(error.message() for _, error in got if error is not None)
         assert len(errors) == 2 and "ValueError" in errors[0] and "no_such_model" in errors[1]
         ids = {result.get_response().id: result.as_numpy("y").tolist() for result, _ in got if result is not None}
-        assert ids == {f"slow-{i}": [[10 + i]] for i in range(6)}
+        assert ids == {f"gated-{i}": [[10 + i]] for i in range(6)}
         client.async_stream_infer("onnx_linear", [_x([[1, 2, 3, 4]])], request_id="after-errors")
-        result, error = answers.get(timeout=10)
+        result, error = answers.get(timeout=30)
         assert error is None and result.get_response().id == "after-errors"
     finally:
         client.stop_stream()
-    batches = [int(size) for size in _marker_lines(marker)[ran_before:]]
-    assert sum(batches) == 6 and len(batches) < 6, batches  # requests of one stream ran together
+    batches = gate.batches()[before:]
+    assert sorted(value for batch in batches for value in batch) == [10.0 + i for i in range(6)]
+    assert len(batches) <= 2, batches  # requests of one stream ran together
 
 
 # -- repository -------------------------------------------------------------------------------------------

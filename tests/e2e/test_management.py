@@ -8,15 +8,16 @@ import json
 import os
 import stat
 import subprocess
-import threading
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
 from servekit import __version__
+from tests.gate import Gate, wait_for
 
 from .harness import HOST, free_port, servekit_command
 from .managed import ManagedServer, serve_folder, write_versioned_model
@@ -34,10 +35,19 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
 
 
 @pytest.fixture(scope="module")
-def server(site: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedServer]:
+def gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gate]:
+    shut = Gate(tmp_path_factory.mktemp("gate"))
+    yield shut
+    shut.open()
+
+
+@pytest.fixture(scope="module")
+def server(site: tuple[str, Path], gate: Gate, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedServer]:
     """A generated token; URLs below SITE/archives/ allowed; archives up to 200 kB."""
     repository = tmp_path_factory.mktemp("managed") / "models"
-    write_versioned_model(repository / "slowpoke", (1,), parameters={"delay_s": 0.6})
+    write_versioned_model(repository / "slowpoke", (1,))
+    # Unregistered by a test: its requests wait at a gate (tests/gate.py) until that test lets them through.
+    write_versioned_model(repository / "doomed", (1,), parameters={"gate": str(gate)})
     process = ManagedServer(repository, tmp_path_factory.mktemp("logs") / "managed.log",
                             "--allowed-url", f"{site[0]}/archives/",
                             "--max-archive-bytes", str(SOURCE_FILES_LIMIT), token=None)
@@ -45,6 +55,7 @@ def server(site: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory) -> 
     try:
         yield process
     finally:
+        gate.open()
         process.stop()
 
 
@@ -66,7 +77,10 @@ def test_the_generated_token_is_in_an_owner_only_file_and_never_logged(server: M
         assert wrong.status_code == 403 and wrong.json() == {"code": 403, "type": "InvalidKeyException",
                                                              "message": "wrong management token"}
     with server.management(token_of(server)) as client:
-        assert [m["modelName"] for m in client.get("/models").json()["models"]] == ["slowpoke"]
+        listed = [m["modelName"] for m in client.get("/models").json()["models"]]
+        # Other tests of this module register "fetched" and unregister "doomed": any order may have run.
+        assert "slowpoke" in listed and set(listed) <= {"slowpoke", "doomed", "fetched"}, listed
+        assert listed == sorted(listed)
 
 
 def pack(tmp_path: Path, name: str, version: int, extra_bytes: int = 0) -> Path:
@@ -141,20 +155,27 @@ def test_malicious_archives_are_refused_with_nothing_written_outside_the_store(s
     assert not list((store / ".servekit" / "staging").iterdir())
 
 
-def test_unregister_lets_in_flight_requests_finish_then_answers_404(server: ManagedServer) -> None:
-    results: list[httpx.Response] = []
-    with httpx.Client(timeout=30) as inference:
-        slow = threading.Thread(target=lambda: results.append(server.infer(inference, "slowpoke")))
-        slow.start()
+def test_unregister_lets_in_flight_requests_finish_then_answers_404(server: ManagedServer, gate: Gate) -> None:
+    with ThreadPoolExecutor(2) as pool, httpx.Client(timeout=60) as inference:
+        in_flight = pool.submit(server.infer, inference, "doomed")
+        gate.wait_batches(1)  # the request is computing, held at the gate
         with server.management(token_of(server)) as client:
-            threading.Event().wait(0.2)  # the request is computing (0.6 s)
-            assert client.delete("/models/slowpoke").status_code == 200
-        slow.join()
-        assert results[0].status_code == 200 and results[0].json()["outputs"][0]["data"] == [1]
-        gone = server.infer(inference, "slowpoke")
-        assert gone.status_code == 404 and "unknown model 'slowpoke'" in gone.json()["error"]
-    # the user put slowpoke's folder in the repository: unregistered, never deleted
-    assert sorted(p.name for p in (server.repository / "slowpoke").iterdir()) == ["1", "config.yaml", "handler.py"]
+            deleting = pool.submit(client.delete, "/models/doomed")
+            # While it drains, the model takes no new request (503), and the DELETE waits for the drain.
+            wait_for(lambda: inference.get(f"{server.base_url}/v2/models/doomed/ready").status_code != 200,
+                     "'doomed' draining")  # asked without queueing a request behind the held one
+            refused = server.infer(inference, "doomed")
+            assert refused.status_code == 503 and "being unregistered" in refused.json()["error"], refused.text
+            assert not deleting.done() and not in_flight.done()
+            gate.open()
+            assert deleting.result(timeout=30).status_code == 200
+        answer = in_flight.result(timeout=30)
+        assert answer.status_code == 200 and answer.json()["outputs"][0]["data"] == [1]
+        gone = server.infer(inference, "doomed")
+        assert gone.status_code == 404 and "unknown model 'doomed'" in gone.json()["error"]
+    # the user put doomed's folder in the repository: unregistered, never deleted
+    assert sorted(p.name for p in (server.repository / "doomed").iterdir()) == ["1", "config.yaml", "handler.py"]
+    assert gate.batches() == [[0.0]]  # the refused requests never ran
 
 
 def test_archive_inspect_checks_every_checksum(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ def bash_blocks() -> list[str]:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedServer]:
     models = tmp_path_factory.mktemp("demo") / "models"
-    subprocess.run(servekit_command("demo", str(models), "--no-torch"), check=True, capture_output=True, timeout=120)
+    subprocess.run(servekit_command("demo", str(models), "--no-torch"), check=True, capture_output=True, timeout=300)
     # version 2 of digits is TorchScript when torch is installed; an ONNX copy serves the same here, faster
     (models / "digits" / "2").mkdir()
     shutil.copy(models / "digits" / "1" / "model.onnx", models / "digits" / "2" / "model.onnx")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -29,7 +30,7 @@ def blocks(language: str) -> list[str]:
 def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """What scripts/serve-demo runs: `servekit demo models` then `servekit serve models --default-model digits`."""
     models = tmp_path_factory.mktemp("demo") / "models"
-    subprocess.run(servekit_command("demo", str(models)), check=True, capture_output=True, timeout=120)
+    subprocess.run(servekit_command("demo", str(models)), check=True, capture_output=True, timeout=300)
     server = ServerProcess(models, tmp_path_factory.mktemp("logs") / "demo.log", "--default-model", "digits")
     server.start()
     try:
@@ -61,7 +62,8 @@ def test_curl_examples_answer_as_documented(demo_server: ServerProcess) -> None:
         outputs.append(json.loads(done.stdout))
     ready, metadata, predicted, inferred = outputs
     assert ready == {"ready": True}
-    assert metadata["versions"] == (["1", "2"] if "2" in metadata["versions"] else ["1"])
+    # The demo writes version 2 (TorchScript) only where torch is installed: expected from the environment.
+    assert metadata["versions"] == (["1", "2"] if importlib.util.find_spec("torch") else ["1"])
     assert predicted["predictions"] == [0] and predicted["probabilities"] is None
     assert inferred["id"] == "req-1"
     assert inferred["outputs"] == [{"name": "label", "datatype": "INT64", "shape": [1], "data": [0]}]

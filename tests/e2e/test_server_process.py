@@ -8,22 +8,21 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 import servekit
+from tests.conftest import require_executable
+from tests.gate import Gate, wait_for
 
 from .harness import HOST, ServerProcess, free_port, servekit_command
-from .repos import write_slow_model, write_whoami_model
-
-SLOW_DELAY_S = 0.5
+from .repos import write_gated_model, write_whoami_model
+from .scrape import gauge
 
 
 def _run(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
@@ -69,9 +68,7 @@ def test_serve_help_lists_its_flags() -> None:
 
 
 def test_console_script_serve_help() -> None:
-    script = shutil.which("servekit", path=str(Path(sys.executable).parent))
-    if script is None:
-        pytest.skip("the servekit console script is not installed next to this python")
+    script = require_executable("servekit", "pip install -e .")
     result = _run(script, "serve", "--help")
     assert result.returncode == 0, result.stderr
     assert "REPOSITORY" in result.stdout and "--http-port" in result.stdout
@@ -103,65 +100,63 @@ def test_serve_rejects_a_bad_flag_value(tmp_path: Path) -> None:
 # -- graceful shutdown ---------------------------------------------------------------------------------
 
 
-@pytest.fixture()
-def draining_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, Path]]:
-    marker = tmp_path / "batches.txt"
-    write_slow_model(tmp_path / "models", delay_s=SLOW_DELAY_S, marker=marker)
-    server = ServerProcess(tmp_path / "models", tmp_path / "server.log")
-    server.start()
+def _refused_while_alive(server: ServerProcess) -> bool:
+    """Whether a new connection to the HTTP port is refused while the server process still runs."""
+    wait_for(lambda: _connection_refused(server.port) or server.process is None or server.process.poll() is not None,
+             "the listening socket to close")
+    return server.process is not None and server.process.poll() is None and _connection_refused(server.port)
+
+
+def _call(server: ServerProcess, value: int) -> tuple[int, dict[str, object]]:
+    connection = http.client.HTTPConnection(HOST, server.port, timeout=60)
     try:
-        yield server, marker
+        body = _infer_body("x", "INT32", [value])
+        connection.request("POST", "/v2/models/gated/infer", body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
     finally:
-        server.stop()
+        connection.close()
 
 
-def test_sigterm_drains_in_flight_requests_then_exits_0(draining_server: tuple[ServerProcess, Path]) -> None:
-    server, marker = draining_server
-    count = 6
-    sent = [threading.Event() for _ in range(count)]
-
-    def call(n: int) -> tuple[int, dict[str, object]]:
-        connection = http.client.HTTPConnection(HOST, server.port, timeout=30)
-        try:
-            body = _infer_body("x", "INT32", [1000 + n])
-            connection.request("POST", "/v2/models/slow/infer", body, {"Content-Type": "application/json"})
-            sent[n].set()  # the whole request is on the wire
-            response = connection.getresponse()
-            return response.status, json.loads(response.read())
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(count) as pool:
-        futures = [pool.submit(call, n) for n in range(count)]
-        assert all(event.wait(10) for event in sent)
-        deadline = time.monotonic() + 10
-        while not (marker.exists() and marker.read_text()):  # the first batch is running in the model
-            assert time.monotonic() < deadline, server.log()
-            time.sleep(0.01)
-        time.sleep(0.1)  # let the server's loop read the other requests off their sockets
-        server.terminate()
-
-        # While the requests drain, the listening socket is already closed: new clients are refused.
-        refused_while_draining = None
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            if _connection_refused(server.port):
-                refused_while_draining = server.process is not None and server.process.poll() is None
-                break
-            time.sleep(0.02)
-        results = [future.result(timeout=30) for future in futures]
-
-    for n, (status, body) in enumerate(results):
+def _drain_and_check(server: ServerProcess, gate: Gate, values: list[int], futures: list[Any],
+                     refuses: bool = True) -> None:
+    """SIGTERM while ``values`` are in flight (held at the gate), then: new connections refused while
+    the server drains (``refuses``), every request answered with its own rows, exit 0, every request
+    run once. With --workers N uvicorn's supervisor keeps the listening socket open until its workers
+    have exited, so a new connection waits in the backlog instead of being refused: not checked then."""
+    server.terminate()
+    # The gate is shut, so the server cannot have exited yet.
+    refused_while_draining = _refused_while_alive(server) if refuses else True
+    gate.open()
+    results = [future.result(timeout=60) for future in futures]
+    for value, (status, body) in zip(values, results, strict=True):
         assert status == 200, body
         outputs = body["outputs"]
         assert isinstance(outputs, list)
-        assert outputs[0]["data"] == [1000 + n]
-    assert server.wait(15) == 0, server.log()
-    assert refused_while_draining is True, "new connections were still accepted during the drain"
+        assert outputs[0]["data"] == [value]
+    assert server.wait(30) == 0, server.log()
+    assert refused_while_draining, "new connections were still accepted during the drain"
     assert _connection_refused(server.port)
-    batches = [int(line) for line in marker.read_text().split()]
-    assert sum(batches) == count  # every request ran exactly once
+    assert sorted(value for batch in gate.batches() for value in batch) == sorted(values)  # each ran once
     assert "Traceback" not in server.log()
+
+
+def test_sigterm_drains_in_flight_requests_then_exits_0(tmp_path: Path) -> None:
+    gate = Gate(tmp_path / "gate")
+    write_gated_model(tmp_path / "models", gate.folder)
+    server = ServerProcess(tmp_path / "models", tmp_path / "server.log").start()
+    try:
+        values = [1000 + n for n in range(6)]
+        with ThreadPoolExecutor(len(values)) as pool:
+            futures = [pool.submit(_call, server, value) for value in values]
+            gate.wait_batches(1)  # one batch is in the model; the rest must be read off their sockets and queued
+            wait_for(lambda: gauge(server.metrics_url, "servekit_inflight_requests", "gated") == len(values),
+                     "every request accepted")
+            _drain_and_check(server, gate, values, futures)
+        assert len(gate.batches()) == 2  # the first alone, the five that waited together
+    finally:
+        gate.open()
+        server.stop()
 
 
 # -- several workers ----------------------------------------------------------------------------------------
@@ -173,6 +168,12 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rindex(")") + 2 :].split()[0] != "Z"
+
+
+def _workers(pid: int) -> set[int]:
+    """The worker processes of server ``pid`` (multiprocessing's spawned children, not its resource tracker)."""
+    return {child for child, cmdline in _children(pid) if "multiprocessing.spawn" in cmdline
+            or "multiprocessing-fork" in cmdline}
 
 
 def _children(pid: int) -> list[tuple[int, str]]:
@@ -223,3 +224,66 @@ def test_two_workers_serve(tmp_path: Path) -> None:
         code = server.stop()
     assert code == 0, server.log()
     assert not [pid for pid in workers if _alive(pid)], "a worker outlived the server"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc to see worker processes")
+def test_sigterm_drains_every_busy_worker_then_exits_0(tmp_path: Path) -> None:
+    gate = Gate(tmp_path / "gate")
+    write_gated_model(tmp_path / "models", gate.folder)
+    server = ServerProcess(tmp_path / "models", tmp_path / "server.log", "--workers", "2").start()
+    try:
+        workers = _workers(server.pid)
+        assert len(workers) == 2, _children(server.pid)
+        values: list[int] = []
+        futures = []
+        with ThreadPoolExecutor(64) as pool:
+            # Each request on its own connection, until both workers hold a batch at the gate (the kernel
+            # spreads connections; the rest of each worker's requests wait in its queue).
+            while set(gate.pids()) != workers:
+                assert len(values) < 64, f"only {set(gate.pids())} of {workers} ever got a request"
+                values.append(2000 + len(values))
+                futures.append(pool.submit(_call, server, values[-1]))
+                wait_for(lambda: gauge(server.metrics_url, "servekit_inflight_requests", "gated") == len(values),
+                         "the request accepted by a worker")
+            _drain_and_check(server, gate, values, futures, refuses=False)
+    finally:
+        gate.open()
+        server.stop()
+    assert not [pid for pid in workers if _alive(pid)], "a worker outlived the server"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux to run --workers")
+def test_poll_interval_with_several_workers_serves_and_forgets_models_in_every_worker(tmp_path: Path) -> None:
+    repository = tmp_path / "models"
+    write_whoami_model(repository)
+    server = ServerProcess(repository, tmp_path / "server.log", "--workers", "2", "--poll-interval", "0.2").start()
+    try:
+        workers = _workers(server.pid)
+        assert len(workers) == 2, _children(server.pid)
+
+        def answers(model: str) -> dict[int, int]:
+            """worker pid -> HTTP status for ``model``, asked on new connections until both workers answered."""
+            seen: dict[int, int] = {}
+            deadline = time.monotonic() + 60
+            while set(seen) != workers:
+                assert time.monotonic() < deadline, f"only {set(seen)} of {workers} answered: {server.log()[-3000:]}"
+                with httpx.Client(base_url=server.base_url, timeout=30) as client:
+                    who = client.post("/v2/models/whoami/infer", content=_infer_body("x", "INT32", [0]))
+                    pid = who.json()["outputs"][0]["data"][0]
+                    seen[pid] = client.post(f"/v2/models/{model}/infer",
+                                            content=_infer_body("x", "INT32", [7])).status_code
+            return seen
+
+        def every_worker_answers(status: int) -> bool:
+            statuses = answers("late")
+            print("late: status by worker", statuses)  # shown when the test fails
+            return set(statuses.values()) == {status}
+
+        write_whoami_model(tmp_path / "staging", name="late")
+        (tmp_path / "staging" / "late").rename(repository / "late")  # one rename: a poll sees all of it or none
+        wait_for(lambda: every_worker_answers(200), "every worker serving the new model", timeout_s=90)
+        shutil.rmtree(repository / "late")
+        wait_for(lambda: every_worker_answers(404), "every worker forgetting the removed model", timeout_s=90)
+    finally:
+        code = server.stop()
+    assert code == 0, server.log()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,7 +140,12 @@ def test_zero_failed_requests_while_versions_change(server: ManagedServer, tmp_p
         before = len(loads(tmp_path))
         assert httpx.post(f"{server.base_url}/v2/repository/models/m/load", timeout=30,
                           headers={"Authorization": f"Bearer {server.token}"}).status_code == 200
-        time.sleep(0.5)  # a poll or two
+        # A poll has compared every model's files once the new model it finds is served: then nothing
+        # reloaded means that no poll saw "m" as changed.
+        write_versioned_model(server.repository / ".staged-sentinel", (1,))
+        (server.repository / ".staged-sentinel").rename(server.repository / "sentinel")
+        wait_until(lambda: httpx.get(f"{server.base_url}/v2/models/sentinel/ready", timeout=10).status_code == 200,
+                   timeout_s=30, what="a poll to serve the sentinel model")
         assert len(loads(tmp_path)) == before
         # 6. unregister version 4: version 2 (still on disk) loads while 3 and 4 serve, then 4 drains (its
         #    folder stays: servekit deletes only what it unpacked; it is not loaded again until restart)

@@ -17,7 +17,7 @@ from tests.ray.ray_cluster import RayCluster, ray_environment, require_ray
 
 pytestmark = pytest.mark.ray
 
-DEPLOY_TIMEOUT_S = 60.0
+DEPLOY_TIMEOUT_S = 180.0
 README = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
 
 

@@ -13,11 +13,12 @@ from servekit.config import ModelConfig, TensorConfig
 from servekit.errors import ConfigError, InvalidInput, ModelFailed
 from servekit.runtimes import Runtime, RuntimeContext, create_runtime
 from servekit.types import TensorSpec
+from tests.conftest import TORCH_INSTALL, require_module
 
 if TYPE_CHECKING:
     import torch
 else:
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch", TORCH_INSTALL)
 
 
 class Scorer(torch.nn.Module):

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ from servekit.errors import ModelFailed, ModelNotFound, ModelNotReady
 from servekit.serving.registry import Registry
 from servekit.serving.version import LoadState
 from tests.builders import write_onnx_model, write_repository
+from tests.gate import GATE_HANDLER_CODE, Gate
 
 
 def load(root: Path) -> Registry:
@@ -88,18 +91,32 @@ def test_unload_then_load_again(tmp_path: Path) -> None:
 # -- reloads, version swaps, overrides -------------------------------------------------------------------
 
 VERSIONED_HANDLER = """
-import time
-
 import numpy as np
 
 from servekit import BaseHandler
-
+""" + GATE_HANDLER_CODE + """
 
 class Versioned(BaseHandler):
     def inference(self, data):
-        time.sleep(float(self.context.parameters.get("delay_s", 0)))
+        wait_at_gate(self.context.parameters.get("gate"), data["x"][:, 0])
         return {"v": np.full((len(data["x"]), 1), self.context.version, dtype=np.int64)}
 """
+
+
+async def until(check: Callable[[], object], what: str, timeout_s: float = 30.0) -> None:
+    """Wait (without blocking the loop) until ``check()`` is true."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
+def refused_as_not_ready(registry: Registry, reason: str) -> bool:
+    try:
+        registry.resolve("m")
+    except ModelNotReady as exc:
+        return reason in str(exc)
+    return False
 
 
 def write_versioned(root: Path, versions: tuple[int, ...], config: str = "", name: str = "m") -> Path:
@@ -144,18 +161,23 @@ def test_unchanged_versions_are_kept_and_changed_ones_reload(tmp_path: Path) -> 
 
 
 def test_a_new_version_loads_while_the_old_one_serves_and_drains(tmp_path: Path) -> None:
-    model = write_versioned(tmp_path, (1,), "parameters: {delay_s: 0.3}\n")
-    registry = Registry(tmp_path)
+    gate = Gate(tmp_path / "gate")
+    model = write_versioned(tmp_path / "repo", (1,), f"parameters: {{gate: '{gate}'}}\n")
+    registry = Registry(tmp_path / "repo")
 
     async def run() -> None:
         await registry.load_all()
         old = registry.resolve("m")
         in_flight = asyncio.create_task(answer(registry))
-        await asyncio.sleep(0.05)  # version 1 is computing
+        await until(gate.batches, "version 1 computing")  # held at the gate
         (model / "2").mkdir()
-        await registry.load("m")  # latest: 1 -> version 2 serves, version 1 drains
-        assert registry.resolve("m").version == 2 and old.state is LoadState.UNLOADING
+        loading = asyncio.create_task(registry.load("m"))  # latest: 1 -> version 2 serves, version 1 drains
+        await until(lambda: registry.resolve("m").version == 2, "version 2 serving")
+        assert old.state is LoadState.UNLOADING
+        assert not in_flight.done() and not loading.done()  # the load returns once version 1 has drained
+        gate.open()
         assert await in_flight == 1
+        await loading
         assert await answer(registry) == 2
         with pytest.raises(ModelNotFound, match="no version '1'"):
             registry.resolve("m", "1")
@@ -211,17 +233,18 @@ def test_traffic_split_default_version_and_scaling(tmp_path: Path) -> None:
 
 
 def test_remove_answers_503_while_draining_then_404(tmp_path: Path) -> None:
-    write_versioned(tmp_path, (1,), "parameters: {delay_s: 0.3}\n")
-    registry = Registry(tmp_path)
+    gate = Gate(tmp_path / "gate")
+    write_versioned(tmp_path / "repo", (1,), f"parameters: {{gate: '{gate}'}}\n")
+    registry = Registry(tmp_path / "repo")
 
     async def run() -> None:
         await registry.load_all()
         in_flight = asyncio.create_task(answer(registry))
-        await asyncio.sleep(0.05)
+        await until(gate.batches, "the request computing")
         removing = asyncio.create_task(registry.remove("m", reason="being unregistered"))
-        await asyncio.sleep(0.05)
-        with pytest.raises(ModelNotReady, match="being unregistered"):
-            registry.resolve("m")
+        await until(lambda: refused_as_not_ready(registry, "being unregistered"), "503 while draining")
+        assert not removing.done()  # it waits for the request in flight
+        gate.open()
         assert await in_flight == 1
         await removing
         with pytest.raises(ModelNotFound):

@@ -15,6 +15,7 @@ from servekit.toolkit.errors import ToolkitError
 from servekit.toolkit.matrix import parse_requirements, rank_patterns
 from servekit.toolkit.measure import Candidate, Curve, Point, batch_sizes
 from servekit.types import TensorSpec
+from tests.conftest import TORCH_INSTALL, require_module
 
 from ..builders import write_onnx_model
 from .models import serve_once, write_sklearn_classifier
@@ -66,7 +67,7 @@ def test_sklearn_model_measures_both_runtimes(tmp_path: Path) -> None:
 
 
 def test_torchscript_model_measures_torch_and_onnx(tmp_path: Path) -> None:
-    pytest.importorskip("torch")
+    require_module("torch", TORCH_INSTALL)
     from .models import write_torch_models
 
     sources = write_torch_models(tmp_path / "src")

@@ -11,13 +11,14 @@ from click.testing import CliRunner
 
 from servekit.cli import main
 from servekit.config import parse_model_config
+from tests.conftest import TORCH_INSTALL, require_module
 
 from .models import serve_once, write_sklearn_classifier, write_torch_models
 
 if TYPE_CHECKING:
     import torch
 else:
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch", TORCH_INSTALL)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from servekit.cli import main
 from servekit.config import parse_model_config
+from tests.conftest import TORCH_INSTALL, require_module
 
 from ..e2e.harness import ServerProcess
 from .models import serve_once
@@ -48,7 +49,7 @@ def run(command: str, folder: Path, replacements: dict[str, str] | None = None) 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo repository in ./models, net.py beside it, and the README's convert commands run there."""
-    pytest.importorskip("torch")
+    require_module("torch", TORCH_INSTALL)
     folder = tmp_path_factory.mktemp("readme")
     with contextlib.chdir(folder):
         assert CliRunner().invoke(main, ["demo", "models"]).exit_code == 0

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, Literal
 
 import numpy as np
@@ -30,16 +30,20 @@ import numpy as np
 from servekit.runtimes.base import Runtime
 from servekit.types import DATATYPES, Arrays, TensorSpec
 
-__all__ = ["INLINE_BELOW_S", "INLINE_RUNTIMES", "Execution", "choose_execution", "median_compute_s",
-           "probe_inputs"]
+__all__ = ["INLINE_BELOW_S", "INLINE_RUNTIMES", "Clock", "Execution", "choose_execution", "median_compute_s",
+           "probe_clock", "probe_inputs"]
 
 log = logging.getLogger("servekit.batching")
 
 Execution = Literal["auto", "thread", "inline"]
+Clock = Callable[[], float]
 
 INLINE_BELOW_S: Final = 100e-6
 INLINE_RUNTIMES: Final = frozenset({"onnx", "sklearn", "torch"})
 _PROBE_RUNS: Final = 21
+# The clock the ``auto`` probe reads. A seam for tests: a verdict taken from a measured speed would
+# make them depend on the machine's load, so they replace it (with a fake clock) where it matters.
+probe_clock: Clock = time.perf_counter
 
 
 def probe_inputs(specs: Sequence[TensorSpec], batched: bool = True) -> Arrays | None:
@@ -56,29 +60,31 @@ def probe_inputs(specs: Sequence[TensorSpec], batched: bool = True) -> Arrays | 
 
 
 def median_compute_s(runtime: Runtime, inputs: Arrays, runs: int = _PROBE_RUNS,
-                     clearly_above: float | None = None) -> float:
+                     clearly_above: float | None = None, clock: Clock = time.perf_counter) -> float:
     """The median seconds of ``runtime.predict(inputs)`` over ``runs`` runs, after two warm-ups.
     ``clearly_above``: when the second warm-up already takes longer, its time is returned at
-    once (a slow model's verdict needs no median, and 23 runs of it would lengthen its load)."""
+    once (a slow model's verdict needs no median, and 23 runs of it would lengthen its load).
+    ``clock``: what time is read from (tests pass a fake one, so no verdict depends on the machine)."""
     for _ in range(2):
-        started = time.perf_counter()
+        started = clock()
         runtime.predict(inputs)
-        warm = time.perf_counter() - started
+        warm = clock() - started
     if clearly_above is not None and warm > clearly_above:
         return warm
     timings: list[float] = []
     for _ in range(runs):
-        started = time.perf_counter()
+        started = clock()
         runtime.predict(inputs)
-        timings.append(time.perf_counter() - started)
+        timings.append(clock() - started)
     return statistics.median(timings)
 
 
 def choose_execution(wanted: Execution, runtime_name: str, runtimes: Sequence[Runtime],
-                     inputs: Sequence[TensorSpec], label: str, *, batched: bool = True) -> bool:
+                     inputs: Sequence[TensorSpec], label: str, *, batched: bool = True,
+                     clock: Clock | None = None) -> bool:
     """True to run batches inline on the event loop (see the module docstring). ``batched``: the
     inputs' first dimension is the batch; ``label`` names the version in the log line that
-    reports an ``auto`` choice."""
+    reports an ``auto`` choice; ``clock`` times the probe (default: :data:`probe_clock`)."""
     if wanted != "auto":
         return wanted == "inline"
     if len(runtimes) != 1 or runtime_name not in INLINE_RUNTIMES:
@@ -87,7 +93,8 @@ def choose_execution(wanted: Execution, runtime_name: str, runtimes: Sequence[Ru
     if sample is None:
         return False
     try:
-        seconds = median_compute_s(runtimes[0], sample, clearly_above=10 * INLINE_BELOW_S)
+        seconds = median_compute_s(runtimes[0], sample, clearly_above=10 * INLINE_BELOW_S,
+                                   clock=clock or probe_clock)
     except Exception as exc:  # a model that refuses zeros: nothing known, keep the thread
         log.info("%s: execution auto -> thread (the one-row probe raised %s)", label, type(exc).__name__)
         return False

@@ -74,6 +74,11 @@ class BatchQueue:
         self._items.append(item)
         self._rows += item.rows
 
+    def remove(self, item: QueuedItem) -> None:
+        """Take ``item`` out wherever it waits (its deadline passed); the others keep their order."""
+        self._items.remove(item)
+        self._rows -= item.rows
+
     def target_rows(self) -> int | None:
         """How many rows the next batch aims for, given what is queued now."""
         max_rows = self.policy.max_rows

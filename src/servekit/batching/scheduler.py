@@ -319,7 +319,10 @@ class Batcher:
         item.expiry = None
         if not item.taken:
             item.abandoned = True
+            with contextlib.suppress(ValueError):  # not there: dropped already (a batch passed it by)
+                self._queue.remove(item)
             _fail(item, DeadlineExceeded("the request's deadline passed while it waited in the queue"))
+            self._pump()  # the depth changed; and a drained batcher may be done
 
     def _pump(self) -> None:
         now = time.monotonic()

@@ -40,6 +40,7 @@ class RuntimeContext:
     model_dir: Path
     version_dir: Path
     config: ModelConfig
+    instance: int = 0  # which of the version's instances this runtime is (0 .. instances - 1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,7 +65,11 @@ class RepositoryPoller:
 
     async def start(self) -> None:
         """Take the first snapshot (what start-up loaded) and poll in the background."""
-        self._previous = await asyncio.to_thread(snapshot, self.registry.roots)
+        known = set(self.registry.model_names())
+        current = await asyncio.to_thread(snapshot, self.registry.roots)
+        # Only the models start-up knew: a folder that appeared since (while start-up was loading, or
+        # while this worker was slower to start than its siblings) is new to the first poll.
+        self._previous = {name: state for name, state in current.items() if name in known}
         self._task = asyncio.create_task(self._run(), name="servekit-repository-poll")
         log.info("polling the repository every %g s", self.interval_s)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import itertools
 import logging
@@ -154,8 +155,8 @@ def load_version(name: str, model_dir: Path, version: int, config: ModelConfig) 
     context = RuntimeContext(name, version, model_dir, version_dir, config)
     runtimes: list[Runtime] = []
     try:
-        for _ in range(config.instances):
-            runtimes.append(_new_runtime(runtime_name, context))
+        for index in range(config.instances):
+            runtimes.append(_new_runtime(runtime_name, dataclasses.replace(context, instance=index)))
         signature = _choose_signature(config, runtimes[0].signature(), where)
         max_batch_size = _max_batch_size(config, signature, where)
     except BaseException:

@@ -81,8 +81,8 @@ def _model_dir(root: Path, config: str = CONFIG, model: str = MODEL, name: str =
     return model_dir
 
 
-def _runtime(model_dir: Path) -> TritonPythonRuntime:
-    context = RuntimeContext(model_dir.name, 1, model_dir, model_dir / "1", read_model_config(model_dir))
+def _runtime(model_dir: Path, instance: int = 0) -> TritonPythonRuntime:
+    context = RuntimeContext(model_dir.name, 1, model_dir, model_dir / "1", read_model_config(model_dir), instance)
     runtime = create_runtime(context.config.runtime or "", context)
     assert isinstance(runtime, TritonPythonRuntime)
     runtime.load()
@@ -100,7 +100,7 @@ def _info(outputs: object) -> dict[str, object]:
 
 def test_initialize_gets_tritons_args_all_strings(tmp_path: Path) -> None:
     model_dir = _model_dir(tmp_path)
-    first, second = _runtime(model_dir), _runtime(model_dir)
+    first, second = _runtime(model_dir), _runtime(model_dir, instance=1)
     args = first._model.args
     assert {key: value for key, value in args.items() if key != "model_config"} == {
         "model_instance_kind": "CPU", "model_instance_name": "pymodel_0_0", "model_instance_device_id": "0",

@@ -24,7 +24,6 @@ from __future__ import annotations
 import itertools
 import json
 import sys
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,7 +49,6 @@ from servekit.runtimes.base import Arrays, Runtime, RuntimeRequest, resolve_devi
 __all__ = ["TritonPythonRuntime", "servekit_error"]
 
 # Instances loaded per model version in this process: numbers each instance within its groups.
-_INSTANCES: defaultdict[tuple[str, int], itertools.count[int]] = defaultdict(itertools.count)
 _MODULES = itertools.count()
 # Request parameters Triton's frontends consume themselves: a model's parameters() never shows them.
 _RESERVED_PARAMETERS = frozenset({"binary_data_output", "timeout", "priority", "sequence_id", "sequence_start",
@@ -118,7 +116,7 @@ class TritonPythonRuntime(Runtime):
     def _initialize_args(self, full: pb.ModelConfig) -> dict[str, str]:
         ctx = self.context
         counts = [(group.name, group.count) for group in full.instance_group]
-        index = next(_INSTANCES[(ctx.model_name, ctx.version)]) % sum(count for _, count in counts)
+        index = ctx.instance % sum(count for _, count in counts)
         group_name = counts[-1][0]
         for name, count in counts:
             if index < count:
