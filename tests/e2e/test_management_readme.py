@@ -1,4 +1,4 @@
-"""The README's management, archive and traffic commands run as written, against the demo server."""
+"""The management, archive and traffic commands of docs/management.md run as written, against the demo server."""
 
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ import pytest
 from .harness import servekit_command
 from .managed import ManagedServer
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-SECTION = README.split("## Management API, archives and versions", 1)[1].split("\n## ", 1)[0]
+SECTION = (Path(__file__).resolve().parents[2] / "docs" / "management.md").read_text(encoding="utf-8")
 
 
 def bash_blocks() -> list[str]:

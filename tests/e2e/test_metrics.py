@@ -187,8 +187,10 @@ def test_two_workers_are_counted_together(tmp_path: Path) -> None:
 
 def test_readme_metrics_command_and_cache_snippet(observed: tuple[ServerProcess, Samples]) -> None:
     server, _ = observed
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    [command] = [block for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.DOTALL)
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    metrics_page = (docs / "metrics.md").read_text(encoding="utf-8")
+    cache_page = (docs / "caching.md").read_text(encoding="utf-8")
+    [command] = [block for block in re.findall(r"```bash\n(.*?)```", metrics_page, flags=re.DOTALL)
                  if "localhost:8002/metrics" in block]
     done = subprocess.run(["bash", "-c", command.replace("localhost:8002", f"{HOST}:{server.metrics_port}")],
                           capture_output=True, text=True, timeout=30)
@@ -196,9 +198,9 @@ def test_readme_metrics_command_and_cache_snippet(observed: tuple[ServerProcess,
     lines = done.stdout.splitlines()
     assert any(line.startswith('servekit_requests_total{model="onnx_linear"') for line in lines), lines
     assert any(line.startswith("servekit_model_ready{") for line in lines), lines
-    [snippet] = [block for block in re.findall(r"```yaml\n(.*?)```", readme, flags=re.DOTALL)
+    [snippet] = [block for block in re.findall(r"```yaml\n(.*?)```", cache_page, flags=re.DOTALL)
                  if block.startswith("cache:")]
-    assert parse_model_config(snippet, "README.md").cache.enabled
+    assert parse_model_config(snippet, "docs/caching.md").cache.enabled
 
 
 def test_a_taken_metrics_port_is_a_clear_error(tmp_path: Path) -> None:

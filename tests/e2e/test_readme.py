@@ -1,4 +1,5 @@
-"""Every command and snippet in the README runs, against the real demo server."""
+"""Every command and snippet of the README and of the docs pages it sends a reader to first (the quick
+start, model repository and gRPC pages) runs, against the real demo server."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from servekit.config import parse_model_config
 from servekit.serving.registry import Registry
+from tests.builders import write_onnx_model
 
 from .harness import ServerProcess, servekit_command
 
@@ -22,8 +25,12 @@ ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
-def blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.DOTALL)
+def page(name: str) -> str:
+    return (ROOT / "docs" / name).read_text(encoding="utf-8")
+
+
+def blocks(language: str, text: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.DOTALL)
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +46,9 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
         server.stop()
 
 
-def test_quick_start_has_two_commands_that_exist_and_ci_runs_the_test_one() -> None:
-    quick_start = blocks("bash")[0]
+@pytest.mark.parametrize("text", [README, page("index.md")], ids=["README", "docs/index.md"])
+def test_quick_start_has_two_commands_that_exist_and_ci_runs_the_test_one(text: str) -> None:
+    quick_start = blocks("bash", text)[0]
     commands = [line.split("#")[0].strip() for line in quick_start.splitlines() if line.strip()]
     assert commands == ["./scripts/serve-demo", "./scripts/test"]
     for command in commands:
@@ -51,7 +59,7 @@ def test_quick_start_has_two_commands_that_exist_and_ci_runs_the_test_one() -> N
 
 
 def test_curl_examples_answer_as_documented(demo_server: ServerProcess) -> None:
-    example = next(block for block in blocks("bash") if "curl" in block)
+    example = next(block for block in blocks("bash", page("index.md")) if "curl" in block)
     commands = re.split(r"\n(?=curl )", example.replace("localhost:8000", demo_server.url).strip())
     assert len(commands) == 4
     outputs = []
@@ -70,7 +78,7 @@ def test_curl_examples_answer_as_documented(demo_server: ServerProcess) -> None:
 
 
 def test_python_client_snippet_runs(demo_server: ServerProcess) -> None:
-    snippet = next(block for block in blocks("python") if "tritonclient" in block)
+    snippet = next(block for block in blocks("python", page("index.md")) if "tritonclient" in block)
     done = subprocess.run([sys.executable, "-c", snippet.replace("127.0.0.1:8000", demo_server.url)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -78,7 +86,7 @@ def test_python_client_snippet_runs(demo_server: ServerProcess) -> None:
 
 
 def test_grpc_snippets_run(demo_server: ServerProcess) -> None:
-    snippets = [block for block in blocks("python") if "127.0.0.1:8001" in block]
+    snippets = [block for block in blocks("python", page("grpc.md")) if "127.0.0.1:8001" in block]
     assert len(snippets) == 2
     outputs = []
     for snippet in snippets:
@@ -91,8 +99,8 @@ def test_grpc_snippets_run(demo_server: ServerProcess) -> None:
 
 
 def test_config_reference_parses() -> None:
-    reference = next(block for block in blocks("yaml") if "max_batch_size" in block)
-    config = parse_model_config(reference, "README.md")
+    reference = next(block for block in blocks("yaml", page("model-repository.md")) if "max_batch_size" in block)
+    config = parse_model_config(reference, "docs/model-repository.md")
     assert config.max_batch_size == 32 and config.batching.preferred_batch_sizes == [8, 16]
 
 
@@ -101,7 +109,7 @@ def test_handler_example_serves(tmp_path: Path) -> None:
 
     import numpy as np
 
-    handler = next(block for block in blocks("python") if "BaseHandler" in block)
+    handler = next(block for block in blocks("python", page("model-repository.md")) if "BaseHandler" in block)
     model = tmp_path / "doubler"
     (model / "1").mkdir(parents=True)
     (model / "handler.py").write_text(handler)
@@ -119,3 +127,24 @@ def test_handler_example_serves(tmp_path: Path) -> None:
         return outputs["y"].tolist()  # type: ignore[no-any-return]
 
     assert asyncio.run(run()) == [[3.0, 3.0], [3.0, 3.0]]
+
+
+def test_the_readme_serves_one_onnx_file(tmp_path: Path) -> None:
+    """The README's "Serve a model": one ONNX file copied into a version folder serves, metadata
+    derived from the file, on HTTP and through the simple API."""
+    [block] = [block for block in blocks("bash", README) if "servekit serve" in block]
+    setup, serve_line = [line for line in block.splitlines() if line.strip()]
+    assert serve_line == "servekit serve models"
+    write_onnx_model(tmp_path / "made").rename(tmp_path / "my_model.onnx")
+    subprocess.run(["bash", "-c", setup], cwd=tmp_path, check=True, timeout=30)
+    server = ServerProcess(tmp_path / "models", tmp_path / "server.log")
+    server.start()
+    try:
+        metadata = httpx.get(f"{server.base_url}/v2/models/my_model", timeout=10).json()
+        assert metadata["name"] == "my_model" and metadata["platform"] == "onnxruntime_onnx", metadata
+        [tensor] = metadata["inputs"]
+        rows = [[1.0] * tensor["shape"][-1]]
+        answer = httpx.post(f"{server.base_url}/predict", json={"inputs": rows}, timeout=10)
+        assert answer.status_code == 200 and len(answer.json()["predictions"]) == 1, answer.text
+    finally:
+        server.stop()

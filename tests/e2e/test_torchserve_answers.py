@@ -125,7 +125,7 @@ def check_tensor(name: str, entry: dict[str, Any], ours: Answer) -> None:
 
 
 def check_documented_difference(name: str, entry: dict[str, Any], ours: Answer) -> None:
-    if name == "timeout_sleeping_handler":  # TorchServe: 500 "Worker died."; servekit: 504 (README)
+    if name == "timeout_sleeping_handler":  # TorchServe: 500 "Worker died."; servekit: 504 (docs/torchserve.md)
         assert entry["response"]["status"] == 500 and ours.status == 504
         assert ours.json()["type"] == "RequestTimeoutException"
     elif name == "header_case_as_sent":  # servekit matches header names in any case (ts/context.py)

@@ -1,5 +1,6 @@
-"""The README's "Coming from TorchServe" commands run as written: the real torch-model-archiver, then
-`servekit serve` as the README starts it (on free ports instead of 8080-8082), then its curl calls."""
+"""The commands of docs/torchserve.md ("Coming from TorchServe") run as written: the real
+torch-model-archiver, then `servekit serve` as the page starts it (on free ports instead of 8080-8082),
+then its curl calls."""
 
 from __future__ import annotations
 
@@ -20,8 +21,7 @@ from tests.formats.torchserve.mar import HANDLERS, require_archiver, write_torch
 from .harness import ServerProcess, free_port
 from .torchserve_server import recorded_body
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-SECTION = README.split("## Coming from TorchServe", 1)[1].split("\n## ", 1)[0]
+SECTION = (Path(__file__).resolve().parents[2] / "docs" / "torchserve.md").read_text(encoding="utf-8")
 TORCHSERVE_PORTS = {"8080": "http", "8081": "management", "8082": "metrics"}
 
 
@@ -34,7 +34,7 @@ def commands(block: str) -> list[str]:
 
 
 class ReadmeServer(ServerProcess):
-    """The README's `servekit serve` line, its TorchServe ports swapped for free ones, run in ``folder``."""
+    """The page's `servekit serve` line, its TorchServe ports swapped for free ones, run in ``folder``."""
 
     def __init__(self, line: str, folder: Path) -> None:
         super().__init__(folder, folder / "server.log")
@@ -57,7 +57,7 @@ class ReadmeServer(ServerProcess):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReadmeServer]:
-    """The user's folder: their handler, model and model_config.yaml; then the README's first block."""
+    """The user's folder: their handler, model and model_config.yaml; then the page's first block."""
     require_archiver()
     folder = tmp_path_factory.mktemp("user")
     shutil.copy(HANDLERS / "text_handler.py", folder / "text_handler.py")

@@ -18,12 +18,12 @@ from tests.ray.ray_cluster import RayCluster, ray_environment, require_ray
 pytestmark = pytest.mark.ray
 
 DEPLOY_TIMEOUT_S = 180.0
-README = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+DEPLOYMENT = (Path(__file__).parents[2] / "docs" / "deployment.md").read_text(encoding="utf-8")
 
 
 def readme_deploy_command(repository: Path, address: str, http_port: int) -> list[str]:
-    """The README's one-machine ``servekit ray deploy`` line, on this test's repository and ports."""
-    section = README.split("### Ray Serve: one machine or many", 1)[1]
+    """The one-machine ``servekit ray deploy`` line of docs/deployment.md, on this test's repository and ports."""
+    section = DEPLOYMENT.split("## Ray Serve: one machine or many", 1)[1]
     block = re.findall(r"```bash\n(.*?)```", section, flags=re.DOTALL)[0]
     [line] = [line for line in block.splitlines() if line.startswith("servekit ray deploy")]
     words = shlex.split(line)

@@ -1,4 +1,4 @@
-"""The README's toolkit section runs as written: convert on the demo repository, bench against it, advise."""
+"""The toolkit page (docs/toolkit.md) runs as written: convert on the demo repository, bench against it, advise."""
 
 from __future__ import annotations
 
@@ -20,9 +20,8 @@ from tests.conftest import TORCH_INSTALL, require_module
 from ..e2e.harness import ServerProcess
 from .models import serve_once
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-SECTION = README.split("## Toolkit: convert, bench, advise", 1)[1].split("\n## ", 1)[0]
-# Each README run lasts 10 s; here 0.2 s, without warm-up: the commands are the same.
+SECTION = (Path(__file__).resolve().parents[2] / "docs" / "toolkit.md").read_text(encoding="utf-8")
+# Each documented run lasts 10 s; here 0.2 s, without warm-up: the commands are the same.
 SHORTER = {"--duration 10": "--duration 0.2 --warmup 0", "--budget 10": "--budget 1"}
 
 
@@ -48,7 +47,7 @@ def run(command: str, folder: Path, replacements: dict[str, str] | None = None) 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo repository in ./models, net.py beside it, and the README's convert commands run there."""
+    """The demo repository in ./models, net.py beside it, and the page's convert commands run there."""
     require_module("torch", TORCH_INSTALL)
     folder = tmp_path_factory.mktemp("readme")
     with contextlib.chdir(folder):
