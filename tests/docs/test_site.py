@@ -73,6 +73,14 @@ def test_every_source_page_becomes_a_page_of_the_site(site: Path) -> None:
         assert built.is_file(), source
 
 
+def test_the_site_loads_nothing_from_the_network(site: Path) -> None:
+    pages = list(site.rglob("*.html"))
+    assert len(pages) > 20
+    for page in pages:
+        external = re.findall(r'<(?:link|script)[^>]+(?:href|src)="(https?://[^"]+)"', page.read_text(encoding="utf-8"))
+        assert not external, (page, external)
+
+
 def test_the_configuration_reference_names_every_key_and_setting(site: Path) -> None:
     page = (site / "reference" / "configuration" / "index.html").read_text(encoding="utf-8")
     for key in model_keys(ModelConfig):
