@@ -103,7 +103,7 @@ def _default(name: str, field: FieldInfo) -> str:
     if field.default_factory is not None:
         value = field.default_factory()  # type: ignore[call-arg]
         if isinstance(value, BaseModel):
-            return "(see its section)"
+            return "(its own section)"
     elif field.default is PydanticUndefined:
         return "required"
     else:
@@ -156,28 +156,38 @@ def _model_sections(model: type[BaseModel], paths: list[str], title: str) -> lis
     return lines
 
 
-def _serve_flags() -> dict[str, click.Option]:
-    return {param.name: param for param in serve.params if isinstance(param, click.Option) and param.name}
+def _serve_parameters() -> dict[str, click.Parameter]:
+    """``servekit serve``'s flags and argument by the setting they set."""
+    return {param.name: param for param in serve.params if param.name}
+
+
+def _flag(parameter: click.Parameter | None) -> str:
+    if isinstance(parameter, click.Option):
+        return " / ".join(f"`{opt}`" for opt in [*parameter.opts, *parameter.secondary_opts])
+    if isinstance(parameter, click.Argument):
+        return f"`{parameter.human_readable_name}` (argument)"
+    return "—"
 
 
 def server_settings_section() -> list[str]:
     """Every ServerSettings field with its flag of ``servekit serve`` (where it has one) and variable."""
-    flags = _serve_flags()
+    parameters = _serve_parameters()
     prefix = ServerSettings.model_config.get("env_prefix", "")
     lines = [
         "## Server settings {#server-settings}",
         "",
         _prose(inspect.cleandoc(ServerSettings.__doc__ or "")),
-        "A flag wins over its variable. The model repository is `servekit serve`'s argument.",
+        "A flag wins over its variable; a setting without a flag is set by its variable alone.",
         "",
         "| setting | flag | environment | type | default | what |",
         "|---|---|---|---|---|---|",
     ]
     for name, field in ServerSettings.model_fields.items():
-        option = flags.get(name)
-        flag = " / ".join(f"`{opt}`" for opt in [*option.opts, *option.secondary_opts]) if option else "—"
+        parameter = parameters.get(name)
+        flag = _flag(parameter)
         # A flag's help ends with its variable and default in brackets: the table has columns for them.
-        what = field.description or re.sub(r"\s*\[[^]]*\]", "", option.help if option and option.help else "")
+        helped = parameter.help if isinstance(parameter, click.Option) and parameter.help else ""
+        what = field.description or re.sub(r"\s*\[[^]]*\]", "", helped)
         kind = _type_name(field.annotation, {})
         bounds = _bounds(field)
         kind += f" ({bounds})" if bounds else ""
