@@ -93,6 +93,23 @@ def test_the_configuration_reference_names_every_key_and_setting(site: Path) -> 
     assert "requests waiting, at most" in text
 
 
+def test_every_configuration_key_and_setting_says_what_it_does() -> None:
+    """The reference's "what" column is the field's description: a key without one is a blank row."""
+    models = {ModelConfig, ServerSettings}
+    seen: set[type[BaseModel]] = set()
+    blank = []
+    while models:
+        model = models.pop()
+        seen.add(model)
+        for name, field in model.model_fields.items():
+            if not field.description:
+                blank.append(f"{model.__name__}.{name}")
+            for candidate in [field.annotation, *_arguments(field.annotation)]:
+                if isinstance(candidate, type) and issubclass(candidate, BaseModel) and candidate not in seen:
+                    models.add(candidate)
+    assert not blank, f"give these a Field(description=...) in src/servekit/config.py: {blank}"
+
+
 def _commands(group: click.Group, prefix: str) -> list[tuple[str, click.Command]]:
     found: list[tuple[str, click.Command]] = []
     for name, command in group.commands.items():
