@@ -25,6 +25,7 @@ import numpy as np
 __all__ = ["WINDOW_S", "Recent", "RollingWindow"]
 
 WINDOW_S = 10.0  # the default window: long enough to smooth a rate, short enough to be live
+_NEVER = -(2**62)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,36 +48,32 @@ class Recent:
 class RollingWindow:
     """The last ``capacity`` events, each a (time in ns, value) pair, in a ring."""
 
-    __slots__ = ("_created_ns", "_next", "_stored", "_times", "_values", "capacity", "window_ns")
+    __slots__ = ("_created_ns", "_last", "_next", "_times", "_values", "window_ns")
 
     def __init__(self, created_ns: int, window_s: float = WINDOW_S, capacity: int = 4096) -> None:
         if capacity < 1 or window_s <= 0:
             raise ValueError("a rolling window needs capacity >= 1 and window_s > 0")
-        self.capacity = capacity
         self.window_ns = int(window_s * 1e9)
         self._created_ns = created_ns
-        self._times = [0] * capacity
+        # A slot never written holds a time before any window, so no count of the slots in use is kept.
+        self._times = [_NEVER] * capacity
         self._values = [0] * capacity
-        self._next = 0  # the slot the next event goes in; the oldest event once the ring is full
-        self._stored = 0  # events stored, up to capacity
+        self._last = capacity - 1
+        self._next = 0  # the slot the next event goes in: the oldest event once the ring went round
 
     def add(self, time_ns: int, value: int) -> None:
         """One event at ``time_ns`` (the clock ``recent`` is asked with) with ``value``."""
         slot = self._next
         self._times[slot] = time_ns
         self._values[slot] = value
-        self._next = slot + 1 if slot + 1 < self.capacity else 0
-        if self._stored < self.capacity:
-            self._stored += 1
+        self._next = slot + 1 if slot != self._last else 0
 
     def recent(self, now_ns: int) -> Recent:
         """The events of the last ``window_s`` seconds up to ``now_ns`` (see the module docstring)."""
-        stored = self._stored
-        times = np.array(self._times[:stored], dtype=np.int64)
-        values = np.array(self._values[:stored], dtype=np.int64)
+        times = np.array(self._times, dtype=np.int64)
+        values = np.array(self._values, dtype=np.int64)
         start = max(now_ns - self.window_ns, self._created_ns)
-        if stored == self.capacity:
-            oldest = self._times[self._next]
-            if oldest > start:  # the window held more events than the ring: count over the ring's span
-                start = oldest
+        oldest = self._times[self._next]
+        if oldest > start:  # the window held more events than the ring: count over the ring's span
+            start = oldest
         return Recent(values[times >= start], max(now_ns - start, 0) / 1e9)
