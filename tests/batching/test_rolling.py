@@ -66,3 +66,23 @@ def test_model_stats_live_figures() -> None:
     assert live["batches_per_s"] == 0.2
     assert live["mean_batch_size"] == 6.0
     assert stats.success_count == 99 and stats.failure_count == 1  # the totals still count
+
+
+def test_a_ring_that_went_round_still_reads_in_time_order() -> None:
+    window = RollingWindow(created_ns=0, window_s=5, capacity=8)
+    for second in range(11):  # slots reused: the ring's oldest slot is in its middle
+        window.add(second * S, second)
+    assert window.recent(10 * S).values.tolist() == [5, 6, 7, 8, 9, 10]
+    assert window.recent(12 * S).values.tolist() == [7, 8, 9, 10]
+    assert window.recent(30 * S).values.tolist() == []
+
+
+@pytest.mark.parametrize("events", [0, 1, 3, 7, 8, 9, 12, 16, 23])
+def test_recent_agrees_with_a_plain_filter_wherever_the_ring_stands(events: int) -> None:
+    window = RollingWindow(created_ns=0, window_s=4, capacity=8)
+    for second in range(events):  # one event a second, each worth its second
+        window.add(second * S, second)
+    kept = list(range(max(0, events - 8), events))  # what the ring still holds
+    for now in range(max(events - 1, 0), events + 6):  # asked after the newest event, as a page asks
+        start = max(now - 4, kept[0] if len(kept) == 8 else 0)
+        assert window.recent(now * S).values.tolist() == [v for v in kept if v >= start], (events, now)

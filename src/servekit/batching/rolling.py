@@ -12,11 +12,13 @@ Guarantees of ``recent(now_ns)``:
   history, not fewer events per second);
 - the span never reaches back before the window was created, so a version loaded one second
   ago is not said to have had a tenth of its rate;
-- like ``ModelStats``, a window is written and read from the event loop thread only: no locks.
+- like ``ModelStats``, a window is written and read from the event loop thread only: no locks;
+  and events are added in the order of their times (each is timed just before it is added).
 """
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,11 +71,21 @@ class RollingWindow:
         self._next = slot + 1 if slot != self._last else 0
 
     def recent(self, now_ns: int) -> Recent:
-        """The events of the last ``window_s`` seconds up to ``now_ns`` (see the module docstring)."""
-        times = np.array(self._times, dtype=np.int64)
-        values = np.array(self._values, dtype=np.int64)
+        """The events of the last ``window_s`` seconds up to ``now_ns`` (see the module docstring).
+
+        Costs a binary search and a copy of the events inside the window (next to nothing for an
+        idle version). Events are added in time order, so the ring holds two sorted runs: from
+        the oldest slot (``_next``) to the end, then from the start to the newest."""
         start = max(now_ns - self.window_ns, self._created_ns)
-        oldest = self._times[self._next]
-        if oldest > start:  # the window held more events than the ring: count over the ring's span
-            start = oldest
-        return Recent(values[times >= start], max(now_ns - start, 0) / 1e9)
+        times, cut = self._times, self._next
+        if times[cut] > start:  # the window held more events than the ring: count over the ring's span
+            start = times[cut]
+        if times[cut - 1] < start:  # even the newest event is older than the window
+            values: list[int] = []
+        elif cut == 0:
+            values = self._values[bisect.bisect_left(times, start):]
+        elif times[0] >= start:  # the window begins in the older run, and takes all of the newer one
+            values = self._values[bisect.bisect_left(times, start, cut):] + self._values[:cut]
+        else:
+            values = self._values[bisect.bisect_left(times, start, 0, cut):cut]
+        return Recent(np.array(values, dtype=np.int64), max(now_ns - start, 0) / 1e9)
