@@ -27,6 +27,7 @@ from .harness import HOST, ServerProcess
 
 OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
 CHROMIUM_TIMEOUT_S = 120
+DOCS_SITE = "https://docs.example.org/servekit/"  # a link only: the page must not load it
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def chromium() -> str:
 def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("demo")
     write_demo_repository(root)
-    server = ServerProcess(root, tmp_path_factory.mktemp("logs") / "demo.log")
+    server = ServerProcess(root, tmp_path_factory.mktemp("logs") / "demo.log", "--docs-site-url", DOCS_SITE)
     server.start()
     try:
         yield server
@@ -167,6 +168,7 @@ def test_status_page_in_chromium(chromium: str, demo_server: ServerProcess, load
     assert page.by_id["link-docs"]["href"] == "docs"
     metrics = page.by_id["link-metrics"]
     assert (metrics["tag"], metrics["href"]) == ("a", f"http://{HOST}:{demo_server.metrics_port}/metrics")
+    assert page.by_id["link-docs-site"]["href"] == DOCS_SITE
     assert_only_this_server(page_requests(net_log), demo_server.port)
 
     OUTPUT.mkdir(exist_ok=True)
