@@ -339,6 +339,8 @@ class ServerSettings(BaseSettings):
     tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert")
     tls_ca: Path | None = Field(default=None, description="PEM CA bundle: every port then asks clients for a "
                                 "certificate it signed (mutual TLS)")
+    docs_site_url: str | None = Field(default=None, description="the documentation site the status page (GET /) "
+                                      "links to: an http(s) URL, or a path on this server (default: no link)")
     cache_url: str = Field(default="memory://", description="memory:// (per process) or redis://host:port/db")
     cache_max_bytes: int = Field(default=128 * 1024 * 1024, ge=0, description="memory cache bound, per process")
     cache_namespace: str | None = Field(
@@ -362,6 +364,14 @@ class ServerSettings(BaseSettings):
         scheme = value.partition("://")[0]
         if scheme not in ("memory", "redis", "rediss", "unix") or "://" not in value:
             raise ValueError(f"cache URL {value!r}: expected memory://, redis://HOST:PORT/DB, rediss:// or unix://")
+        return value
+
+    @field_validator("docs_site_url")
+    @classmethod
+    def _link_url(cls, value: str | None) -> str | None:
+        """Only a web link: the status page puts it in an href, where a javascript: URL would run."""
+        if value is not None and not value.startswith(("http://", "https://", "/")):
+            raise ValueError(f"docs site URL {value!r}: expected http://..., https://... or a /path")
         return value
 
     @model_validator(mode="after")

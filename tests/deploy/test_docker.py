@@ -185,6 +185,12 @@ def test_entrypoint_serves_and_passes_the_healthcheck(container: tuple[dict[str,
     assert labels == onnx_expected(x)[1].tolist()
     metrics = httpx.get(f"http://{HOST}:{env['SERVEKIT_METRICS_PORT']}/metrics", timeout=10)
     assert "servekit_requests_total" in metrics.text
+    # The status page's files are package data, and Swagger UI's come from a dependency: the wheel
+    # and the image's packages must carry them.
+    page = httpx.get(f"http://{HOST}:{port}/", timeout=10)
+    assert page.status_code == 200 and "assets/status/status.js" in page.text
+    for asset in ("/assets/status/status.js", "/assets/status/status.css", "/assets/docs/swagger-ui-bundle.js"):
+        assert httpx.get(f"http://{HOST}:{port}{asset}", timeout=10).status_code == 200, asset
 
 
 def test_healthcheck_fails_without_a_server(image_venv: Path, stages: list[Stage]) -> None:

@@ -436,9 +436,10 @@ class Batcher:
     def _complete(self, instance: _Instance, items: list[QueuedItem], started: int,
                   results: list[Arrays | ServekitError] | None, error: BaseException | None) -> None:
         """Record the batch, free the instance, answer its requests (results, or error for all)."""
-        elapsed = time.perf_counter_ns() - started
+        ended = time.perf_counter_ns()
+        elapsed = ended - started
         rows = sum(item.rows for item in items)
-        self.stats.record_batch(rows, elapsed, int(time.time() * 1000))
+        self.stats.record_batch(rows, elapsed, int(time.time() * 1000), ended)
         if log.isEnabledFor(logging.DEBUG):
             self._log_batch(rows, elapsed)
         self._metrics.compute_duration.observe(elapsed / 1e9)

@@ -72,6 +72,8 @@ def main() -> None:
               "[SERVEKIT_TLS_KEY].")
 @click.option("--tls-ca", type=click.Path(path_type=Path, dir_okay=False), help="PEM CA bundle: every port asks "
               "clients for a certificate it signed (mutual TLS) [SERVEKIT_TLS_CA].")
+@click.option("--docs-site-url", help="Documentation site the status page (GET /) links to: an http(s) URL or a "
+              "/path [SERVEKIT_DOCS_SITE_URL; no link].")
 @click.option("--poll-interval", type=click.FloatRange(min=0), help="Rescan the repository every SECONDS, loading "
               "and unloading what changed [SERVEKIT_POLL_INTERVAL; 0 = off].")
 def serve(repository: Path | None, **flags: Any) -> None:

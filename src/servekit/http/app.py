@@ -21,6 +21,7 @@ from servekit.errors import ServekitError
 from servekit.http import oip, simple
 from servekit.http.bodies import error_response
 from servekit.http.hot_routes import HotRoutes
+from servekit.http.pages import add_pages
 from servekit.observability.logging import configure_logging
 from servekit.serving.core import ServingCore
 
@@ -69,12 +70,15 @@ def create_app(settings: ServerSettings, core: ServingCore | None = None, *, ser
         version=__version__,
         description="Open Inference Protocol (KServe V2) REST and a simple JSON API.",
         lifespan=lifespan,
+        docs_url=None,  # served by servekit.http.pages, from this server rather than a CDN
+        redoc_url=None,
     )
     app.state.dataplane = serving.plane
     app.state.simple = serving.simple
     app.state.settings = settings
     app.include_router(oip.router)
     app.include_router(simple.router)
+    add_pages(app)
     app.add_exception_handler(ServekitError, _servekit_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected_error)
     return app

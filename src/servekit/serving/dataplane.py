@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 
 from servekit import __version__
+from servekit.batching.rolling import WINDOW_S
 from servekit.cache import ResponseCache
 from servekit.errors import InvalidInput, ModelNotReady, ServekitError
 from servekit.observability.metrics import Protocol
 from servekit.observability.requests import RequestObservation
-from servekit.serving import triton
+from servekit.serving import status, triton
 from servekit.serving.control import RepositoryControl
 from servekit.serving.registry import Registry
 from servekit.serving.traffic import routing_key
@@ -106,6 +107,12 @@ class DataPlane:
             chosen = list(registry.entry(name).versions.values())
         return {"model_stats": [triton.model_statistics(mv) for mv in chosen]}
 
+    def status(self) -> dict[str, Any]:
+        """The status page's snapshot: whether the server is ready, the seconds its live figures
+        cover, and one row per model version (``servekit.serving.status.model_rows``)."""
+        return {"ready": self.ready(), "window_s": WINDOW_S,
+                "models": status.model_rows(self._registry, time.perf_counter_ns())}
+
     # -- the repository extension ----------------------------------------------
 
     def repository_index(self) -> list[dict[str, str]]:
@@ -162,7 +169,7 @@ class DataPlane:
                 outputs = await _run(version, arrays, request)
             ok = True
         finally:
-            version.stats.record_request(ok, time.perf_counter_ns() - started)
+            version.stats.record_request(ok, started, time.perf_counter_ns())
         specs = version.output_by_name
         tensors = [Tensor.from_array(name, _conform(_output(outputs, name), specs[name])) for name in wanted]
         return InferenceResponse(request.model_name, str(version.version), tensors, id=request.id)
