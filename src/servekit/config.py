@@ -265,6 +265,9 @@ class ServerSettings(BaseSettings):
     http_port: int = 8000
     grpc_port: int = Field(default=8001, ge=0, le=65535, description="0 = do not serve gRPC")
     metrics_port: int = Field(default=8002, ge=0, le=65535, description="0 = do not serve metrics")
+    triton_metrics: bool = Field(default=False, description="also write Triton's per-model metrics "
+                                 "(nv_inference_*, labels model and version) on the metrics page, so Triton "
+                                 "dashboards and alerts keep working")
     management_port: int = Field(default=8003, ge=0, le=65535, description="0 = no management API")
     management_host: str = Field(default="127.0.0.1", description="the management API's address (loopback only "
                                  "by default, whatever --host says)")
