@@ -44,7 +44,7 @@ def triton_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serv
         client = httpclient.InferenceServerClient(f"127.0.0.1:{server.port}")
         for rows in HTTP_ROWS:
             client.infer("onnx_linear", [_http_input(rows)], model_version="1")
-        with pytest.raises(InferenceServerException):  # the wrong width: a failure of onnx_linear v1
+        with pytest.raises(InferenceServerException):  # the wrong width: refused before the model, as Triton
             client.infer("onnx_linear", [_http_input(1, columns=3)], model_version="1")
         magic = httpclient.InferInput("x", [1, 1], "FP32")
         magic.set_data_from_numpy(np.array([[FAULTY_MAGIC]], dtype=np.float32))
@@ -65,39 +65,48 @@ def triton_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serv
         server.stop()
 
 
-_SAMPLE = re.compile(r'^(nv_inference_\w+)\{model="([^"]*)",version="([^"]*)"\} (\d+)$', re.MULTILINE)
+_SAMPLE = re.compile(r'^(nv_inference_\w+)\{model="([^"]*)",(?:reason="([A-Z]+)",)?version="([^"]*)"\} (\d+)$',
+                     re.MULTILINE)
+Key = tuple[str, str, str, str]
 
 
-def _triton_samples(text: str) -> dict[tuple[str, str, str], int]:
-    """(name, model, version) -> value of every Triton sample, read as Prometheus reads the page (the
-    Python parser would rename a counter's samples to ``..._total``)."""
-    found: dict[tuple[str, str, str], int] = {}
-    for name, model, version, value in _SAMPLE.findall(text):
-        assert (name, model, version) not in found, f"{name} {model} {version} twice"
-        found[name, model, version] = int(value)
+def _triton_samples(text: str) -> dict[Key, int]:
+    """(name, model, version, reason or "") -> value of every Triton sample, read as Prometheus reads
+    the page (the Python parser would rename a counter's samples to ``..._total``)."""
+    found: dict[Key, int] = {}
+    for name, model, reason, version, value in _SAMPLE.findall(text):
+        assert (name, model, version, reason) not in found, f"{name} {model} {version} {reason} twice"
+        found[name, model, version, reason] = int(value)
     return found
 
 
-def _value(samples: dict[tuple[str, str, str], int], name: str, model: str, version: str = "1") -> int:
-    assert (name, model, version) in samples, (name, model, version)
-    return samples[name, model, version]
+def _value(samples: dict[Key, int], name: str, model: str, version: str = "1", reason: str = "") -> int:
+    assert (name, model, version, reason) in samples, (name, model, version, reason)
+    return samples[name, model, version, reason]
+
+
+def _failures(samples: dict[Key, int], model: str) -> dict[str, int]:
+    return {reason: value for (name, have, _, reason), value in samples.items()
+            if name == "nv_inference_request_failure" and have == model}
 
 
 def test_the_counts_match_the_requests_sent(triton_page: tuple[ServerProcess, str]) -> None:
     samples = _triton_samples(triton_page[1])
     requests = len(HTTP_ROWS) + 1
     assert _value(samples, "nv_inference_request_success", "onnx_linear") == requests
-    assert _value(samples, "nv_inference_request_failure", "onnx_linear") == 1
+    reasons = {"OTHER": 0, "BACKEND": 0, "CANCELED": 0, "REJECTED": 0}
+    assert _failures(samples, "onnx_linear") == reasons  # the malformed request is no failure (as in Triton)
     assert _value(samples, "nv_inference_count", "onnx_linear") == sum(HTTP_ROWS) + GRPC_ROWS
     assert _value(samples, "nv_inference_exec_count", "onnx_linear") == requests
     assert _value(samples, "nv_inference_request_success", "faulty") == 0
-    assert _value(samples, "nv_inference_request_failure", "faulty") == 1
+    assert _failures(samples, "faulty") == {**reasons, "BACKEND": 1}  # the model raised
     assert _value(samples, "nv_inference_exec_count", "faulty") == 1  # the batch ran, and raised
     assert _value(samples, "nv_inference_count", "faulty") == 0
     assert _value(samples, "nv_inference_compute_infer_duration_us", "faulty") == 0  # no success, no time
     # Version 2 of onnx_linear is loaded but never asked: its series are there, at zero.
-    assert all(_value(samples, name, "onnx_linear", "2") == 0 for name in COUNTERS)
-    assert {model for name, model, _ in samples if name == "nv_inference_request_success"} == {"onnx_linear", "faulty"}
+    assert {value for (_, model, version, _), value in samples.items() if (model, version) == ("onnx_linear", "2")} \
+        == {0}
+    assert {key[1] for key in samples if key[0] == "nv_inference_request_success"} == {"onnx_linear", "faulty"}
 
 
 def test_the_microsecond_counters_add_up_per_request(triton_page: tuple[ServerProcess, str]) -> None:
@@ -115,7 +124,9 @@ def test_the_names_types_and_labels_are_tritons(triton_page: tuple[ServerProcess
     for name in COUNTERS:
         assert f"# TYPE {name} counter\n" in text
         assert re.search(rf"^# HELP {name} \S", text, re.MULTILINE)
-        assert re.search(rf'^{name}{{model="onnx_linear",version="1"}} \d+$', text, re.MULTILINE), name
+        labels = 'model="onnx_linear",reason="BACKEND",version="1"' if "failure" in name else \
+            'model="onnx_linear",version="1"'
+        assert re.search(rf'^{name}{{{labels}}} \d+$', text, re.MULTILINE), name
     triton_lines = [line for line in text.splitlines() if "nv_inference" in line]
     assert len(triton_lines) >= 2 * len(COUNTERS)
     assert not [line for line in triton_lines if "_total" in line or "_created" in line]

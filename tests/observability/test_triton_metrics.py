@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from servekit.errors import InvalidInput, ModelFailed, QueueFull
 from servekit.observability import metrics, triton_metrics
 from servekit.observability.triton_metrics import FAMILIES, TritonVersionMetrics, collect_in_process, render
 
@@ -16,13 +19,20 @@ def _rendered(model: str) -> dict[str, int]:
 
 def test_a_request_adds_one_and_a_success_its_whole_microseconds() -> None:
     counters = TritonVersionMetrics("triton_request", "1")
-    counters.record_request(True, 2_500_999)
-    counters.record_request(True, 1_000)
-    counters.record_request(False, 9_000_000)  # a failure counts, its time does not (as Triton)
+    counters.record_request(None, 2_500_999)
+    counters.record_request(None, 1_000)
+    counters.record_request(ModelFailed("boom"), 9_000_000)  # a failure counts, its time does not (as Triton)
+    counters.record_request(QueueFull("full"), 1_000)
+    counters.record_request(asyncio.CancelledError(), 1_000)
+    counters.record_request(InvalidInput("bad shape"), 1_000)  # malformed: Triton never counts it
     values = _rendered("triton_request")
     assert values["nv_inference_request_success"] == 2
-    assert values["nv_inference_request_failure"] == 1
     assert values["nv_inference_request_duration_us"] == 2_500 + 1
+    text = render(collect_in_process()).decode()
+    failures = {reason: int(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                for reason in ("OTHER", "BACKEND", "CANCELED", "REJECTED")
+                if line.startswith(f'nv_inference_request_failure{{model="triton_request",reason="{reason}",')}
+    assert failures == {"OTHER": 0, "BACKEND": 1, "CANCELED": 1, "REJECTED": 1}
 
 
 def test_a_batch_adds_its_compute_once_per_successful_request() -> None:
@@ -39,7 +49,7 @@ def test_a_batch_adds_its_compute_once_per_successful_request() -> None:
 
 
 def test_the_page_writes_tritons_names_and_escapes_label_values() -> None:
-    TritonVersionMetrics('odd"name\\with\nbreaks', "1").record_request(True, 1_000)
+    TritonVersionMetrics('odd"name\\with\nbreaks', "1").record_request(None, 1_000)
     text = render(collect_in_process()).decode()
     for name in FAMILIES:
         assert f"# TYPE {name} counter\n" in text

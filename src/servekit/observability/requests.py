@@ -97,7 +97,7 @@ class RequestObservation:
         if chosen is not None:
             chosen.inflight.dec()
             if chosen.triton is not None:  # serve --triton-metrics
-                chosen.triton.record_request(error is None, elapsed_ns)
+                chosen.triton.record_request(error, elapsed_ns)
         else:
             chosen = metrics.for_version(self.model if self.model in self._model_names() else "", "")
         chosen.record_request(self.protocol, outcome, seconds)

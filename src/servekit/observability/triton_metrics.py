@@ -4,7 +4,7 @@ A Triton dashboard or alert reads these series; with the flag on, servekit's met
 carries them with Triton's names, types, labels and units, so such a dashboard keeps working:
 
     nv_inference_request_success{model,version}             counter  requests answered (a cache hit too)
-    nv_inference_request_failure{model,version}             counter  requests that resolved a version and failed
+    nv_inference_request_failure{model,reason,version}      counter  requests that reached a version and failed
     nv_inference_count{model,version}                       counter  rows run for successful requests (no cache hits)
     nv_inference_exec_count{model,version}                  counter  model executions (batches run)
     nv_inference_request_duration_us{model,version}         counter  microseconds, successful requests, end to end
@@ -12,6 +12,11 @@ carries them with Triton's names, types, labels and units, so such a dashboard k
     nv_inference_compute_input_duration_us{model,version}   counter  microseconds merging a batch's inputs, per request
     nv_inference_compute_infer_duration_us{model,version}   counter  microseconds the model ran, per request
     nv_inference_compute_output_duration_us{model,version}  counter  microseconds splitting outputs, per request
+
+Failures carry Triton's ``reason``: REJECTED (queue full, not ready, deadline passed), BACKEND
+(the model raised), CANCELED (the client went away) or OTHER; all four series exist from the
+start, at zero, as in Triton. A request refused as malformed (400, 413, 422) is not a failure
+here: Triton rejects such a request before it reaches the model's statistics.
 
 The ``_us`` series are Triton's cumulative counters of whole microseconds (not histograms):
 each successful request adds its own time, truncated to microseconds; a request that ran in a
@@ -30,10 +35,13 @@ as Triton writes them (see ``servekit.observability.exposition``).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
 from prometheus_client import Counter
+
+from servekit.errors import DeadlineExceeded, InvalidInput, ModelFailed, ModelNotReady, QueueFull
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -54,16 +62,24 @@ FAMILIES: Final = {
     "nv_inference_compute_output_duration_us": "Cumulative time splitting batch outputs, in microseconds",
 }
 
-_LABELS = ("model", "version")
+_FAILURE: Final = "nv_inference_request_failure"
+_REASONS: Final = ("OTHER", "BACKEND", "CANCELED", "REJECTED")
+_REJECTED: Final = (QueueFull, ModelNotReady, DeadlineExceeded)
+
+
+def _labels(name: str) -> tuple[str, ...]:
+    return ("model", "reason", "version") if name == _FAILURE else ("model", "version")
+
+
 # Not in the default registry (see the module docstring): in the multiprocess mode of ``serve``
 # their values go to the value files all the same, where the metrics server reads them.
-_COUNTERS = {name: Counter(name, help_text, _LABELS, registry=None) for name, help_text in FAMILIES.items()}
+_COUNTERS = {name: Counter(name, help_text, _labels(name), registry=None) for name, help_text in FAMILIES.items()}
 
 
 class TritonVersionMetrics:
     """The Triton counters of one model version, resolved once."""
 
-    __slots__ = ("compute_infer", "compute_input", "compute_output", "exec_count", "failure", "inference_count",
+    __slots__ = ("compute_infer", "compute_input", "compute_output", "exec_count", "failures", "inference_count",
                  "queue_us", "request_us", "success")
 
     def __init__(self, model: str, version: str) -> None:
@@ -71,7 +87,7 @@ class TritonVersionMetrics:
             return _COUNTERS[name].labels(model, version)
 
         self.success = child("nv_inference_request_success")
-        self.failure = child("nv_inference_request_failure")
+        self.failures = {reason: _COUNTERS[_FAILURE].labels(model, reason, version) for reason in _REASONS}
         self.inference_count = child("nv_inference_count")
         self.exec_count = child("nv_inference_exec_count")
         self.request_us = child("nv_inference_request_duration_us")
@@ -80,13 +96,13 @@ class TritonVersionMetrics:
         self.compute_infer = child("nv_inference_compute_infer_duration_us")
         self.compute_output = child("nv_inference_compute_output_duration_us")
 
-    def record_request(self, ok: bool, duration_ns: int) -> None:
-        """One answered request: a success adds its duration; a failure only counts."""
-        if ok:
+    def record_request(self, error: BaseException | None, duration_ns: int) -> None:
+        """One answered request: a success adds its duration; a failure counts under its reason."""
+        if error is None:
             self.success.inc()
             self.request_us.inc(duration_ns // 1000)
-        else:
-            self.failure.inc()
+        elif not isinstance(error, InvalidInput):
+            self.failures[_reason(error)].inc()
 
     def record_batch(self, succeeded: int, rows: int, queue_ns: Iterable[int], input_ns: int, infer_ns: int,
                      output_ns: int) -> None:
@@ -102,6 +118,14 @@ class TritonVersionMetrics:
         self.compute_output.inc(succeeded * (output_ns // 1000))
 
 
+def _reason(error: BaseException) -> str:
+    if isinstance(error, asyncio.CancelledError):
+        return "CANCELED"
+    if isinstance(error, _REJECTED):
+        return "REJECTED"
+    return "BACKEND" if isinstance(error, ModelFailed) else "OTHER"
+
+
 def is_triton_family(name: str) -> bool:
     return name.startswith(_PREFIX) and name in FAMILIES
 
@@ -112,8 +136,8 @@ def _escape(value: str) -> str:
 
 def render(families: Iterable[Metric]) -> bytes:
     """Prometheus text (format 0.0.4) of the Triton families among ``families``, as Triton writes them:
-    ``# TYPE name counter`` and samples named ``name`` (no ``_total``), integer values, labels
-    ``model`` then ``version``. A family with no samples yet is left out."""
+    ``# TYPE name counter`` and samples named ``name`` (no ``_total``), integer values, labels in
+    name order (``model``, ``reason``, ``version``). A family with no samples yet is left out."""
     found = {family.name: family for family in families if is_triton_family(family.name)}
     lines: list[str] = []
     for name, help_text in FAMILIES.items():
@@ -123,8 +147,9 @@ def render(families: Iterable[Metric]) -> bytes:
             continue
         lines.append(f"# HELP {name} {help_text}")
         lines.append(f"# TYPE {name} counter")
-        for sample in sorted(samples, key=lambda s: (s.labels.get("model", ""), s.labels.get("version", ""))):
-            labels = ",".join(f'{key}="{_escape(sample.labels.get(key, ""))}"' for key in _LABELS)
+        keys = _labels(name)
+        for sample in sorted(samples, key=lambda s: tuple(s.labels.get(key, "") for key in keys)):
+            labels = ",".join(f'{key}="{_escape(sample.labels.get(key, ""))}"' for key in keys)
             lines.append(f"{name}{{{labels}}} {int(sample.value)}")
     return ("\n".join(lines) + "\n").encode() if lines else b""
 
