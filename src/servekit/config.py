@@ -7,7 +7,7 @@ so a bad file is reported as ``path: field.path: what is wrong``.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -200,6 +200,12 @@ class ModelConfig(_Strict):
     )
     device: Literal["cpu", "cuda", "auto"] = "auto"
     version_policy: VersionPolicy = Field(default_factory=VersionPolicy)
+    version_folder: str | None = Field(
+        default=None, description="a model without numbered version folders (MLServer's layout): the folder, "
+        "relative to the model folder ('.' for itself), whose files are its only version, 1",
+    )
+    version_label: str | None = Field(default=None, description="what clients may also call version 1 of a "
+                                      "model with a version_folder (MLServer's parameters.version)")
     default_version: int | None = None
     traffic: dict[int, int] | None = Field(
         default=None, description="weight per version for requests that name none, e.g. {1: 90, 2: 10}"
@@ -223,6 +229,14 @@ class ModelConfig(_Strict):
             raise ValueError("batching.execution inline runs the model on the event loop; with isolation process "
                              "it runs in another process (use thread or auto)")
         return self
+
+    @field_validator("version_folder")
+    @classmethod
+    def _inside_the_model_folder(cls, value: str | None) -> str | None:
+        if value is not None and (PurePosixPath(value).is_absolute() or ".." in PurePosixPath(value).parts
+                                  or "\\" in value):
+            raise ValueError("a relative path inside the model folder ('.' for the folder itself), without '..'")
+        return value
 
     @field_validator("traffic")
     @classmethod
