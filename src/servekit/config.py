@@ -30,7 +30,8 @@ __all__ = [
     "parse_model_config",
 ]
 
-RuntimeName = Literal["onnx", "torchscript", "torch_export", "sklearn", "python", "torchserve", "triton_python"]
+RuntimeName = Literal["onnx", "torchscript", "torch_export", "torch_pickle", "sklearn", "python", "torchserve",
+                      "triton_python"]
 
 
 class _Strict(BaseModel):
