@@ -5,6 +5,7 @@ a runtime servekit cannot map, and a pickle nobody trusted, fail to load on thei
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from tests.builders import WEIGHTS, write_onnx_model
 
 from .harness import ServerProcess
 
+README = Path(__file__).resolve().parents[2] / "README.md"
 ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]], dtype=np.float32)
 
 
@@ -38,11 +40,10 @@ def _classifier() -> LogisticRegression:
 def mlserver_repository(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, LogisticRegression]:
     root = tmp_path_factory.mktemp("mlserver") / "models"
     classifier = _classifier()
-    _settings(root / "iris", {
-        "name": "iris", "implementation": "mlserver_sklearn.SKLearnModel", "max_batch_size": 8,
-        "max_batch_time": 0.002, "inputs": [{"name": "predict", "datatype": "FP32", "shape": [-1, 4]}],
-        "parameters": {"uri": "./model.joblib", "version": "v0.1.0", "extra": {"trust_pickle": True}},
-    })
+    # iris: the README's example, as written there.
+    example = next(block for block in re.findall(r"```json\n(.*?)```", README.read_text(), flags=re.DOTALL)
+                   if "mlserver_sklearn" in block)
+    _settings(root / "iris", json.loads(example))
     joblib.dump(classifier, root / "iris" / "model.joblib")
     _settings(root / "matmul", {"name": "matmul", "implementation": "mlserver_onnx.OnnxModel",
                                 "parameters": {"uri": "artifacts"}})
