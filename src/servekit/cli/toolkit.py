@@ -178,7 +178,8 @@ def bench(url: str, concurrency: str, rate: str | None, duration: float, warmup:
 @click.option("--input-dtype", "input_datatypes", multiple=True, metavar="DATATYPE", help="As for convert.")
 @click.option("--module", metavar="FILE.py:NAME", help="The nn.Module class for a state dict or .py MODEL_PATH.")
 @click.option("--threads", help="Thread counts to measure, comma-separated [default: 1 and every usable core].")
-@click.option("--trust", is_flag=True, help="Read a pickled scikit-learn model, or skops types skops does not trust.")
+@click.option("--trust", "--trust-pickle", "trust", is_flag=True, help="Read a pickle (a scikit-learn .joblib/.pkl, or "
+              "a whole module saved with torch.save), or skops types skops does not trust.")
 def advise(model_path: Path | None, requirements: str | None, write_config: Path | None, budget: float,
            max_batch: int, input_shapes: tuple[str, ...], input_datatypes: tuple[str, ...], module: str | None,
            threads: str | None, trust: bool) -> None:
