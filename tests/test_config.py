@@ -94,3 +94,10 @@ def test_ray_block_maps_to_serve_deployment_options() -> None:
 def test_bad_ray_block_is_reported(text: str, fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
         parse_model_config(text, "config.yaml")
+
+
+@pytest.mark.parametrize("folder", ["../elsewhere", "/etc", "a/../../b", "a\\b"])
+def test_a_version_folder_stays_inside_the_model_folder(folder: str) -> None:
+    with pytest.raises(ConfigError, match=r"version_folder: .*inside the model folder"):
+        parse_model_config(f"version_folder: {folder!r}\n", "config.yaml")
+    assert ModelConfig(version_folder="weights/v1").version_folder == "weights/v1"

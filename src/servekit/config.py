@@ -7,7 +7,7 @@ so a bad file is reported as ``path: field.path: what is wrong``.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -30,7 +30,8 @@ __all__ = [
     "parse_model_config",
 ]
 
-RuntimeName = Literal["onnx", "torchscript", "torch_export", "sklearn", "python", "torchserve", "triton_python"]
+RuntimeName = Literal["onnx", "torchscript", "torch_export", "torch_pickle", "sklearn", "python", "torchserve",
+                      "triton_python"]
 
 
 class _Strict(BaseModel):
@@ -214,6 +215,12 @@ class ModelConfig(_Strict):
     )
     device: Literal["cpu", "cuda", "auto"] = Field(default="auto", description="auto: a GPU when there is one")
     version_policy: VersionPolicy = Field(default_factory=VersionPolicy, description="which versions to serve")
+    version_folder: str | None = Field(
+        default=None, description="a model without numbered version folders (MLServer's layout): the folder, "
+        "relative to the model folder ('.' for itself), whose files are its only version, 1",
+    )
+    version_label: str | None = Field(default=None, description="what clients may also call version 1 of a "
+                                      "model with a version_folder (MLServer's parameters.version)")
     default_version: int | None = Field(default=None, description="the version of requests that name none "
                                         "(default: the highest loaded version)")
     traffic: dict[int, int] | None = Field(
@@ -240,6 +247,14 @@ class ModelConfig(_Strict):
             raise ValueError("batching.execution inline runs the model on the event loop; with isolation process "
                              "it runs in another process (use thread or auto)")
         return self
+
+    @field_validator("version_folder")
+    @classmethod
+    def _inside_the_model_folder(cls, value: str | None) -> str | None:
+        if value is not None and (PurePosixPath(value).is_absolute() or ".." in PurePosixPath(value).parts
+                                  or "\\" in value):
+            raise ValueError("a relative path inside the model folder ('.' for the folder itself), without '..'")
+        return value
 
     @field_validator("traffic")
     @classmethod
@@ -283,6 +298,9 @@ class ServerSettings(BaseSettings):
     http_port: int = Field(default=8000, description="HTTP port")
     grpc_port: int = Field(default=8001, ge=0, le=65535, description="0 = do not serve gRPC")
     metrics_port: int = Field(default=8002, ge=0, le=65535, description="0 = do not serve metrics")
+    triton_metrics: bool = Field(default=False, description="also write Triton's per-model metrics "
+                                 "(nv_inference_*, labels model and version) on the metrics page, so Triton "
+                                 "dashboards and alerts keep working")
     management_port: int = Field(default=8003, ge=0, le=65535, description="0 = no management API")
     management_host: str = Field(default="127.0.0.1", description="the management API's address (loopback only "
                                  "by default, whatever --host says)")

@@ -69,7 +69,7 @@ def start_metrics(settings: ServerSettings) -> MetricsServer:
         values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
     server = MetricsServer(folder, remove_folder=ours)
     try:
-        server.start(settings.host, settings.metrics_port, tls_files(settings))
+        server.start(settings.host, settings.metrics_port, tls_files(settings), triton=settings.triton_metrics)
     except OSError as exc:
         server.stop()
         raise SystemExit(f"servekit: cannot serve metrics on {settings.host}:{settings.metrics_port}: "

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TINY_NET", "DRIFTING_NET", "serve_once", "write_sklearn_classifier", "write_torch_models"]
+__all__ = ["DRIFTING_NET", "PICKLED_NET", "TINY_NET", "serve_once", "write_pickled_torch_model",
+           "write_sklearn_classifier", "write_torch_models"]
 
 # An nn.Module in its own file, as `servekit convert --module` reads it: 8 features -> dict of two outputs.
 TINY_NET = '''
@@ -101,3 +102,51 @@ def serve_once(repository: Path, model: str, inputs: dict[str, np.ndarray[Any, A
             await registry.close()
 
     return asyncio.run(run())
+
+
+# A module file whose Net is pickled whole with torch.save (servekit.runtimes.torch_pickle): 4 -> 3.
+PICKLED_NET = """
+import torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.linear(x) * {scale}
+"""
+PICKLED_CONFIG = """
+trust_pickle: {trust}
+inputs: [{{name: x, datatype: FP32, shape: [-1, 4]}}]
+outputs: [{{name: y, datatype: FP32, shape: [-1, 3]}}]
+"""
+
+
+def write_pickled_torch_model(model_dir: Path, scale: float = 1.0, module_name: str = "net",
+                              file_name: str = "model.pth", trust: bool = True) -> Any:
+    """``model_dir`` with ``{module_name}.py`` defining Net, 1/``file_name`` = torch.save(Net()), and a
+    config.yaml; returns the module. Its class is forgotten again (as in a fresh process), so loading
+    the file must find ``{module_name}.py`` in the model folder."""
+    import importlib.util
+    import sys
+
+    import torch
+
+    (model_dir / "1").mkdir(parents=True)
+    source = model_dir / f"{module_name}.py"
+    source.write_text(PICKLED_NET.format(scale=scale))
+    spec = importlib.util.spec_from_file_location(module_name, source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+        torch.manual_seed(0)
+        net = module.Net().eval()
+        torch.save(net, model_dir / "1" / file_name)
+    finally:
+        del sys.modules[module_name]
+    (model_dir / "config.yaml").write_text(PICKLED_CONFIG.format(trust=str(trust).lower()))
+    return net

@@ -13,7 +13,7 @@ from servekit.cli import main
 from servekit.config import parse_model_config
 from tests.conftest import TORCH_INSTALL, require_module
 
-from .models import serve_once, write_sklearn_classifier, write_torch_models
+from .models import serve_once, write_pickled_torch_model, write_sklearn_classifier, write_torch_models
 
 if TYPE_CHECKING:
     import torch
@@ -147,3 +147,20 @@ def test_torchscript_falls_back_to_the_torchscript_based_exporter(sources: dict[
                                        "-o", str(tmp_path / "repo" / "dict")])
     assert result.exit_code == 1  # dict outputs: only the torch.export route can export them
     assert "TorchScript-based" in result.output and "the torch.export route failed too" in result.output
+
+
+def test_a_pickled_module_converts_only_with_trust_pickle(tmp_path: Path) -> None:
+    """torch.save(model, "model.pth"): refused without --trust-pickle; with it, ONNX that answers the same."""
+    net = write_pickled_torch_model(tmp_path / "source")
+    source = str(tmp_path / "source" / "1" / "model.pth")
+    refused = CliRunner().invoke(main, ["convert", source, "--input-shape", "1,4", "-o", str(tmp_path / "repo" / "m")])
+    assert refused.exit_code != 0
+    assert "refusing to unpickle a whole PyTorch module" in refused.output and "--trust-pickle" in refused.output
+    assert not (tmp_path / "repo").exists()
+    output = _convert(source, "--trust-pickle", "--input-shape", "1,4", "-o", str(tmp_path / "repo" / "m"))
+    assert "nn.Module" in output and (tmp_path / "repo" / "m" / "1" / "model.onnx").is_file()
+    rows = np.random.default_rng(3).standard_normal((4, 4)).astype(np.float32)
+    served = serve_once(tmp_path / "repo", "m", {"x": rows})
+    with torch.inference_mode():
+        expected = net(torch.from_numpy(rows)).numpy()
+    np.testing.assert_allclose(served["y"], expected, rtol=1e-5, atol=1e-6)  # names: the config.yaml beside it

@@ -71,25 +71,32 @@ def _model_failure(runtime: Runtime, exc: Exception, requests: int) -> ModelFail
     return ModelFailed(f"model raised {type(exc).__name__}: {first_line}")
 
 
-def run_batch(runtime: Runtime, items: list[QueuedItem], batched: bool) -> list[Arrays | ServekitError]:
+def run_batch(runtime: Runtime, items: list[QueuedItem], batched: bool,
+              phases: list[int] | None = None) -> list[Arrays | ServekitError]:
     """Run one batch; returns one entry per item: its outputs, or (per-request runtimes only)
     the error that fails that item alone.
 
     Merging runtimes get the items' inputs merged into one set of arrays, run once, and the
     outputs split back per item. Raises ModelFailed when the model raises or returns the
-    wrong number of rows: the whole batch fails.
+    wrong number of rows: the whole batch fails. ``phases``: when given, a merging runtime
+    appends the ``perf_counter_ns`` at which the merge ended and the model returned (Triton's
+    compute input / infer / output split; only ``--triton-metrics`` asks).
     """
     if runtime.per_request:
         return _run_per_request(runtime, items)
     parts: list[Arrays] = [item.payload[0] for item in items]
     # One request: no copy. Several: one concatenation per input.
     merged = parts[0] if len(parts) == 1 else {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    if phases is not None:
+        phases.append(time.perf_counter_ns())
     try:
         outputs = runtime.predict(merged)
     except ServekitError:
         raise
     except Exception as exc:  # the model's own failure: fail this batch only
         raise _model_failure(runtime, exc, len(items)) from None
+    if phases is not None:
+        phases.append(time.perf_counter_ns())
     if not batched:
         return [outputs]
     total = sum(item.rows for item in items)
@@ -360,24 +367,25 @@ class Batcher:
             waited = now - item.enqueued_at
             self.stats.record_queue(int(waited * 1e9))
             queue_duration.observe(waited)
+        phases: list[int] | None = None if self._metrics.triton is None else []
         started = time.perf_counter_ns()
         batched = self.policy.max_rows is not None
         if self.inline:  # _pump's loop goes on to the next batch: no _pump from here
             try:
-                results = run_batch(instance.runtime, items, batched)
+                results = run_batch(instance.runtime, items, batched, phases)
             except Exception as exc:
-                self._complete(instance, items, started, None, exc)
+                self._complete(instance, items, started, None, exc, now, phases)
             else:
-                self._complete(instance, items, started, results, None)
+                self._complete(instance, items, started, results, None, now, phases)
             return
-        work = instance.worker.submit(lambda: run_batch(instance.runtime, items, batched))
+        work = instance.worker.submit(lambda: run_batch(instance.runtime, items, batched, phases))
         watchdog = None
         if self._execution_timeout_s is not None:
             watchdog = asyncio.get_running_loop().call_later(self._execution_timeout_s, self._hung, instance, items)
-        work.add_done_callback(lambda done: self._finish(instance, items, done, started, watchdog))
+        work.add_done_callback(lambda done: self._finish(instance, items, done, started, watchdog, now, phases))
 
     def _finish(self, instance: _Instance, items: list[QueuedItem], done: asyncio.Future[Any], started: int,
-                watchdog: asyncio.TimerHandle | None) -> None:
+                watchdog: asyncio.TimerHandle | None, taken_at: float, phases: list[int] | None) -> None:
         if watchdog is not None:
             watchdog.cancel()
         if instance.hung:  # its requests were answered at the timeout; the late result is dropped
@@ -387,7 +395,8 @@ class Batcher:
             instance.worker.stop(wait=False)
             return
         error = done.exception()
-        self._complete(instance, items, started, None if error is not None else done.result(), error)
+        self._complete(instance, items, started, None if error is not None else done.result(), error, taken_at,
+                       phases)
         self._pump()
 
     def _hung(self, instance: _Instance, items: list[QueuedItem]) -> None:
@@ -434,8 +443,10 @@ class Batcher:
         self._pump()
 
     def _complete(self, instance: _Instance, items: list[QueuedItem], started: int,
-                  results: list[Arrays | ServekitError] | None, error: BaseException | None) -> None:
-        """Record the batch, free the instance, answer its requests (results, or error for all)."""
+                  results: list[Arrays | ServekitError] | None, error: BaseException | None, taken_at: float,
+                  phases: list[int] | None) -> None:
+        """Record the batch, free the instance, answer its requests (results, or error for all).
+        ``taken_at``: when the batch left the queue (monotonic); ``phases``: see ``run_batch``."""
         ended = time.perf_counter_ns()
         elapsed = ended - started
         rows = sum(item.rows for item in items)
@@ -444,6 +455,8 @@ class Batcher:
             self._log_batch(rows, elapsed)
         self._metrics.compute_duration.observe(elapsed / 1e9)
         self._metrics.batch_size.observe(rows)
+        if phases is not None:
+            self._record_triton(items, results if error is None else None, taken_at, started, phases, ended)
         self._idle.append(instance)
         if error is not None or results is None:
             if not isinstance(error, ServekitError):
@@ -456,6 +469,20 @@ class Batcher:
                     _fail(item, result)
                 elif not (future := item.payload[1]).done():
                     future.set_result(result)
+
+    def _record_triton(self, items: list[QueuedItem], results: list[Arrays | ServekitError] | None,
+                       taken_at: float, started: int, phases: list[int], ended: int) -> None:
+        """Triton's counters for one batch (``--triton-metrics``): only its requests that succeeded add rows
+        and times, as Triton counts them; a per-request runtime's whole run counts as infer."""
+        triton = self._metrics.triton
+        assert triton is not None
+        succeeded = [] if results is None else [
+            item for item, result in zip(items, results, strict=True) if not isinstance(result, ServekitError)
+        ]
+        merged, returned = phases if len(phases) == 2 else (started, ended)
+        triton.record_batch(len(succeeded), sum(item.rows for item in succeeded),
+                            (int((taken_at - item.enqueued_at) * 1e9) for item in succeeded),
+                            merged - started, returned - merged, ended - returned)
 
     def _log_batch(self, rows: int, elapsed_ns: int) -> None:
         """One debug line per batch: its size and compute time, the running mean size and fill."""

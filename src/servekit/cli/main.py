@@ -25,6 +25,9 @@ def main() -> None:
 @click.option("--http-port", type=int, help="HTTP port [SERVEKIT_HTTP_PORT; 8000].")
 @click.option("--grpc-port", type=int, help="gRPC port [SERVEKIT_GRPC_PORT; 8001]; 0 = no gRPC.")
 @click.option("--metrics-port", type=int, help="Prometheus metrics port [SERVEKIT_METRICS_PORT; 8002]; 0 = none.")
+@click.option("--triton-metrics/--no-triton-metrics", default=None, help="Also write Triton's per-model metrics "
+              "(nv_inference_request_success, nv_inference_count, nv_inference_*_duration_us, ...; labels model, "
+              "version) on the metrics page, for Triton dashboards [SERVEKIT_TRITON_METRICS; off].")
 @click.option("--management-port", type=int, help="Management API port [SERVEKIT_MANAGEMENT_PORT; 8003]; 0 = "
               "none. Needs --workers 1.")
 @click.option("--workers", type=click.IntRange(min=1), help="Worker processes sharing the ports [SERVEKIT_WORKERS; 1].")

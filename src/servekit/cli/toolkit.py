@@ -60,14 +60,16 @@ def _split(value: str | None) -> tuple[str, ...]:
 @click.option("--opset", type=int, help="ONNX opset [default: the newest the exporter and onnxruntime support].")
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="max_batch_size of the written config.yaml.")
-@click.option("--trust", is_flag=True, help="Read a pickle (.joblib/.pkl), or skops types skops does not trust.")
+@click.option("--trust", "--trust-pickle", "trust", is_flag=True, help="Read a pickle (.joblib/.pkl, or a whole "
+              "module saved with torch.save), or skops types skops does not trust.")
 @click.option("--overwrite", is_flag=True, help="Replace the model file of an existing version folder.")
 def convert(source: Path, destination: Path, input_shapes: tuple[str, ...], input_names: str | None,
             output_names: str | None, **options: Any) -> None:
     """Convert a PyTorch or scikit-learn model at SOURCE to ONNX, into a servekit model folder.
 
-    SOURCE is a TorchScript file (.pt), a torch.export program (.pt2), a state dict or .py file
-    with --module, or a scikit-learn model (.skops; .joblib/.pkl with --trust). The ONNX model
+    SOURCE is a TorchScript file (.pt), a torch.export program (.pt2), a whole module saved with
+    torch.save (.pth, with --trust-pickle), a state dict or .py file with --module, or a
+    scikit-learn model (.skops; .joblib/.pkl with --trust). The ONNX model
     gets a dynamic batch dimension, is checked with onnx.checker, and must answer like SOURCE on
     random (and --sample) inputs; then REPO/MODEL/N/model.onnx and REPO/MODEL/config.yaml are written.
     """
@@ -176,7 +178,8 @@ def bench(url: str, concurrency: str, rate: str | None, duration: float, warmup:
 @click.option("--input-dtype", "input_datatypes", multiple=True, metavar="DATATYPE", help="As for convert.")
 @click.option("--module", metavar="FILE.py:NAME", help="The nn.Module class for a state dict or .py MODEL_PATH.")
 @click.option("--threads", help="Thread counts to measure, comma-separated [default: 1 and every usable core].")
-@click.option("--trust", is_flag=True, help="Read a pickled scikit-learn model, or skops types skops does not trust.")
+@click.option("--trust", "--trust-pickle", "trust", is_flag=True, help="Read a pickle (a scikit-learn .joblib/.pkl, or "
+              "a whole module saved with torch.save), or skops types skops does not trust.")
 def advise(model_path: Path | None, requirements: str | None, write_config: Path | None, budget: float,
            max_batch: int, input_shapes: tuple[str, ...], input_datatypes: tuple[str, ...], module: str | None,
            threads: str | None, trust: bool) -> None:

@@ -11,6 +11,11 @@ died leaves its counters (they must never go backwards) but not its live gauges.
 Process metrics (``process_*``, as prometheus-client names them) are read from /proc for
 the ``serve`` process and each of its children, one series per process (label ``pid``).
 
+With ``--triton-metrics`` the page also carries Triton's ``nv_inference_*`` counters, written
+as Triton writes them (``servekit.observability.triton_metrics.render``) after servekit's own;
+the page is then always Prometheus's text format 0.0.4, as Triton's is: OpenMetrics would
+rename those counters ``..._total``, which Triton dashboards do not query.
+
 This module imports prometheus-client only inside functions: importing it fixes, once per
 process, whether values go to memory or to files.
 """
@@ -18,20 +23,23 @@ process, whether values go to memory or to files.
 from __future__ import annotations
 
 import glob
+import gzip
 import logging
 import os
 import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
     from prometheus_client.metrics_core import Metric
+
+    WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 __all__ = ["MULTIPROC_ENV", "MetricsServer", "use_multiprocess_dir"]
 
@@ -121,6 +129,39 @@ class _LiveWorkerFiles:
         return self._collector.collect()  # type: ignore[no-any-return,no-untyped-call]
 
 
+class _Without:
+    """A collector's families, less those ``drop`` names (they are written another way)."""
+
+    def __init__(self, collector: _LiveWorkerFiles, drop: Callable[[str], bool]) -> None:
+        self._collector = collector
+        self._drop = drop
+
+    def collect(self) -> Iterable[Metric]:
+        return [family for family in self._collector.collect() if not self._drop(family.name)]
+
+
+def _with_triton_names(registry: Any, files: _LiveWorkerFiles, plain: WSGIApp) -> WSGIApp:
+    """The metrics page with Triton's families after servekit's (see the module docstring); anything
+    but a GET of the page (OPTIONS, other methods, /favicon.ico) is answered by ``plain``."""
+    from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+    from prometheus_client.exposition import gzip_accepted
+
+    from servekit.observability import triton_metrics
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") != "GET" or environ.get("PATH_INFO") == "/favicon.ico":
+            return plain(environ, start_response)
+        body = generate_latest(registry) + triton_metrics.render(files.collect())
+        headers = [("Content-Type", CONTENT_TYPE_PLAIN_0_0_4)]
+        if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
+            body = gzip.compress(body)
+            headers.append(("Content-Encoding", "gzip"))
+        start_response("200 OK", headers)
+        return [body]
+
+    return app
+
+
 class MetricsServer:
     """Serves ``/metrics`` (any path, as prometheus-client does) on ``host:port`` from a daemon thread."""
 
@@ -131,13 +172,19 @@ class MetricsServer:
         self._thread: threading.Thread | None = None
         self.port: int | None = None
 
-    def start(self, host: str, port: int, tls: tuple[Path, Path, Path | None] | None = None) -> int:
+    def start(self, host: str, port: int, tls: tuple[Path, Path, Path | None] | None = None, *,
+              triton: bool = False) -> int:
         """Bind and serve; returns the bound port. OSError when it cannot bind. ``tls``: (certificate,
-        key, CA or None): serve HTTPS, asking clients for a certificate the CA signed when one is given."""
+        key, CA or None): serve HTTPS, asking clients for a certificate the CA signed when one is given.
+        ``triton``: the page also carries Triton's metric names (``--triton-metrics``)."""
         from prometheus_client import CollectorRegistry, start_http_server
 
+        from servekit.observability.triton_metrics import is_triton_family
+
+        files = _LiveWorkerFiles(self.folder)
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_LiveWorkerFiles(self.folder))
+        # Triton's counters are never written by prometheus-client's own page (it would add _total).
+        registry.register(_Without(files, is_triton_family))
         registry.register(_ServerProcesses(os.getpid()))
         if tls is None:
             self._server, self._thread = start_http_server(port, addr=host.strip("[]"), registry=registry)
@@ -147,6 +194,9 @@ class MetricsServer:
                 port, addr=host.strip("[]"), registry=registry, certfile=str(cert), keyfile=str(key),
                 client_cafile=None if ca is None else str(ca), client_auth_required=ca is not None,
             )
+        plain = self._server.get_app()
+        if triton and plain is not None:  # swapped in before the caller learns the port or announces the server
+            self._server.set_app(_with_triton_names(registry, files, plain))
         self.port = self._server.server_port
         return self.port
 

@@ -26,6 +26,10 @@ Names, all in base units (seconds, rows, requests):
     servekit_model_load_duration_seconds{model,version}          gauge (the last load, slowest worker)
     servekit_cache_hits_total{model,version}, servekit_cache_misses_total{model,version}   counters
     servekit_cache_errors_total{operation}                       counter (a failed cache call; served as a miss)
+
+With ``serve --triton-metrics`` (``use_triton_names(True)``, before any model loads) each version
+also carries Triton's counters (``servekit.observability.triton_metrics``), in ``VersionMetrics.triton``;
+off, that is None and nothing of them is created.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from __future__ import annotations
 from typing import Final, Literal
 
 from prometheus_client import Counter, Gauge, Histogram
+
+from servekit.observability.triton_metrics import TritonVersionMetrics
 
 __all__ = [
     "BATCH_SIZE_BUCKETS",
@@ -43,6 +49,7 @@ __all__ = [
     "record_cache_error",
     "record_model_loaded",
     "record_model_unloaded",
+    "use_triton_names",
 ]
 
 # "http" and "grpc": the Open Inference Protocol over each transport; "simple_http" (/predict) and
@@ -87,7 +94,7 @@ class VersionMetrics:
     """The label children of one model version, resolved once (see ``for_version``)."""
 
     __slots__ = ("_durations", "_labels", "_requests", "batch_size", "cache_hits", "cache_misses",
-                 "compute_duration", "inflight", "queue_depth", "queue_duration")
+                 "compute_duration", "inflight", "queue_depth", "queue_duration", "triton")
 
     def __init__(self, model: str, version: str) -> None:
         self._labels = (model, version)
@@ -100,6 +107,8 @@ class VersionMetrics:
         self.inflight = INFLIGHT.labels(model, version)
         self.cache_hits = CACHE_HITS.labels(model, version)
         self.cache_misses = CACHE_MISSES.labels(model, version)
+        # Only for a version that served requests: the label "" marks a request that never resolved one.
+        self.triton = TritonVersionMetrics(model, version) if _triton_names and version else None
 
     def record_request(self, protocol: str, outcome: str, seconds: float) -> None:
         counter = self._requests.get((protocol, outcome))
@@ -113,6 +122,14 @@ class VersionMetrics:
 
 
 _BY_VERSION: dict[tuple[str, str], VersionMetrics] = {}
+_triton_names = False
+
+
+def use_triton_names(on: bool) -> None:
+    """Keep Triton's counters beside servekit's for every version resolved from now on (``--triton-metrics``).
+    Call it before models load: versions already resolved keep what they had."""
+    global _triton_names
+    _triton_names = on
 
 
 def for_version(model: str, version: str) -> VersionMetrics:

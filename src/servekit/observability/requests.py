@@ -90,11 +90,14 @@ class RequestObservation:
                  traceback: TracebackType | None) -> None:
         if error is None and self._rejections_only:
             return
-        seconds = (time.perf_counter_ns() - self._started) / 1e9
+        elapsed_ns = time.perf_counter_ns() - self._started
+        seconds = elapsed_ns / 1e9
         outcome, status = outcome_of(error)
         chosen = self._metrics
         if chosen is not None:
             chosen.inflight.dec()
+            if chosen.triton is not None:  # serve --triton-metrics
+                chosen.triton.record_request(error, elapsed_ns)
         else:
             chosen = metrics.for_version(self.model if self.model in self._model_names() else "", "")
         chosen.record_request(self.protocol, outcome, seconds)

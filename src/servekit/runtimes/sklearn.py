@@ -9,8 +9,9 @@ and gives up to two outputs:
   classifiers that have it.
 
 config.yaml may declare the input under another name, and may declare a subset of
-these outputs (to drop one, or to pin a datatype the arrays are then cast to), but
-cannot rename outputs.
+these outputs (to drop one, or to pin a datatype the arrays are then cast to).
+``parameters: {output_names: {label: ..., probabilities: ...}}`` serves the outputs under
+other names (an MLServer model's ``predict`` and ``predict_proba``: servekit.formats.mlserver).
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ class SklearnRuntime(Runtime):
         if not callable(getattr(estimator, "predict", None)):
             raise ConfigError(f"{path}: holds a {type(estimator).__name__}, which has no predict()")
         self._estimator = estimator
-        self._signature = _derive_signature(estimator)
+        self._signature = _renamed(_derive_signature(estimator), config.parameters, path)
+        # Derived outputs: the label, then the probabilities when the estimator has predict_proba.
+        methods = (estimator.predict, getattr(estimator, "predict_proba", None))
+        self._methods: dict[str, Any] = {spec.name: methods[i] for i, spec in enumerate(self._signature.outputs)}
         if config.inputs:
             if len(config.inputs) != 1:
                 raise ConfigError(f"{self.context.model_dir}: a sklearn model takes exactly one input")
@@ -73,12 +77,22 @@ class SklearnRuntime(Runtime):
             raise InvalidInput(f"input {name!r} must be 2-D (rows x features), got shape {features.shape}")
         outputs: Arrays = {}
         for spec in self._signature.outputs:
-            method = self._estimator.predict if spec.name == _LABEL else self._estimator.predict_proba
-            outputs[spec.name] = _as_datatype(np.asarray(method(features)), spec.datatype)
+            outputs[spec.name] = _as_datatype(np.asarray(self._methods[spec.name](features)), spec.datatype)
         return outputs
 
     def unload(self) -> None:
         self._estimator = None
+        self._methods = {}
+
+
+def _renamed(signature: Signature, parameters: dict[str, Any], path: Path) -> Signature:
+    """The derived outputs under the names ``parameters.output_names`` gives them (label first, as derived)."""
+    names = parameters.get("output_names", {})
+    if not (isinstance(names, dict) and set(names) <= {_LABEL, _PROBABILITIES}
+            and all(isinstance(name, str) and name for name in names.values())):
+        raise ConfigError(f"{path}: parameters.output_names maps '{_LABEL}' and '{_PROBABILITIES}' to other names")
+    return Signature(signature.inputs, tuple(TensorSpec(names.get(spec.name, spec.name), spec.datatype, spec.shape)
+                                             for spec in signature.outputs))
 
 
 def _trusted_types(parameters: dict[str, Any], path: Path) -> list[str]:

@@ -1,4 +1,6 @@
-"""PyTorch runtimes: TorchScript (``*.pt``, ``*.torchscript``) and torch.export (``*.pt2``).
+"""PyTorch runtimes: TorchScript (``*.pt``, ``*.torchscript``), torch.export (``*.pt2``), and
+whole modules pickled with ``torch.save`` (``*.pth``, or a ``*.pt`` that is one), only with
+``trust_pickle: true`` (see ``servekit.runtimes.torch_pickle``).
 
 Both feed inputs positionally, in the order of the declared inputs (config first, else
 the derived signature), and map what the module returns onto output names: a dict by
@@ -21,9 +23,10 @@ from torch.export.passes import move_to_device_pass
 
 from servekit.errors import ConfigError, InvalidInput, ModelFailed
 from servekit.runtimes.base import Arrays, Runtime, Signature, find_file, resolve_device
+from servekit.runtimes.torch_pickle import is_pickled_module, load_pickled_module
 from servekit.types import TensorSpec
 
-__all__ = ["TorchExportRuntime", "TorchScriptRuntime"]
+__all__ = ["TorchExportRuntime", "TorchPickleRuntime", "TorchScriptRuntime"]
 
 _DATATYPES: dict[torch.dtype, str] = {
     torch.bool: "BOOL",
@@ -113,12 +116,31 @@ class TorchScriptRuntime(_TorchRuntime):
     suffixes = (".pt", ".torchscript")
 
     def _load_module(self, path: Path) -> Callable[..., Any]:
+        if is_pickled_module(path):  # torch.save(model, "model.pt"): a pickle, not TorchScript
+            return _load_pickle(self, path)
         with warnings.catch_warnings():
             # TorchScript is deprecated upstream, but serving existing .pt files is the point here.
             warnings.simplefilter("ignore", DeprecationWarning)
             module = torch.jit.load(str(path), map_location=self.device)
         module.eval()
         return module  # type: ignore[no-any-return]
+
+
+class TorchPickleRuntime(_TorchRuntime):
+    """A whole module saved with ``torch.save``; only with ``trust_pickle: true``, and like TorchScript
+    it cannot describe its tensors, so the config must."""
+
+    platform = "pytorch"
+    suffixes = (".pth",)
+
+    def _load_module(self, path: Path) -> Callable[..., Any]:
+        return _load_pickle(self, path)
+
+
+def _load_pickle(runtime: _TorchRuntime, path: Path) -> Callable[..., Any]:
+    context = runtime.context
+    return load_pickled_module(path, (context.model_dir, context.version_dir), context.config.trust_pickle,
+                               "set 'trust_pickle: true' in config.yaml", map_location=runtime.device)
 
 
 class TorchExportRuntime(_TorchRuntime):

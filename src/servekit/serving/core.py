@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from servekit.cache import create_cache
 from servekit.config import ServerSettings
+from servekit.observability import metrics
 from servekit.serving.control import RepositoryControl
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.registry import Registry
@@ -55,6 +56,8 @@ class ServingCore:
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
+        # Before any model loads: each version's metrics choose then whether they carry Triton's names.
+        metrics.use_triton_names(settings.triton_metrics)
         self._registry = Registry(settings.repository, store=settings.model_store)
         self.plane = DataPlane(self._registry, control=RepositoryControl(settings.repository_control))
         self.simple = SimpleAPI(self.plane, settings.default_model)

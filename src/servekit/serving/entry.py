@@ -10,6 +10,8 @@ from pathlib import Path
 
 from servekit.config import ModelConfig, parse_model_config
 from servekit.errors import ConfigError
+from servekit.formats.mlserver import SETTINGS_FILE as MLSERVER_SETTINGS_FILE
+from servekit.formats.mlserver import read_mlserver_config
 from servekit.formats.triton.repository import CONFIG_FILE as TRITON_CONFIG_FILE
 from servekit.formats.triton.repository import read_triton_config
 from servekit.serving.version import LoadState, ModelVersion
@@ -98,13 +100,19 @@ def model_folders(*roots: Path) -> dict[str, Path]:
 
 def read_model_config(model_dir: Path) -> ModelConfig:
     """The folder's config.yaml, or Triton's config.pbtxt (read at servekit.formats.triton's edge),
-    or the defaults when it has neither; both at once is a ConfigError."""
+    or MLServer's model-settings.json (at servekit.formats.mlserver's), or the defaults when it has
+    none; more than one is a ConfigError."""
     path = model_dir / "config.yaml"
-    if (model_dir / TRITON_CONFIG_FILE).exists():
-        if path.exists():
-            raise ConfigError(f"{model_dir}: has both config.yaml (servekit's) and {TRITON_CONFIG_FILE} (Triton's); "
-                              "keep one")
+    present = [name for name in ("config.yaml", TRITON_CONFIG_FILE, MLSERVER_SETTINGS_FILE)
+               if (model_dir / name).exists()]
+    if len(present) > 1:
+        raise ConfigError(f"{model_dir}: has {' and '.join(present)}: servekit reads one config per model "
+                          "(config.yaml: servekit's, config.pbtxt: Triton's, model-settings.json: MLServer's); "
+                          "keep one")
+    if present == [TRITON_CONFIG_FILE]:
         return read_triton_config(model_dir)
+    if present == [MLSERVER_SETTINGS_FILE]:
+        return read_mlserver_config(model_dir)
     if not path.exists():
         return ModelConfig()
     return parse_model_config(path.read_text(encoding="utf-8"), path)

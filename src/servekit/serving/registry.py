@@ -63,7 +63,8 @@ class _Plan:
 def _plan(path: Path, overrides: Overrides, current: dict[int, ModelVersion]) -> _Plan:
     """Which selected versions can stay as they are and which must (re)load (blocking)."""
     config = overrides.apply(read_model_config(path))
-    on_disk = [v for v in scan_versions(path) if v not in overrides.hidden_versions]
+    numbered = [1] if config.version_folder is not None else scan_versions(path)
+    on_disk = [v for v in numbered if v not in overrides.hidden_versions]
     selected = config.version_policy.select(on_disk)
     if not selected:
         raise ServekitError(f"{path}: no numbered version folders to load (e.g. {path}/1/)")

@@ -35,7 +35,8 @@ _CONFIG_TYPES = {
 
 
 # servekit runtime -> the Triton backend that serves the same files.
-_BACKENDS = {"onnx": "onnxruntime", "torchscript": "pytorch", "torch_export": "pytorch", "python": "python",
+_BACKENDS = {"onnx": "onnxruntime", "torchscript": "pytorch", "torch_export": "pytorch", "torch_pickle": "pytorch",
+             "python": "python",
              "triton_python": "python"}
 
 

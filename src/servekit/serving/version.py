@@ -148,7 +148,7 @@ def load_version(name: str, model_dir: Path, version: int, config: ModelConfig) 
     """Load one version (blocking: call from a worker thread). Raises with a clear reason."""
     started = time.perf_counter()
     fingerprint = version_fingerprint(model_dir, version)
-    version_dir = model_dir / str(version)
+    version_dir = model_dir / (config.version_folder or str(version))
     where = model_dir / "config.yaml"
     has_handler = config.handler is not None or handler_path(model_dir, None)[0].is_file()
     runtime_name = config.runtime or detect_runtime(version_dir, has_handler)
@@ -208,7 +208,7 @@ def load_version(name: str, model_dir: Path, version: int, config: ModelConfig) 
         stats=stats,
         fingerprint=fingerprint,
         generation=next(_GENERATIONS[name, version]),
-        label=runtimes[0].version_label or str(version),
+        label=runtimes[0].version_label or config.version_label or str(version),
         loaded_at=time.time(),
     )
     log.info("loaded %s version %d (%s, %s%s) in %.3f s", name, version, runtime_name, loaded.device,

@@ -100,7 +100,7 @@ def _build(file: Path, module: str | None, shapes: Sequence[tuple[int, ...]], da
         return target
     if file.suffix in (".skops", ".joblib", ".pkl"):
         return _sklearn(file, trust, threads, scratch)
-    return _torch(file, module, shapes, datatypes, threads, scratch, restore)
+    return _torch(file, module, shapes, datatypes, trust, threads, scratch, restore)
 
 
 def _onnx_candidates(path: Path, label: str, prepare: str, threads: Sequence[int], target: ModelUnderTest
@@ -133,7 +133,7 @@ def _sklearn(file: Path, trust: bool, threads: Sequence[int], scratch: Path) -> 
     return target
 
 
-def _torch(file: Path, module: str | None, shapes: Sequence[tuple[int, ...]], datatypes: Sequence[str],
+def _torch(file: Path, module: str | None, shapes: Sequence[tuple[int, ...]], datatypes: Sequence[str], trust: bool,
            threads: Sequence[int], scratch: Path, restore: list[Any]) -> ModelUnderTest:
     try:
         import torch
@@ -143,7 +143,7 @@ def _torch(file: Path, module: str | None, shapes: Sequence[tuple[int, ...]], da
         raise ToolkitError(f"measuring a PyTorch model needs torch: pip install 'servekit[torch]' ({exc})") from None
     if file.suffix == ".py" and module is None:
         raise ToolkitError(f"{file}: name the model with --module {file}:CLASS")
-    model = torch_source.load_torch_model(file, module, shapes, datatypes)
+    model = torch_source.load_torch_model(file, module, shapes, datatypes, trust_pickle=trust)
     kind = {"nn.Module": "nn.Module", "TorchScript": "torchscript", "torch.export": "torch_export"}[model.kind]
     target = ModelUnderTest(file, kind, model.inputs)
     previous = torch.get_num_threads()

@@ -47,7 +47,7 @@ class ConvertOptions:
     tolerance: float = 1e-4
     samples: Path | None = None  # .npy / .npz inputs for the parity check
     opset: int | None = None
-    trust: bool = False  # read pickles, and skops types skops does not trust
+    trust: bool = False  # read pickles (joblib, a torch.save-d module), and skops types skops does not trust
     overwrite: bool = False  # replace an existing version folder's model
     max_batch_size: int = 32
 
@@ -136,7 +136,8 @@ def _load_source(options: ConvertOptions) -> _Source:
         raise ToolkitError(f"{source} is ONNX already: copy it to {options.destination}/N/model.onnx to serve it")
     if source.suffix not in (".pt2", ".py", *_TORCHSCRIPT_SUFFIXES):
         raise ToolkitError(f"{source}: cannot tell the framework from the file name; expected .pt/.pth (TorchScript,"
-                           " or a state dict with --module), .pt2 (torch.export), .py with --module, or .skops")
+                           " a whole module from torch.save with --trust-pickle, or a state dict with --module), .pt2"
+                           " (torch.export), .py with --module, or .skops")
     if source.suffix == ".py" and options.module is None:
         raise ToolkitError(f"{source}: name the model with --module {source}:CLASS")
     try:
@@ -151,7 +152,7 @@ def _load_source(options: ConvertOptions) -> _Source:
     model = torch_source.load_torch_model(
         source, options.module, shapes, datatypes,
         options.output_names or tuple(t.name for t in declared.outputs or []),
-        options.input_names or tuple(t.name for t in declared_inputs),
+        options.input_names or tuple(t.name for t in declared_inputs), trust_pickle=options.trust,
     )
     return _Source(
         model.kind, model.inputs, lambda arrays: torch_source.run_torch_model(model, arrays),

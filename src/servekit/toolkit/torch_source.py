@@ -1,9 +1,12 @@
 """PyTorch sources for ``servekit convert``: load one, run it, export it to ONNX.
 
-Three kinds of source, told apart by the file and ``--module``:
+Four kinds of source, told apart by the file and ``--module``:
 
 - an ``nn.Module`` named as ``FILE.py:NAME`` (a class or a factory taking no arguments),
   with weights from a state-dict file (or none, when the source is the .py file itself);
+- a whole ``nn.Module`` saved with ``torch.save`` (``.pth``, or a ``.pt`` that is such a pickle),
+  read only with ``--trust-pickle``, its class found in the file's folders or installed
+  (``servekit.runtimes.torch_pickle``);
 - a TorchScript file (``torch.jit.save``), exported through ``torch.export`` when torch's
   converter can read it, else through the TorchScript-based ONNX exporter;
 - a ``torch.export`` program (``.pt2``).
@@ -29,6 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from servekit.errors import ConfigError
+from servekit.runtimes.torch_pickle import is_pickled_module, load_pickled_module
 from servekit.toolkit.errors import ToolkitError
 from servekit.toolkit.onnx_tools import BATCH_DIM, target_opset
 from servekit.toolkit.specs import Arrays, random_inputs
@@ -57,12 +62,13 @@ class TorchModel:
 
 def load_torch_model(
     source: Path, module_ref: str | None, shapes: Sequence[tuple[int, ...]], datatypes: Sequence[str],
-    output_names: Sequence[str] = (), input_names: Sequence[str] = (),
+    output_names: Sequence[str] = (), input_names: Sequence[str] = (), trust_pickle: bool = False,
 ) -> TorchModel:
     """Load ``source`` and settle its input specs and output names (one run on random rows).
 
     ``input_names`` rename the inputs (the module's own argument names otherwise); ``output_names``
     name the outputs of a module returning a tensor or a tuple (a dict's keys are its names).
+    ``trust_pickle``: a whole module saved with ``torch.save`` may be unpickled.
     """
     if source.suffix == ".pt2":
         program = torch.export.load(str(source))
@@ -83,6 +89,15 @@ def load_torch_model(
         module = _load_module(source, module_ref)
         names = _forward_names(inspect.signature(module.forward), len(shapes))
         model = TorchModel("nn.Module", module, _specs(names, shapes, datatypes), [])
+    elif source.suffix in (".pt", ".pth") and is_pickled_module(source):
+        try:
+            # The class may sit beside the file, or in the model folder above a version folder.
+            pickled = load_pickled_module(source, (source.parent, source.parent.parent), trust_pickle,
+                                          "pass --trust-pickle (a state dict instead needs --module FILE.py:CLASS)")
+        except ConfigError as exc:
+            raise ToolkitError(exc.message) from None
+        names = _forward_names(inspect.signature(pickled.forward), len(shapes))
+        model = TorchModel("nn.Module", pickled, _specs(names, shapes, datatypes), [])
     else:
         module = _load_torchscript(source)
         names = [argument.name for argument in module.forward.schema.arguments[1:]]  # type: ignore[attr-defined]

@@ -41,7 +41,7 @@ def test_a_folder_with_numbered_versions_and_config_pbtxt_is_read_by_the_reposit
 def test_both_config_files_is_an_error_that_says_so(tmp_path: Path) -> None:
     model_dir = _write(tmp_path / "linear", ONNX_CONFIG)
     (model_dir / "config.yaml").write_text("max_batch_size: 4\n")
-    with pytest.raises(ConfigError, match=r"has both config.yaml \(servekit's\) and config.pbtxt \(Triton's\)"):
+    with pytest.raises(ConfigError, match=r"has config.yaml and config.pbtxt: servekit reads one config per model"):
         read_model_config(model_dir)
 
 
