@@ -39,8 +39,19 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
         server.stop()
 
 
+def test_readme_opens_with_install_one_command_to_serve_then_the_repository_commands() -> None:
+    # What servekit is (the first paragraph), then pip install, then one command that serves a
+    # model (tests/deploy/test_wheel.py runs both in a fresh venv), then the repository's two.
+    headings = re.findall(r"^## (.+)$", README, flags=re.MULTILINE)[:3]
+    assert headings == ["Install", "Serve a model in one command", "Quick start (from this repository)"]
+    install, serve_one = blocks("bash")[:2]
+    assert install.strip() == 'pip install "servekit[onnx]"'
+    assert serve_one.strip() == "servekit serve model.onnx"
+    assert "(docs/own-model.md)" in README.split("## Quick start")[0]
+
+
 def test_quick_start_has_two_commands_that_exist_and_ci_runs_the_test_one() -> None:
-    quick_start = blocks("bash")[0]
+    quick_start = blocks("bash")[2]
     commands = [line.split("#")[0].strip() for line in quick_start.splitlines() if line.strip()]
     assert commands == ["./scripts/serve-demo", "./scripts/test"]
     for command in commands:
