@@ -10,8 +10,9 @@ they serve a model folder (with several workers too: they read the same folder):
 
 The name is the file's stem unless given. What the runtime can tell from the file (ONNX,
 torch.export programs and scikit-learn estimators describe their tensors) is left to it; a
-TorchScript file and a handler cannot, so their inputs and outputs come from the caller
-(``--input x:FP32:-1,4``). The caller removes the folder when the server stops (``remove``).
+handler cannot, so its inputs and outputs come from the caller (``--input x:FP32:-1,4``), nor
+can a TorchScript file, whose inputs come from the caller and whose outputs the runtime learns
+from one run on zeros unless given. The caller removes the folder when the server stops (``remove``).
 """
 
 from __future__ import annotations
@@ -32,9 +33,6 @@ from servekit.runtimes import runtime_for_file
 from servekit.serving.entry import valid_model_name
 
 __all__ = ["SingleModel", "is_single_model", "parse_tensor", "remove", "single_model", "write_repository"]
-
-# Runtimes whose files do not describe their tensors: the caller declares them.
-_UNDESCRIBED = {"torchscript": "a TorchScript file", "python": "a handler"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +104,13 @@ def single_model(source: str | Path, *, name: str | None = None, max_batch_size:
     if not valid_model_name(chosen):
         raise ConfigError(f"{chosen!r} is not a model name (a plain folder name, not starting with . or _); "
                           "give one with --name")
-    if runtime in _UNDESCRIBED and not (inputs and outputs):
-        raise ConfigError(f"{path}: {_UNDESCRIBED[runtime]} cannot describe its tensors; declare them with "
-                          "--input and --output NAME:DATATYPE:DIMS (e.g. --input x:FP32:-1,4 --output y:FP32:-1,2)")
+    if runtime == "python" and not (inputs and outputs):
+        raise ConfigError(f"{path}: a handler cannot describe its tensors; declare them with --input and --output "
+                          "NAME:DATATYPE:DIMS (e.g. --input x:FP32:-1,4 --output y:FP32:-1,2)")
+    if runtime == "torchscript" and not inputs:
+        raise ConfigError(f"{path}: a TorchScript file cannot describe its tensors; declare its inputs with --input "
+                          "NAME:DATATYPE:DIMS (e.g. --input x:FP32:-1,4; its outputs are learnt from one run on "
+                          "zeros, or give --output)")
     fields: dict[str, Any] = {**config, "runtime": runtime}
     if max_batch_size is not None:
         fields["max_batch_size"] = max_batch_size

@@ -102,6 +102,11 @@ def test_a_torchscript_file_takes_its_tensors_from_the_command_line(tmp_path: Pa
         x = np.ones((3, 4), dtype=np.float32)
         outputs = infer(server, "linear", "x", x)
         assert outputs["y"]["shape"] == [3, 2] and outputs["y"]["data"] == [6.0, 22.0] * 3
+    # Without --output: one run on zeros tells the runtime what comes out.
+    with serving(tmp_path, tmp_path / "linear.pt", "--input", "x:FP32:-1,4", "--name", "learnt") as server:
+        metadata = httpx.get(f"{server.base_url}/v2/models/learnt", timeout=10).json()
+        assert metadata["outputs"] == [{"name": "output", "datatype": "FP32", "shape": [-1, 2]}]
+        assert infer(server, "learnt", "x", np.ones((1, 4), dtype=np.float32))["output"]["data"] == [6.0, 22.0]
 
 
 def test_a_skops_file_is_served_with_its_estimators_signature(tmp_path: Path) -> None:
