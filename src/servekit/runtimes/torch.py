@@ -47,6 +47,7 @@ class _TorchRuntime(Runtime):
     # Modules in eval/inference mode keep no per-call state, and torch releases the GIL.
     thread_safe = True
     suffixes: tuple[str, ...] = ()
+    _probed: Signature | None = None  # what one run told (_probe) of a module that cannot describe itself
 
     @abstractmethod
     def _load_module(self, path: Path) -> Callable[..., Any]:
@@ -147,7 +148,6 @@ class TorchScriptRuntime(_TorchRuntime):
 
     platform = "pytorch_libtorch"
     suffixes = (".pt", ".torchscript")
-    _probed: Signature | None = None
 
     def signature(self) -> Signature | None:
         return self._probed
