@@ -12,6 +12,7 @@ import pytest
 import servekit
 from servekit.errors import ServekitError
 from tests.builders import WEIGHTS, write_onnx_model
+from tests.e2e.harness import free_port
 
 
 def _listening(url: str) -> bool:
@@ -22,7 +23,8 @@ def _listening(url: str) -> bool:
 
 def test_a_model_file_is_served_until_the_with_block_ends(tmp_path: Path) -> None:
     path = write_onnx_model(tmp_path / "files").rename(tmp_path / "linear.onnx")
-    with servekit.serve(path, http_port=0, max_batch_size=8) as server:
+    grpc_port = free_port()
+    with servekit.serve(path, http_port=0, grpc_port=grpc_port, max_batch_size=8) as server:
         assert server.url.startswith("http://127.0.0.1:") and server.port > 0
         x = np.arange(4, dtype=np.float32).reshape(1, 4)
         body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": x.ravel().tolist()}]}
@@ -31,6 +33,9 @@ def test_a_model_file_is_served_until_the_with_block_ends(tmp_path: Path) -> Non
         y = next(out for out in response.json()["outputs"] if out["name"] == "y")
         assert np.allclose(y["data"], (x @ WEIGHTS).ravel())
         assert httpx.get(f"{server.url}/v2/models/linear/config", timeout=10).json()["max_batch_size"] == 8
+        import tritonclient.grpc as grpcclient
+
+        assert grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}").is_model_ready("linear")
         served_from = server.settings.repository
         assert served_from.is_dir()
     assert not _listening(server.url)

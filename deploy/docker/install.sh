@@ -6,8 +6,10 @@
 #   deploy/docker/install.sh SOURCE VENV
 #
 # Environment: VARIANT cpu (default) | cuda, which also picks the ONNX extra (onnx: onnxruntime,
-# onnx-gpu: onnxruntime-gpu); EXTRAS, servekit extras besides it (default: none, e.g.
-# "redis,sklearn,torch"); TORCH_VERSION (2.13.0); TORCH_INDEX_URL (torch's CPU or CUDA 13 index, by VARIANT); WHEEL_DIR (/tmp/servekit-wheels); PIP_ARGS, extra arguments of every pip install.
+# onnx-gpu: onnxruntime-gpu), installed with the grpc extra; EXTRAS, servekit extras besides
+# those (default: none, e.g. "redis,sklearn,torch"); TORCH_VERSION (2.13.0); TORCH_INDEX_URL
+# (torch's CPU or CUDA 13 index, by VARIANT); WHEEL_DIR (/tmp/servekit-wheels); PIP_ARGS, extra
+# arguments of every pip install.
 set -eu
 source_dir=$1
 venv=$2
@@ -37,7 +39,7 @@ case ",$extras," in
     *,torch,*) $pip install $pip_args "torch==$torch_version" --index-url "$torch_index" ;;
 esac
 # shellcheck disable=SC2086
-$pip install $pip_args "$wheel[$onnx_extra${extras:+,$extras}]"
+$pip install $pip_args "$wheel[$onnx_extra,grpc${extras:+,$extras}]"
 if [ "$variant" = cuda ]; then
     # onnxruntime-gpu (the onnx-gpu extra) is the same Python package as onnxruntime, with the
     # CUDA execution provider; the CUDA and cuDNN libraries come as pip wheels ([cuda,cudnn]);

@@ -109,6 +109,11 @@ def serve(model: str | Path, *, name: str | None = None, max_batch_size: int | N
     line. ``http_port=0`` picks a free port (read it from ``.url``); ``grpc_port`` 0 serves no
     gRPC. ``settings``: any other ServerSettings field (``workers`` excepted: one process here).
     """
+    if grpc_port:
+        from servekit.grpc.available import GRPC_HINT, grpc_installed
+
+        if not grpc_installed():
+            raise ValueError(f"grpc_port={grpc_port}: serving gRPC needs the grpc extra: {GRPC_HINT}")
     if settings.get("workers", 1) != 1:
         raise ValueError("servekit.serve runs in this process: workers must be 1 (use `servekit serve` for more)")
     temporary: Path | None = None

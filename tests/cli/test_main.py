@@ -178,3 +178,18 @@ def test_a_bad_value_is_one_line_naming_its_variable_or_flag(tmp_path: Path, arg
         error = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
         assert len(error) == 1 and message in error[0], done.stderr
         assert "validation error" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_without_the_grpc_extra_grpc_is_off_unless_asked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("servekit.grpc.available.grpc_installed", lambda: False)
+    settings, output = _served_settings(monkeypatch, [str(tmp_path)])
+    assert settings is not None and settings.grpc_port == 0, output  # type: ignore[attr-defined]
+    assert "servekit: no gRPC: pip install 'servekit[grpc]' to serve it on port 8001" in output
+    settings, output = _served_settings(monkeypatch, [str(tmp_path), "--grpc-port", "0"])
+    assert settings is not None and "no gRPC" not in output
+    for args, named in ((["--grpc-port", "9001"], "--grpc-port=9001"), ([], "SERVEKIT_GRPC_PORT=9001")):
+        if not args:
+            monkeypatch.setenv("SERVEKIT_GRPC_PORT", "9001")
+        settings, output = _served_settings(monkeypatch, [str(tmp_path), *args])
+        assert settings is None
+        assert f"{named}: serving gRPC needs the grpc extra: pip install 'servekit[grpc]' (or 0: no gRPC)" in output

@@ -1,9 +1,10 @@
 """servekit's wheel, as a new user gets it: built from the sources, installed into a fresh venv
 (offline, from the wheelhouse scripts/install test builds), then serving over loopback.
 
-The core must not require onnxruntime (a GPU user's onnxruntime-gpu is the same package): without
-an ONNX extra it serves handlers, and an ONNX model is refused per model with the extra to install.
-Then `pip install "servekit[onnx]"` and `servekit serve model.onnx`: two commands to a served model.
+The core must not require onnxruntime (a GPU user's onnxruntime-gpu is the same package) nor
+grpcio: without extras it serves handlers over HTTP, an ONNX model is refused per model with the
+extra to install, and gRPC is off with the extra named. Then the README's `pip install
+"servekit[onnx]"` and `servekit serve model.onnx`: two commands to a served model; then the grpc extra.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -83,7 +85,7 @@ def _requirements(wheel: Path) -> list[str]:
     return [line.removeprefix("Requires-Dist: ") for line in text.splitlines() if line.startswith("Requires-Dist: ")]
 
 
-def test_the_core_does_not_require_an_onnxruntime(wheel: Path) -> None:
+def test_the_core_requires_neither_onnxruntime_nor_grpcio(wheel: Path) -> None:
     from packaging.requirements import Requirement  # pytest's own dependency
 
     requirements = [Requirement(line) for line in _requirements(wheel)]
@@ -92,18 +94,24 @@ def test_the_core_does_not_require_an_onnxruntime(wheel: Path) -> None:
         return {r.name for r in requirements if r.marker is None or r.marker.evaluate({"extra": extra})}
 
     core = needed("")
-    assert {"numpy", "fastapi", "grpcio"} <= core
-    assert not {"onnxruntime", "onnxruntime-gpu", "torch", "scikit-learn"} & core
+    assert {"numpy", "fastapi", "protobuf"} <= core
+    assert not {"onnxruntime", "onnxruntime-gpu", "grpcio", "torch", "scikit-learn"} & core
+    assert {"grpcio", "grpcio-health-checking", "grpcio-reflection"} <= needed("grpc")
     assert "onnxruntime" in needed("onnx") and "onnxruntime-gpu" not in needed("onnx")
     assert "onnxruntime-gpu" in needed("onnx-gpu") and "onnxruntime" not in needed("onnx-gpu")
-    assert {"onnxruntime", "torch", "scikit-learn"} <= needed("all")
+    assert {"onnxruntime", "grpcio", "torch", "scikit-learn"} <= needed("all")
     assert "torch" in needed("torch") and "skops" in needed("sklearn")
 
 
 @contextmanager
-def _served(python: Path, source: Path | str, log: Path, *args: str) -> Iterator[ServerProcess]:
+def _served(python: Path, source: Path | str, log: Path, *args: str, grpc: bool = False) -> Iterator[ServerProcess]:
+    """The fresh venv's `servekit serve` on free loopback ports; without ``grpc`` no --grpc-port is
+    given (the default, 8001, which a core install does not serve)."""
     server = ServerProcess(Path(source), log, *args)
     server.args[0] = str(python)  # the fresh venv's servekit, not this one's
+    if not grpc:
+        at = server.args.index("--grpc-port")
+        del server.args[at:at + 2]
     server.start()
     try:
         yield server
@@ -111,17 +119,27 @@ def _served(python: Path, source: Path | str, log: Path, *args: str) -> Iterator
         server.stop()
 
 
+def _infer(server: ServerProcess, model: str, x: np.ndarray[Any, Any]) -> dict[str, Any]:
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}]}
+    response = httpx.post(f"{server.base_url}/v2/models/{model}/infer", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    return {out["name"]: out for out in response.json()["outputs"]}
+
+
 def test_a_fresh_venv_serves_a_handler_then_onnx_after_installing_the_extra(venv: Path, wheel: Path,
                                                                             tmp_path: Path) -> None:
-    bare = subprocess.run([str(venv), "-c", "import onnxruntime"], capture_output=True, text=True, timeout=60)
-    assert bare.returncode != 0  # the core pulled in no onnxruntime
+    for module in ("onnxruntime", "grpc"):  # the core pulled in neither
+        bare = subprocess.run([str(venv), "-c", f"import {module}"], capture_output=True, text=True, timeout=60)
+        assert bare.returncode != 0, module
     (tmp_path / "negate.py").write_text(HANDLER, encoding="utf-8")
-    with _served(venv, f"{tmp_path / 'negate.py'}:Negate", tmp_path / "handler.log", "--input", "x:FP32:-1,2",
-                 "--output", "y:FP32:-1,2") as server:
-        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [1.0, -3.0]}]}
-        response = httpx.post(f"{server.base_url}/v2/models/negate/infer", json=body, timeout=30)
-        assert response.status_code == 200, response.text
-        assert response.json()["outputs"][0]["data"] == [-1.0, 3.0]
+    handler = (f"{tmp_path / 'negate.py'}:Negate", "--input", "x:FP32:-1,2", "--output", "y:FP32:-1,2")
+    with _served(venv, handler[0], tmp_path / "handler.log", *handler[1:]) as server:
+        assert _infer(server, "negate", np.array([[1.0, -3.0]], dtype=np.float32))["y"]["data"] == [-1.0, 3.0]
+        assert "servekit: no gRPC: pip install 'servekit[grpc]' to serve it on port 8001" in server.log()
+    asked = subprocess.run([str(venv), "-m", "servekit", "serve", *handler, "--grpc-port", "9999"],
+                           capture_output=True, text=True, timeout=120)
+    assert asked.returncode == 2
+    assert "--grpc-port=9999: serving gRPC needs the grpc extra: pip install 'servekit[grpc]'" in asked.stderr
 
     model = write_onnx_model(tmp_path / "files").rename(tmp_path / "linear.onnx")
     with _served(venv, model, tmp_path / "no-onnx.log") as server:
@@ -138,10 +156,18 @@ def test_a_fresh_venv_serves_a_handler_then_onnx_after_installing_the_extra(venv
     installed = _pip(venv, *pip_words[1:], find_links=(wheel.parent,))
     assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
     model = model.rename(tmp_path / serve_words[2])
+    x = np.ones((1, 4), dtype=np.float32)
     with _served(venv, model, tmp_path / "onnx.log", *serve_words[3:]) as server:
-        x = np.ones((1, 4), dtype=np.float32)
-        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": x.ravel().tolist()}]}
-        response = httpx.post(f"{server.base_url}/v2/models/{model.stem}/infer", json=body, timeout=30)
-        assert response.status_code == 200, response.text
-        y = next(out for out in response.json()["outputs"] if out["name"] == "y")
-        assert np.allclose(y["data"], (x @ WEIGHTS).ravel())
+        assert np.allclose(_infer(server, model.stem, x)["y"]["data"], (x @ WEIGHTS).ravel())
+
+    # The grpc extra: the same model over gRPC as well.
+    installed = _pip(venv, "install", "servekit[grpc]", find_links=(wheel.parent,))
+    assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
+    with _served(venv, model, tmp_path / "grpc.log", grpc=True) as server:
+        import tritonclient.grpc as grpcclient
+
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        assert client.is_model_ready(model.stem)
+        pixels = grpcclient.InferInput("x", [1, 4], "FP32")
+        pixels.set_data_from_numpy(x)
+        assert np.allclose(client.infer(model.stem, [pixels]).as_numpy("y"), x @ WEIGHTS)

@@ -142,16 +142,14 @@ def serve(source: str | None, name: str | None, max_batch_size: int | None, inpu
         raise click.UsageError("--name, --max-batch-size, --input and --output apply to a single model file "
                                "(servekit serve model.onnx), not to a repository")
     if not single:
-        settings = _settings(flags, None if source is None else Path(source))[0]
-        run_server(_checked(settings))
+        run_server(_checked(*_settings(flags, None if source is None else Path(source))))
         return
     assert source is not None
     from servekit.single_file import remove, write_repository
 
     repository = write_repository(_single_model(source, name, max_batch_size, inputs, outputs))
     try:
-        settings = _settings(flags, repository)[0]
-        run_server(_checked(settings))
+        run_server(_checked(*_settings(flags, repository)))
     finally:
         remove(repository)
 
@@ -207,8 +205,17 @@ def _flag(field: str) -> str:
     return option.opts[0].removeprefix("--") if option is not None else field.replace("_", "-")
 
 
-def _checked(settings: ServerSettings) -> ServerSettings:
-    """The settings to serve with (TorchServe-style store serving settled), or a UsageError."""
+def _checked(settings: ServerSettings, origins: dict[str, str]) -> ServerSettings:
+    """The settings to serve with (TorchServe-style store serving settled, gRPC off where its extra
+    is not installed and no one asked for it), or a UsageError."""
+    from servekit.grpc.available import GRPC_HINT, grpc_installed
+
+    if settings.grpc_port and not grpc_installed():
+        if origins["grpc_port"] != "default":
+            raise click.UsageError(f"{origins['grpc_port'].removeprefix('env ')}={settings.grpc_port}: serving gRPC "
+                                   f"needs the grpc extra: {GRPC_HINT} (or 0: no gRPC)")
+        click.echo(f"servekit: no gRPC: {GRPC_HINT} to serve it on port {settings.grpc_port}", err=True)
+        settings = settings.model_copy(update={"grpc_port": 0})
     torchserve_style = bool(settings.models) or "model_store" in settings.model_fields_set
     if torchserve_style and "repository" not in settings.model_fields_set:
         store = settings.store
