@@ -64,7 +64,7 @@ def test_a_handler_is_named_by_its_absolute_path_and_needs_its_tensors(tmp_path:
 
 
 @pytest.mark.parametrize(("source", "options", "message"), [
-    ("weights.bin", {}, "not a model file servekit serves"),
+    ("weights.bin", {}, r"weights.bin is not a folder \(a model repository\), nor a model file servekit serves"),
     ("absent.onnx", {}, "no such file"),
     ("model.pt", {}, "a TorchScript file cannot describe its tensors"),
     ("model.onnx", {"name": "_private"}, "is not a model name"),

@@ -95,8 +95,9 @@ def single_model(source: str | Path, *, name: str | None = None, max_batch_size:
         path, handler_class = Path(text), None
         found = runtime_for_file(path.name)
         if found is None:
-            raise ConfigError(f"{path}: not a model file servekit serves (.onnx, .pt, .torchscript, .pt2, .skops, "
-                              ".joblib, .pkl) nor a handler (FILE.py or FILE.py:Class)")
+            raise ConfigError(f"{path} is not a folder (a model repository), nor a model file servekit serves "
+                              "(.onnx, .pt, .torchscript, .pt2, .skops, .joblib, .pkl), nor a handler (FILE.py or "
+                              "FILE.py:Class)")
         runtime = found
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
