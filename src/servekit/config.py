@@ -401,10 +401,11 @@ class ServerSettings(BaseSettings):
         "workers, so a restart never reads answers computed from older model files"
     )
 
-    @field_validator("models", mode="before")
+    @field_validator("models", "allowed_urls", mode="before")
     @classmethod
-    def _split_models(cls, value: Any) -> Any:
-        """``m1=a.mar,m2=b.mar`` (TorchServe's form, also in SERVEKIT_MODELS), each item split too."""
+    def _split_lists(cls, value: Any) -> Any:
+        """``m1=a.mar,m2=b.mar`` (TorchServe's form, also in SERVEKIT_MODELS), each item split too;
+        the same for --allowed-url (repeatable, each comma-separated, as SERVEKIT_ALLOWED_URL)."""
         if isinstance(value, str):
             value = json.loads(value) if value.startswith("[") else [value]
         if isinstance(value, list | tuple):

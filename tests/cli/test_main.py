@@ -128,7 +128,8 @@ def _lines(output: str) -> dict[str, tuple[str, str]]:
 
 
 def test_config_prints_each_setting_and_where_it_came_from(tmp_path: Path) -> None:
-    done = _config([str(tmp_path), "--http-port", "9100", "--allowed-url", "https://a.example/x/"],
+    done = _config([str(tmp_path), "--http-port", "9100", "--allowed-url", "https://a.example/x/,https://c.example/",
+                    "--allowed-url", "file:///srv/"],
                    {"SERVEKIT_GRPC_PORT": "9101", "SERVEKIT_ALLOWED_URL": "https://ignored.example/",
                     "SERVEKIT_MANAGEMENT_TOKEN": "s3cret", "SERVEKIT_READ_TIMEOUT": "5"})
     assert done.returncode == 0, done.stderr
@@ -136,7 +137,8 @@ def test_config_prints_each_setting_and_where_it_came_from(tmp_path: Path) -> No
     assert rows["repository"] == (str(tmp_path), "argument")
     assert rows["http_port"] == ("9100", "--http-port")
     assert rows["grpc_port"] == ("9101", "env SERVEKIT_GRPC_PORT")
-    assert rows["allowed_urls"] == ("https://a.example/x/", "--allowed-url")  # the flag wins over the variable
+    # The flag wins over the variable; repeatable, each comma-separated.
+    assert rows["allowed_urls"] == ("https://a.example/x/,https://c.example/,file:///srv/", "--allowed-url")
     assert rows["read_timeout_s"] == ("5.0", "env SERVEKIT_READ_TIMEOUT")
     assert rows["metrics_port"] == ("8002", "default")
     assert rows["management_auth"] == ("True", "default")
