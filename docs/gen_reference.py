@@ -28,7 +28,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from servekit.cli.main import main, serve
-from servekit.config import ModelConfig, ServerSettings
+from servekit.config import ModelConfig, ServerSettings, environment_variable
 
 CONFIGURATION_PAGE = "reference/configuration.md"
 CLI_PAGE = "reference/cli.md"
@@ -172,7 +172,6 @@ def _flag(parameter: click.Parameter | None) -> str:
 def server_settings_section() -> list[str]:
     """Every ServerSettings field with its flag of ``servekit serve`` (where it has one) and variable."""
     parameters = _serve_parameters()
-    prefix = ServerSettings.model_config.get("env_prefix", "")
     lines = [
         "## Server settings {#server-settings}",
         "",
@@ -191,7 +190,7 @@ def server_settings_section() -> list[str]:
         kind = _type_name(field.annotation, {})
         bounds = _bounds(field)
         kind += f" ({bounds})" if bounds else ""
-        lines.append(f"| `{name}` | {flag} | `{prefix}{name.upper()}` | {kind} | {_default(name, field)} | "
+        lines.append(f"| `{name}` | {flag} | `{environment_variable(name)}` | {kind} | {_default(name, field)} | "
                      f"{_cell(what)} |")
     return [*lines, ""]
 

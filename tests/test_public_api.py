@@ -5,7 +5,8 @@ from servekit import errors
 
 
 def test_public_api_is_pinned() -> None:
-    assert sorted(servekit.__all__) == ["BaseHandler", "HandlerContext", "__version__"]
+    assert sorted(servekit.__all__) == ["BaseHandler", "HandlerContext", "__version__", "serve"]
+    assert callable(servekit.serve)
 
 
 def test_every_client_error_maps_to_a_4xx_and_a_grpc_code() -> None:

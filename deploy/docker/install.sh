@@ -5,9 +5,11 @@
 #
 #   deploy/docker/install.sh SOURCE VENV
 #
-# Environment: VARIANT cpu (default) | cuda; EXTRAS, servekit extras (default: none, e.g.
-# "redis,sklearn,torch"); TORCH_VERSION (2.13.0); TORCH_INDEX_URL (torch's CPU or CUDA 13 index,
-# by VARIANT); WHEEL_DIR (/tmp/servekit-wheels); PIP_ARGS, extra arguments of every pip install.
+# Environment: VARIANT cpu (default) | cuda, which also picks the ONNX extra (onnx: onnxruntime,
+# onnx-gpu: onnxruntime-gpu), installed with the grpc extra; EXTRAS, servekit extras besides
+# those (default: none, e.g. "redis,sklearn,torch"); TORCH_VERSION (2.13.0); TORCH_INDEX_URL
+# (torch's CPU or CUDA 13 index, by VARIANT); WHEEL_DIR (/tmp/servekit-wheels); PIP_ARGS, extra
+# arguments of every pip install.
 set -eu
 source_dir=$1
 venv=$2
@@ -19,8 +21,8 @@ pip_args=${PIP_ARGS:-}
 
 # CUDA 13 for torch, as for onnxruntime-gpu's [cuda,cudnn] wheels: one set of CUDA libraries.
 case "$variant" in
-    cpu) torch_index=${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu} ;;
-    cuda) torch_index=${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cu130} ;;
+    cpu) torch_index=${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}; onnx_extra=onnx ;;
+    cuda) torch_index=${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cu130}; onnx_extra=onnx-gpu ;;
     *) echo "install.sh: VARIANT must be cpu or cuda, not $variant" >&2; exit 2 ;;
 esac
 
@@ -37,11 +39,11 @@ case ",$extras," in
     *,torch,*) $pip install $pip_args "torch==$torch_version" --index-url "$torch_index" ;;
 esac
 # shellcheck disable=SC2086
-$pip install $pip_args "$wheel${extras:+[$extras]}"
+$pip install $pip_args "$wheel[$onnx_extra,grpc${extras:+,$extras}]"
 if [ "$variant" = cuda ]; then
-    # onnxruntime-gpu is the same Python package with the CUDA execution provider; the CUDA and
-    # cuDNN libraries come as pip wheels ([cuda,cudnn]); the host gives the driver.
-    $pip uninstall -y onnxruntime
+    # onnxruntime-gpu (the onnx-gpu extra) is the same Python package as onnxruntime, with the
+    # CUDA execution provider; the CUDA and cuDNN libraries come as pip wheels ([cuda,cudnn]);
+    # the host gives the driver.
     # shellcheck disable=SC2086
     $pip install $pip_args "onnxruntime-gpu[cuda,cudnn]>=1.21"
 fi

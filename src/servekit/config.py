@@ -7,12 +7,16 @@ so a bad file is reported as ``path: field.path: what is wrong``.
 from __future__ import annotations
 
 import json
+import logging
+import os
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from servekit.errors import ConfigError
 from servekit.types import DATATYPES, TensorSpec
@@ -27,8 +31,11 @@ __all__ = [
     "SimpleApiConfig",
     "TensorConfig",
     "VersionPolicy",
+    "environment_variable",
     "parse_model_config",
 ]
+
+log = logging.getLogger("servekit")
 
 RuntimeName = Literal["onnx", "torchscript", "torch_export", "torch_pickle", "sklearn", "python", "torchserve",
                       "triton_python"]
@@ -287,10 +294,78 @@ def parse_model_config(text: str, source: Path | str) -> ModelConfig:
         raise ConfigError(f"{source}: {problems}") from None
 
 
+# Settings whose flag is not the field's name read the flag's variable; the old one (SERVEKIT_<FIELD>)
+# is still read, with a warning.
+_RENAMED = {"allowed_urls": "SERVEKIT_ALLOWED_URL", "read_timeout_s": "SERVEKIT_READ_TIMEOUT",
+            "drain_timeout_s": "SERVEKIT_DRAIN_TIMEOUT", "drain_idle_grace_s": "SERVEKIT_DRAIN_IDLE_GRACE"}
+# Lists: a JSON list, or comma-separated (the flags are repeatable and comma-separated as well).
+_LISTS = frozenset({"allowed_urls", "load_models", "models"})
+
+
+def environment_variable(field: str) -> str:
+    """The SERVEKIT_* variable of a ServerSettings field: the one its flag is named after."""
+    return _RENAMED.get(field, f"SERVEKIT_{field.upper()}")
+
+
+def old_environment_variable(field: str) -> str | None:
+    """The variable the field was read from before it was renamed after its flag, or None."""
+    return f"SERVEKIT_{field.upper()}" if field in _RENAMED else None
+
+
+def environment_source(field: str, environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """(variable, text) the field is read from in ``environ`` (default: os.environ), or None. The
+    variable named after the flag wins; the old name is read with a warning."""
+    environ = os.environ if environ is None else environ
+    variable = environment_variable(field)
+    old = old_environment_variable(field)
+    if variable in environ:
+        if old is not None and old in environ:
+            log.warning("servekit: %s is ignored: %s is set (the old name of the same setting)", old, variable)
+        return variable, environ[variable]
+    if old is not None and old in environ:
+        log.warning("servekit: %s is the old name of %s; it still works, but rename it", old, variable)
+        return old, environ[old]
+    return None
+
+
+def _decoded(field: str, text: str) -> Any:
+    if field not in _LISTS:
+        return text
+    if text.lstrip().startswith("["):
+        return json.loads(text)
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+class _Environment(PydanticBaseSettingsSource):
+    """The SERVEKIT_* variables, each named after its flag (``environment_variable``)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        found = environment_source(field_name)
+        return (None, field_name, False) if found is None else (_decoded(field_name, found[1]), found[0], False)
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, _, _ = self.get_field_value(field, name)
+            if value is not None:
+                values[name] = value
+        return values
+
+
 class ServerSettings(BaseSettings):
-    """Server settings; every field also reads SERVEKIT_<NAME> from the environment."""
+    """Server settings; every field also reads a SERVEKIT_* variable (``environment_variable``:
+    SERVEKIT_<FLAG>, e.g. SERVEKIT_HTTP_PORT, SERVEKIT_ALLOWED_URL)."""
 
     model_config = SettingsConfigDict(env_prefix="SERVEKIT_", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments first, then the environment by servekit's own names (no .env, no secrets folder)."""
+        return init_settings, _Environment(settings_cls)
 
     repository: Path = Field(default=Path("models"), description="the model repository (servekit serve's "
                              "argument)")
@@ -315,7 +390,8 @@ class ServerSettings(BaseSettings):
     model_store: Path | None = Field(default=None, description="where archives are read from and registered "
                                      "models are unpacked (default: the repository)")
     allowed_urls: list[str] = Field(default_factory=list, description="archive URLs the management API may "
-                                    "fetch: http(s) or file:// prefixes or globs (default: none, local only)")
+                                    "fetch: http(s) or file:// prefixes or globs (default: none, local only); "
+                                    "comma-separated in SERVEKIT_ALLOWED_URL")
     max_archive_bytes: int = Field(default=4 * 1024**3, ge=1024, description="largest archive, packed or unpacked")
     max_archive_files: int = Field(default=10_000, ge=1, description="most files in one archive")
     poll_interval: float | None = Field(default=None, ge=0, description="seconds between repository rescans "
@@ -366,10 +442,11 @@ class ServerSettings(BaseSettings):
         "workers, so a restart never reads answers computed from older model files"
     )
 
-    @field_validator("models", mode="before")
+    @field_validator("models", "allowed_urls", mode="before")
     @classmethod
-    def _split_models(cls, value: Any) -> Any:
-        """``m1=a.mar,m2=b.mar`` (TorchServe's form, also in SERVEKIT_MODELS), each item split too."""
+    def _split_lists(cls, value: Any) -> Any:
+        """``m1=a.mar,m2=b.mar`` (TorchServe's form, also in SERVEKIT_MODELS), each item split too;
+        the same for --allowed-url (repeatable, each comma-separated, as SERVEKIT_ALLOWED_URL)."""
         if isinstance(value, str):
             value = json.loads(value) if value.startswith("[") else [value]
         if isinstance(value, list | tuple):

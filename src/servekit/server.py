@@ -26,7 +26,7 @@ from types import FrameType
 
 import uvicorn
 
-from servekit.config import ServerSettings
+from servekit.config import ServerSettings, environment_variable, old_environment_variable
 from servekit.http.protocol import http_protocol
 from servekit.observability.exposition import MetricsServer, use_multiprocess_dir
 from servekit.observability.logging import configure_logging
@@ -38,9 +38,13 @@ log = logging.getLogger("servekit")
 
 
 def export_settings(settings: ServerSettings) -> None:
-    """Write settings into SERVEKIT_* variables so worker processes build the same server."""
+    """Write settings into SERVEKIT_* variables so worker processes build the same server (an old
+    variable name is removed: the workers read the new one, and warn nobody again)."""
     for name, value in settings.model_dump(exclude_none=True).items():
-        os.environ[f"SERVEKIT_{name.upper()}"] = json.dumps(value) if isinstance(value, list) else str(value)
+        os.environ[environment_variable(name)] = json.dumps(value) if isinstance(value, list) else str(value)
+        old = old_environment_variable(name)
+        if old is not None:
+            os.environ.pop(old, None)
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:

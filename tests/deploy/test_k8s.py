@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from servekit.config import ServerSettings
+from servekit.config import ServerSettings, environment_variable
 from tests.conftest import require_module
 
 from .conftest import DEPLOY
@@ -57,9 +57,10 @@ def test_manifest_passes_the_kubernetes_schema(path: Path) -> None:
 
 
 def _setting_names(pairs: dict[str, str]) -> None:
-    """Every SERVEKIT_* variable names a real setting (ServerSettings ignores unknown ones), and they parse."""
+    """Every SERVEKIT_* variable names a real setting by its current name (ServerSettings ignores unknown ones)."""
+    known = {environment_variable(field) for field in ServerSettings.model_fields}
     for key in pairs:
-        assert key.startswith("SERVEKIT_") and key.removeprefix("SERVEKIT_").lower() in ServerSettings.model_fields, key
+        assert key in known, key
 
 
 def test_configmap_holds_real_server_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -110,7 +111,9 @@ def test_serving_runtime_matches_kserve_and_runs_servekit() -> None:
     _setting_names(env)
     assert env["SERVEKIT_HTTP_PORT"] == "8080" == str(container["ports"][0]["containerPort"])
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
-    assert "v2" in runtime["spec"]["protocolVersions"]
+    # REST and gRPC, as KServe's Triton runtime: gRPC on Triton's port 9000 there.
+    assert runtime["spec"]["protocolVersions"] == ["v2", "grpc-v2"]
+    assert env["SERVEKIT_GRPC_PORT"] == "9000"
 
 
 def test_inference_service_uses_the_servekit_runtime() -> None:

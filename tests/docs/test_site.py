@@ -17,7 +17,7 @@ import pytest
 from pydantic import BaseModel
 
 from servekit.cli import main
-from servekit.config import ModelConfig, ServerSettings
+from servekit.config import ModelConfig, ServerSettings, environment_variable
 from tests.conftest import require_module
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +86,7 @@ def test_the_configuration_reference_names_every_key_and_setting(site: Path) -> 
     for key in model_keys(ModelConfig):
         assert f"<code>{key}</code>" in page, key
     for name in ServerSettings.model_fields:
-        assert f"<code>{name}</code>" in page and f"<code>SERVEKIT_{name.upper()}</code>" in page, name
+        assert f"<code>{name}</code>" in page and f"<code>{environment_variable(name)}</code>" in page, name
     # Defaults and descriptions come from the models: a changed default changes the page.
     text = text_of(site, "reference/configuration")
     assert "67108864 (64 MiB)" in text and "4294967296 (4 GiB)" in text

@@ -46,9 +46,20 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
         server.stop()
 
 
-@pytest.mark.parametrize("text", [README, page("index.md")], ids=["README", "docs/index.md"])
-def test_quick_start_has_two_commands_that_exist_and_ci_runs_the_test_one(text: str) -> None:
-    quick_start = blocks("bash", text)[0]
+def test_readme_opens_with_install_one_command_to_serve_then_the_repository_commands() -> None:
+    # What servekit is (the first paragraph), then pip install, then one command that serves a
+    # model (tests/deploy/test_wheel.py runs both in a fresh venv), then the repository's two.
+    headings = re.findall(r"^## (.+)$", README, flags=re.MULTILINE)[:3]
+    assert headings == ["Install", "Serve a model in one command", "Quick start (from this repository)"]
+    install, serve_one = blocks("bash", README)[:2]
+    assert install.strip() == 'pip install "servekit[onnx]"'
+    assert serve_one.strip() == "servekit serve model.onnx"
+    assert "(docs/own-model.md)" in README.split("## Quick start")[0]
+
+
+@pytest.mark.parametrize(("text", "index"), [(README, 2), (page("index.md"), 0)], ids=["README", "docs/index.md"])
+def test_quick_start_has_two_commands_that_exist_and_ci_runs_the_test_one(text: str, index: int) -> None:
+    quick_start = blocks("bash", text)[index]
     commands = [line.split("#")[0].strip() for line in quick_start.splitlines() if line.strip()]
     assert commands == ["./scripts/serve-demo", "./scripts/test"]
     for command in commands:
@@ -130,18 +141,16 @@ def test_handler_example_serves(tmp_path: Path) -> None:
 
 
 def test_the_readme_serves_one_onnx_file(tmp_path: Path) -> None:
-    """The README's "Serve a model": one ONNX file copied into a version folder serves, metadata
-    derived from the file, on HTTP and through the simple API."""
-    [block] = [block for block in blocks("bash", README) if "servekit serve" in block]
-    setup, serve_line = [line for line in block.splitlines() if line.strip()]
-    assert serve_line == "servekit serve models"
-    write_onnx_model(tmp_path / "made").rename(tmp_path / "my_model.onnx")
-    subprocess.run(["bash", "-c", setup], cwd=tmp_path, check=True, timeout=30)
-    server = ServerProcess(tmp_path / "models", tmp_path / "server.log")
+    """The README's "Serve a model in one command": `servekit serve model.onnx` serves the file as
+    the model `model`, metadata derived from the file, on HTTP and through the simple API."""
+    serve_line = blocks("bash", README)[1].strip()
+    assert serve_line == "servekit serve model.onnx"
+    write_onnx_model(tmp_path / "made").rename(tmp_path / "model.onnx")
+    server = ServerProcess(tmp_path / serve_line.split()[-1], tmp_path / "server.log")
     server.start()
     try:
-        metadata = httpx.get(f"{server.base_url}/v2/models/my_model", timeout=10).json()
-        assert metadata["name"] == "my_model" and metadata["platform"] == "onnxruntime_onnx", metadata
+        metadata = httpx.get(f"{server.base_url}/v2/models/model", timeout=10).json()
+        assert metadata["name"] == "model" and metadata["platform"] == "onnxruntime_onnx", metadata
         [tensor] = metadata["inputs"]
         rows = [[1.0] * tensor["shape"][-1]]
         answer = httpx.post(f"{server.base_url}/predict", json={"inputs": rows}, timeout=10)

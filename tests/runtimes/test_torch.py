@@ -125,8 +125,39 @@ def test_export_dynamic_batch_runs_any_batch_size(tmp_path: Path, rows: int) -> 
 
 def test_torchscript_needs_declared_tensors(tmp_path: Path) -> None:
     _save_script(Double(), tmp_path)
-    with pytest.raises(ConfigError, match="declare 'inputs' and 'outputs'"):
+    with pytest.raises(ConfigError, match="cannot describe its own tensors; declare 'inputs'"):
         _runtime("torchscript", tmp_path, ModelConfig())
+
+
+def test_torchscript_outputs_left_out_are_learnt_from_one_run_on_zeros(tmp_path: Path) -> None:
+    _save_script(Scorer(), tmp_path / "scorer")
+    runtime = _runtime("torchscript", tmp_path / "scorer", ModelConfig(inputs=SCORER_INPUTS))
+    signature = runtime.signature()
+    assert signature is not None and signature.inputs == tuple(t.spec() for t in SCORER_INPUTS)
+    assert signature.outputs == (TensorSpec("scores", "FP32", (-1, 3)), TensorSpec("best", "INT64", (-1,)))
+    features, weights = _scorer_example(3)
+    assert runtime.predict({"features": features.numpy(), "weights": weights.numpy()})["scores"].shape == (3, 3)
+
+    _save_script(Pair(), tmp_path / "pair")
+    pair = _runtime("torchscript", tmp_path / "pair", ModelConfig(inputs=_tensors(("x", "FP64", [-1, 2]))))
+    assert pair.signature().outputs == (TensorSpec("output_0", "FP64", (-1, 2)),  # type: ignore[union-attr]
+                                        TensorSpec("output_1", "FP64", (-1,)))
+    assert set(pair.predict({"x": np.ones((4, 2))})) == {"output_0", "output_1"}
+
+    _save_script(Double(), tmp_path / "double")
+    varying = _runtime("torchscript", tmp_path / "double", ModelConfig(inputs=_tensors(("x", "FP32", [-1, -1]))))
+    assert varying.signature().outputs == (TensorSpec("output", "FP32", (-1, -1)),)  # type: ignore[union-attr]
+    fixed = ModelConfig(inputs=_tensors(("x", "FP32", [1, 2])), max_batch_size=0)
+    assert _runtime("torchscript", tmp_path / "double", fixed).signature().outputs == (  # type: ignore[union-attr]
+        TensorSpec("output", "FP32", (1, 2)),)
+
+
+def test_torchscript_that_fails_on_zeros_asks_for_its_outputs(tmp_path: Path) -> None:
+    _save_script(Scorer(), tmp_path)
+    wrong_width = _tensors(("features", "FP32", [-1, 5]), ("weights", "INT64", [-1]))
+    with pytest.raises(ConfigError, match=r"one run on zeros shaped as the declared inputs failed \(.*\); "
+                                          "declare 'outputs'"):
+        _runtime("torchscript", tmp_path, ModelConfig(inputs=wrong_width))
 
 
 def test_torchscript_dict_output_maps_by_key(tmp_path: Path) -> None:

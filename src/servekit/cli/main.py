@@ -1,14 +1,23 @@
-"""``servekit serve`` and ``servekit demo`` (and the toolkit's commands, registered from
-:mod:`servekit.cli.toolkit`). Every serve flag also reads SERVEKIT_<FLAG>."""
+"""``servekit serve``, ``servekit config`` and ``servekit demo`` (and the toolkit's commands,
+registered from :mod:`servekit.cli.toolkit`). Every serve flag also reads SERVEKIT_<FLAG>
+(``servekit.config.environment_variable``), named in its help."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from servekit import __version__
+from servekit.config import environment_variable
+
+if TYPE_CHECKING:
+    from servekit.config import ServerSettings
+    from servekit.single_file import SingleModel
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = ["main"]
 
@@ -19,86 +28,199 @@ def main() -> None:
     """servekit: serve models over HTTP and gRPC (Open Inference Protocol and a simple API)."""
 
 
+def _setting(*declarations: str, help: str, shown_default: str | None = None, **kwargs: Any) -> Callable[[F], F]:
+    """A ``serve``/``config`` flag of a ServerSettings field; its help names the field's SERVEKIT_*
+    variable (``servekit.config.environment_variable``) and ``shown_default``. The flag's own value
+    defaults to None (not given): the variable, then the setting's default, apply."""
+    option = click.option(*declarations, help=help, **kwargs)
+
+    def decorate(command: F) -> F:
+        option(command)
+        param = command.__click_params__[-1]  # type: ignore[attr-defined]
+        assert param.name is not None
+        where = f"env {environment_variable(param.name)}" + (f"; default {shown_default}" if shown_default else "")
+        param.help = f"{help} [{where}]"
+        return command
+
+    return decorate
+
+
+_SERVER_OPTIONS: list[Callable[[Any], Any]] = [
+    _setting("--host", help="Address to bind.", shown_default="127.0.0.1"),
+    _setting("--http-port", type=int, help="HTTP port.", shown_default="8000"),
+    _setting("--grpc-port", type=int, help="gRPC port; 0 = no gRPC.", shown_default="8001"),
+    _setting("--metrics-port", type=int, help="Prometheus metrics port; 0 = none.", shown_default="8002"),
+    _setting("--triton-metrics/--no-triton-metrics", default=None, help="Also write Triton's per-model metrics "
+             "(nv_inference_request_success, nv_inference_count, nv_inference_*_duration_us, ...; labels model, "
+             "version) on the metrics page, for Triton dashboards.", shown_default="off"),
+    _setting("--management-port", type=int, help="Management API port; 0 = none. Needs --workers 1.",
+             shown_default="8003"),
+    _setting("--workers", type=click.IntRange(min=1), help="Worker processes sharing the ports.",
+             shown_default="1"),
+    _setting("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Log level.",
+             shown_default="info"),
+    _setting("--default-model", help="Model of the simple API (/predict) when there are several.",
+             shown_default="the only model"),
+    _setting("--max-request-bytes", type=int, help="Largest request body accepted.", shown_default="64 MiB"),
+    _setting("--max-json-elements", type=click.IntRange(min=1), help="Most values one JSON request body may hold; "
+             "larger tensors go in the binary tensor extension or gRPC.", shown_default="4,000,000"),
+    _setting("--read-timeout", "read_timeout_s", type=click.FloatRange(min=0), help="Seconds a request may take "
+             "to arrive whole before it gets 408; 0 = no limit.", shown_default="30"),
+    _setting("--max-connections", type=click.IntRange(min=1), help="Open HTTP connections and requests in "
+             "flight per worker; past it new requests get 503.", shown_default="2048"),
+    _setting("--drain-idle-grace", "drain_idle_grace_s", type=click.FloatRange(min=0), help="After SIGTERM, "
+             "seconds an idle HTTP connection stays open for a request already on its way; 0 = none.",
+             shown_default="2"),
+    _setting("--drain-timeout", "drain_timeout_s", type=click.FloatRange(min=0), help="After SIGTERM, seconds "
+             "for requests and calls in flight (HTTP and gRPC together) to finish.", shown_default="30"),
+    _setting("--grpc-max-message-bytes", type=int, help="Largest gRPC message, received or sent.",
+             shown_default="65 MiB: a 64 MiB tensor and the rest"),
+    _setting("--access-log", type=click.Choice(["text", "json", "off"]), help="One line per inference request.",
+             shown_default="text"),
+    _setting("--cache-url", help="Response cache of models that enable it: memory:// or redis://HOST:PORT/DB.",
+             shown_default="memory://"),
+    _setting("--cache-max-bytes", type=click.IntRange(min=0), help="Bound of the memory cache, per worker.",
+             shown_default="128 MiB"),
+    _setting("--management-host", help="Management API address.", shown_default="127.0.0.1"),
+    _setting("--management-token", help="Bearer token of the management API (better in the environment: flags "
+             "show in ps).", shown_default="a fresh one per start, written to MODEL_STORE/.servekit/management-token"),
+    _setting("--management-auth/--no-management-auth", default=None, help="Ask for the bearer token.",
+             shown_default="on"),
+    _setting("--repository-control", type=click.Choice(["token", "open", "off"]), help="Who may load and unload "
+             "models through the OIP repository extension: holders of the management token, anyone, or nobody.",
+             shown_default="token"),
+    _setting("--model-store", type=click.Path(path_type=Path, file_okay=False), help="Where archives are read "
+             "from and registered models unpacked.", shown_default="the repository"),
+    _setting("--models", "models", multiple=True, help="Archives to serve from the start, as TorchServe's "
+             "--models: NAME=FILE.mar, FILE.mar (named by its manifest) or all (every TorchServe archive in the "
+             "model store); repeatable or comma-separated."),
+    _setting("--allowed-url", "allowed_urls", multiple=True, help="Archive URLs the management API may fetch: an "
+             "https://HOST/PATH/ or file:///FOLDER/ prefix, or a glob; repeatable or comma-separated.",
+             shown_default="none: the model store only"),
+    _setting("--max-archive-bytes", type=click.IntRange(min=1024), help="Largest archive, packed or unpacked.",
+             shown_default="4 GiB"),
+    _setting("--tls-cert", type=click.Path(path_type=Path, dir_okay=False), help="PEM certificate (chain): "
+             "every port (HTTP, gRPC, metrics, management) serves TLS; needs --tls-key."),
+    _setting("--tls-key", type=click.Path(path_type=Path, dir_okay=False), help="PEM private key of --tls-cert."),
+    _setting("--tls-ca", type=click.Path(path_type=Path, dir_okay=False), help="PEM CA bundle: every port asks "
+             "clients for a certificate it signed (mutual TLS)."),
+    _setting("--docs-site-url", help="Documentation site the status page (GET /) links to: an http(s) URL or a "
+             "/path.", shown_default="no link"),
+    _setting("--poll-interval", type=click.FloatRange(min=0), help="Rescan the repository every SECONDS, loading "
+             "and unloading what changed; 0 = off.", shown_default="0"),
+]
+
+
+def _server_options(command: F) -> F:
+    for option in reversed(_SERVER_OPTIONS):
+        command = option(command)
+    return command
+
+
 @main.command()
-@click.argument("repository", required=False, type=click.Path(path_type=Path))
-@click.option("--host", help="Address to bind [env SERVEKIT_HOST; default 127.0.0.1].")
-@click.option("--http-port", type=int, help="HTTP port [SERVEKIT_HTTP_PORT; 8000].")
-@click.option("--grpc-port", type=int, help="gRPC port [SERVEKIT_GRPC_PORT; 8001]; 0 = no gRPC.")
-@click.option("--metrics-port", type=int, help="Prometheus metrics port [SERVEKIT_METRICS_PORT; 8002]; 0 = none.")
-@click.option("--triton-metrics/--no-triton-metrics", default=None, help="Also write Triton's per-model metrics "
-              "(nv_inference_request_success, nv_inference_count, nv_inference_*_duration_us, ...; labels model, "
-              "version) on the metrics page, for Triton dashboards [SERVEKIT_TRITON_METRICS; off].")
-@click.option("--management-port", type=int, help="Management API port [SERVEKIT_MANAGEMENT_PORT; 8003]; 0 = "
-              "none. Needs --workers 1.")
-@click.option("--workers", type=click.IntRange(min=1), help="Worker processes sharing the ports [SERVEKIT_WORKERS; 1].")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
-              help="[SERVEKIT_LOG_LEVEL; info]")
-@click.option("--default-model", help="Model of the simple API (/predict) when there are several.")
-@click.option("--max-request-bytes", type=int, help="Largest request body accepted [64 MiB].")
-@click.option("--max-json-elements", type=click.IntRange(min=1), help="Most values one JSON request body may hold "
-              "[4,000,000]; larger tensors go in the binary tensor extension or gRPC.")
-@click.option("--read-timeout", "read_timeout_s", type=click.FloatRange(min=0), help="Seconds a request may take "
-              "to arrive whole before it gets 408 [SERVEKIT_READ_TIMEOUT_S; 30]; 0 = no limit.")
-@click.option("--max-connections", type=click.IntRange(min=1), help="Open HTTP connections and requests in "
-              "flight per worker; past it new requests get 503 [SERVEKIT_MAX_CONNECTIONS; 2048].")
-@click.option("--drain-idle-grace", "drain_idle_grace_s", type=click.FloatRange(min=0), help="After SIGTERM, "
-              "seconds an idle HTTP connection stays open for a request already on its way [2]; 0 = none.")
-@click.option("--drain-timeout", "drain_timeout_s", type=click.FloatRange(min=0), help="After SIGTERM, seconds "
-              "for requests and calls in flight (HTTP and gRPC together) to finish [SERVEKIT_DRAIN_TIMEOUT_S; 30].")
-@click.option("--grpc-max-message-bytes", type=int, help="Largest gRPC message, received or sent [65 MiB: a "
-              "64 MiB tensor and the rest].")
-@click.option("--access-log", type=click.Choice(["text", "json", "off"]), help="One line per inference request "
-              "[SERVEKIT_ACCESS_LOG; text].")
-@click.option("--cache-url", help="Response cache of models that enable it: memory:// or redis://HOST:PORT/DB "
-              "[SERVEKIT_CACHE_URL; memory://].")
-@click.option("--cache-max-bytes", type=click.IntRange(min=0), help="Bound of the memory cache, per worker "
-              "[128 MiB].")
-@click.option("--management-host", help="Management API address [SERVEKIT_MANAGEMENT_HOST; 127.0.0.1].")
-@click.option("--management-token", help="Bearer token of the management API [SERVEKIT_MANAGEMENT_TOKEN, better: "
-              "flags show in ps; default: a fresh one per start, written to MODEL_STORE/.servekit/management-token].")
-@click.option("--management-auth/--no-management-auth", default=None, help="Ask for the bearer token [on].")
-@click.option("--repository-control", type=click.Choice(["token", "open", "off"]), help="Who may load and unload "
-              "models through the OIP repository extension: holders of the management token, anyone, or nobody "
-              "[SERVEKIT_REPOSITORY_CONTROL; token].")
-@click.option("--model-store", type=click.Path(path_type=Path, file_okay=False), help="Where archives are read "
-              "from and registered models unpacked [SERVEKIT_MODEL_STORE; the repository].")
-@click.option("--models", "models", multiple=True, help="Archives to serve from the start, as TorchServe's "
-              "--models: NAME=FILE.mar, FILE.mar (named by its manifest) or all (every TorchServe archive in the "
-              "model store); repeatable or comma-separated [SERVEKIT_MODELS].")
-@click.option("--allowed-url", "allowed_urls", multiple=True, help="Archive URLs the management API may fetch: an "
-              "https://HOST/PATH/ or file:///FOLDER/ prefix, or a glob (repeatable) [none: the model store only].")
-@click.option("--max-archive-bytes", type=click.IntRange(min=1024), help="Largest archive, packed or unpacked "
-              "[4 GiB].")
-@click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False), help="PEM certificate (chain): "
-              "every port (HTTP, gRPC, metrics, management) serves TLS [SERVEKIT_TLS_CERT]; needs --tls-key.")
-@click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False), help="PEM private key of --tls-cert "
-              "[SERVEKIT_TLS_KEY].")
-@click.option("--tls-ca", type=click.Path(path_type=Path, dir_okay=False), help="PEM CA bundle: every port asks "
-              "clients for a certificate it signed (mutual TLS) [SERVEKIT_TLS_CA].")
-@click.option("--docs-site-url", help="Documentation site the status page (GET /) links to: an http(s) URL or a "
-              "/path [SERVEKIT_DOCS_SITE_URL; no link].")
-@click.option("--poll-interval", type=click.FloatRange(min=0), help="Rescan the repository every SECONDS, loading "
-              "and unloading what changed [SERVEKIT_POLL_INTERVAL; 0 = off].")
-def serve(repository: Path | None, **flags: Any) -> None:
+@click.argument("source", required=False, metavar="[REPOSITORY | MODEL_FILE | HANDLER.py[:Class]]")
+@click.option("--name", help="Name of a single model file's model [the file's name up to its first dot]; "
+              "command line only.")
+@click.option("--max-batch-size", type=click.IntRange(min=0), help="Rows per batch of a single model file "
+              "[32 when every input has a variable first dimension, else 0: no batching]; command line only.")
+@click.option("--input", "inputs", multiple=True, metavar="NAME:DATATYPE:DIMS", help="An input of a single model "
+              "file, e.g. x:FP32:-1,4 (-1: any size); repeatable. Needed by TorchScript files and handlers, "
+              "which cannot describe their tensors; command line only.")
+@click.option("--output", "outputs", multiple=True, metavar="NAME:DATATYPE:DIMS", help="An output of a single "
+              "model file, as --input; command line only.")
+@_server_options
+def serve(source: str | None, name: str | None, max_batch_size: int | None, inputs: tuple[str, ...],
+          outputs: tuple[str, ...], **flags: Any) -> None:
     """Serve every model in REPOSITORY (default: ./models or SERVEKIT_REPOSITORY), and the archives
-    of --models.
+    of --models; or one model file (model.onnx, model.pt, model.pt2, model.skops) or custom handler
+    (handler.py:MyHandler) as a one-model repository.
 
     Without a REPOSITORY, --model-store or --models serves as `torchserve --start --model-store
     STORE --models ...` does: the repository is then the model store itself, and only the --models
     archives (and those registered later) are served; the store's folders are not loaded at start.
     """
+    from servekit.server import serve as run_server
+    from servekit.single_file import is_single_model
+
+    single = source is not None and is_single_model(source)
+    if not single and (name is not None or max_batch_size is not None or inputs or outputs):
+        raise click.UsageError("--name, --max-batch-size, --input and --output apply to a single model file "
+                               "(servekit serve model.onnx), not to a repository")
+    if not single:
+        run_server(_checked(*_settings(flags, None if source is None else Path(source))))
+        return
+    assert source is not None
+    from servekit.single_file import remove, write_repository
+
+    repository = write_repository(_single_model(source, name, max_batch_size, inputs, outputs))
+    try:
+        run_server(_checked(*_settings(flags, repository)))
+    finally:
+        remove(repository)
+
+
+def _single_model(source: str, name: str | None, max_batch_size: int | None, inputs: tuple[str, ...],
+                  outputs: tuple[str, ...]) -> SingleModel:
+    from servekit.errors import ConfigError
+    from servekit.single_file import parse_tensor, single_model
+
+    try:
+        return single_model(source, name=name, max_batch_size=max_batch_size,
+                            inputs=[parse_tensor(text) for text in inputs],
+                            outputs=[parse_tensor(text) for text in outputs])
+    except ConfigError as exc:
+        raise click.UsageError(exc.message) from None
+
+
+def _settings(flags: dict[str, Any], repository: Path | None) -> tuple[ServerSettings, dict[str, str]]:
+    """The settings of these flags and the environment, and where each came from; a bad value is a
+    one-line UsageError naming its flag or SERVEKIT_* variable."""
     from pydantic import ValidationError
 
-    from servekit.config import ServerSettings
-    from servekit.server import serve as run_server
+    from servekit.config import ServerSettings, environment_source
 
     given = {name: value for name, value in flags.items() if value is not None and value != ()}
     if repository is not None:
         given["repository"] = repository
+    origins: dict[str, str] = {}
+    for field in ServerSettings.model_fields:
+        found = environment_source(field)
+        if field in given:
+            origins[field] = "argument" if field == "repository" else f"--{_flag(field)}"
+        elif found is not None:
+            origins[field] = f"env {found[0]}"
+        else:
+            origins[field] = "default"
     try:
-        settings = ServerSettings(**given)
+        return ServerSettings(**given), origins
     except ValidationError as exc:
-        raise click.UsageError(str(exc)) from None
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            origin = origins.get(field, "")
+            value = given.get(field) if field in given else (environment_source(field) or ("", ""))[1]
+            where = f"{origin.removeprefix('env ')}={value!r}" if origin.startswith(("env", "--")) else field
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"{where}: {message}" if where else message)
+        raise click.UsageError("; ".join(problems)) from None
+
+
+def _flag(field: str) -> str:
+    option = next((p for p in serve.params if p.name == field and isinstance(p, click.Option)), None)
+    return option.opts[0].removeprefix("--") if option is not None else field.replace("_", "-")
+
+
+def _checked(settings: ServerSettings, origins: dict[str, str]) -> ServerSettings:
+    """The settings to serve with (TorchServe-style store serving settled, gRPC off where its extra
+    is not installed and no one asked for it), or a UsageError."""
+    from servekit.grpc.available import GRPC_HINT, grpc_installed
+
+    if settings.grpc_port and not grpc_installed():
+        if origins["grpc_port"] != "default":
+            raise click.UsageError(f"{origins['grpc_port'].removeprefix('env ')}={settings.grpc_port}: serving gRPC "
+                                   f"needs the grpc extra: {GRPC_HINT} (or 0: no gRPC)")
+        click.echo(f"servekit: no gRPC: {GRPC_HINT} to serve it on port {settings.grpc_port}", err=True)
+        settings = settings.model_copy(update={"grpc_port": 0})
     torchserve_style = bool(settings.models) or "model_store" in settings.model_fields_set
     if torchserve_style and "repository" not in settings.model_fields_set:
         store = settings.store
@@ -116,7 +238,27 @@ def serve(repository: Path | None, **flags: Any) -> None:
             raise click.UsageError("the management API needs --workers 1; with several workers use "
                                    "--management-port 0 and roll out versions on disk with --poll-interval")
         click.echo("servekit: the management API is off: it needs --workers 1", err=True)
-    run_server(settings)
+    return settings
+
+
+@main.command("config")
+@click.argument("repository", required=False, type=click.Path(path_type=Path))
+@_server_options
+def show_config(repository: Path | None, **flags: Any) -> None:
+    """Print the settings `servekit serve` would run with (these flags and the SERVEKIT_* environment),
+    one per line, with where each came from: a flag, an environment variable, or the default."""
+    settings, origins = _settings(flags, repository)
+    values = settings.model_dump()
+    width = max(len(name) for name in values)
+    for name, value in values.items():
+        shown = "(hidden)" if name == "management_token" and value is not None else _shown(value)
+        click.echo(f"{name.ljust(width)}  {shown}  ({origins[name]})")
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value) or "(none)"
+    return "(none)" if value is None else str(value)
 
 
 def _check_archives(models: list[str], store: Path) -> None:

@@ -50,6 +50,11 @@ def create_app(settings: ServerSettings, core: ServingCore | None = None, *, ser
         try:
             await serving.start()
             if serve_grpc and settings.grpc_port:
+                from servekit.grpc.available import GRPC_HINT, grpc_installed
+
+                if not grpc_installed():
+                    raise RuntimeError(f"gRPC port {settings.grpc_port} asked for, but serving gRPC needs the grpc "
+                                       f"extra: {GRPC_HINT} (or grpc_port 0)")
                 from servekit.grpc.server import GrpcServer  # only a server that serves gRPC imports grpc
 
                 await serving.attach(GrpcServer(serving.plane, serving.simple, settings))

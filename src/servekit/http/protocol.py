@@ -44,9 +44,9 @@ __all__ = ["IDLE_GRACE_ENV", "READ_TIMEOUT_ENV", "CoalescingHttpToolsProtocol", 
            "http_protocol"]
 
 # Where each worker reads the read timeout (uvicorn builds protocols with its own arguments only).
-READ_TIMEOUT_ENV = "SERVEKIT_READ_TIMEOUT_S"
+READ_TIMEOUT_ENV = "SERVEKIT_READ_TIMEOUT"  # servekit.config.environment_variable("read_timeout_s")
 _DEFAULT_READ_TIMEOUT_S = 30.0
-IDLE_GRACE_ENV = "SERVEKIT_DRAIN_IDLE_GRACE_S"
+IDLE_GRACE_ENV = "SERVEKIT_DRAIN_IDLE_GRACE"  # ... ("drain_idle_grace_s")
 _DEFAULT_IDLE_GRACE_S = 2.0
 _VERSIONS = frozenset({"1.0", "1.1"})
 _TIMEOUT_BODY = b'{"error":"the request did not arrive whole in time"}'

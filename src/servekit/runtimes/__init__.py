@@ -7,11 +7,11 @@ from pathlib import Path
 
 from servekit.runtimes.base import Arrays, Runtime, RuntimeContext, Signature
 
-__all__ = ["Arrays", "Runtime", "RuntimeContext", "Signature", "create_runtime", "detect_runtime"]
+__all__ = ["Arrays", "Runtime", "RuntimeContext", "Signature", "create_runtime", "detect_runtime", "runtime_for_file"]
 
 # runtime name -> (module, class, the pip extra that provides its framework)
 _RUNTIMES: dict[str, tuple[str, str, str | None]] = {
-    "onnx": ("servekit.runtimes.onnx", "OnnxRuntime", None),
+    "onnx": ("servekit.runtimes.onnx", "OnnxRuntime", "onnx"),
     "torchscript": ("servekit.runtimes.torch", "TorchScriptRuntime", "torch"),
     "torch_export": ("servekit.runtimes.torch", "TorchExportRuntime", "torch"),
     "torch_pickle": ("servekit.runtimes.torch", "TorchPickleRuntime", "torch"),
@@ -21,7 +21,9 @@ _RUNTIMES: dict[str, tuple[str, str, str | None]] = {
     "triton_python": ("servekit.formats.triton.python_backend", "TritonPythonRuntime", None),
 }
 # top-level packages each extra installs: only their absence means "install the extra"
-_EXTRA_PACKAGES = {"torch": {"torch"}, "sklearn": {"sklearn", "skops"}}
+_EXTRA_PACKAGES = {"onnx": {"onnxruntime"}, "torch": {"torch"}, "sklearn": {"sklearn", "skops"}}
+# what to install, per extra, in the message of a model whose framework is missing
+_INSTALL_HINTS = {"onnx": "pip install 'servekit[onnx]' (or 'servekit[onnx-gpu]' for CUDA)"}
 
 # file suffix in a version folder -> runtime name, checked in this order
 _SUFFIXES: tuple[tuple[str, str], ...] = (
@@ -34,6 +36,11 @@ _SUFFIXES: tuple[tuple[str, str], ...] = (
     (".joblib", "sklearn"),
     (".pkl", "sklearn"),
 )
+
+
+def runtime_for_file(name: str) -> str | None:
+    """The runtime that serves a model file of this name (by its suffix), or None."""
+    return next((runtime for suffix, runtime in _SUFFIXES if name.endswith(suffix)), None)
 
 
 def detect_runtime(version_dir: Path, has_handler: bool) -> str:
@@ -71,8 +78,7 @@ def create_runtime(name: str, context: RuntimeContext, *, isolated: bool = False
         missing = (exc.name or "").partition(".")[0]
         if extra is None or missing not in _EXTRA_PACKAGES[extra]:
             raise
-        raise RuntimeError(
-            f"runtime {name!r} needs the '{extra}' extra: pip install 'servekit[{extra}]' ({exc})"
-        ) from None
+        hint = _INSTALL_HINTS.get(extra, f"pip install 'servekit[{extra}]'")
+        raise RuntimeError(f"runtime {name!r} needs the '{extra}' extra: {hint} ({exc})") from None
     runtime_class: type[Runtime] = getattr(module, class_name)
     return runtime_class(context)

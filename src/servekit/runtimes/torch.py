@@ -24,7 +24,7 @@ from torch.export.passes import move_to_device_pass
 from servekit.errors import ConfigError, InvalidInput, ModelFailed
 from servekit.runtimes.base import Arrays, Runtime, Signature, find_file, resolve_device
 from servekit.runtimes.torch_pickle import is_pickled_module, load_pickled_module
-from servekit.types import TensorSpec
+from servekit.types import TensorSpec, datatype_of, numpy_dtype
 
 __all__ = ["TorchExportRuntime", "TorchPickleRuntime", "TorchScriptRuntime"]
 
@@ -50,6 +50,7 @@ class _TorchRuntime(Runtime):
     # Modules in eval/inference mode keep no per-call state, and torch releases the GIL.
     thread_safe = True
     suffixes: tuple[str, ...] = ()
+    _probed: Signature | None = None  # what one run told (_probe) of a module that cannot describe itself
 
     @abstractmethod
     def _load_module(self, path: Path) -> Callable[..., Any]:
@@ -60,10 +61,12 @@ class _TorchRuntime(Runtime):
         self.device = resolve_device(config.device, torch.cuda.is_available())
         self._module = self._load_module(find_file(self.context.version_dir, self.suffixes, config.model_file))
         derived = self.signature()
+        if derived is None and config.inputs and not config.outputs:
+            derived = self._probed = self._probe([t.spec() for t in config.inputs])
         if derived is None and not (config.inputs and config.outputs):
             raise ConfigError(
                 f"{self.context.model_dir}: a {self.platform} model cannot describe its own tensors;"
-                " declare 'inputs' and 'outputs' in config.yaml"
+                " declare 'inputs' (and 'outputs', else one run on zeros tells them) in config.yaml"
             )
         declared = [t.spec() for t in config.inputs or []]
         # A program knows its argument order; the config may list inputs in any order, not others.
@@ -103,6 +106,39 @@ class _TorchRuntime(Runtime):
             return {name: _to_numpy(name, value) for name, value in zip(self._output_names, result, strict=True)}
         raise ModelFailed(f"model returned {type(result).__name__}; expected a tensor, a tuple/list or a dict")
 
+    def _probe(self, inputs: list[TensorSpec]) -> Signature:
+        """The outputs of a module that cannot describe them, from one run on zeros shaped as the
+        declared inputs (two rows where the batch varies, one where another dimension does): names
+        as ``predict`` maps them (a dict's keys, else output / output_0, ...), datatypes as run. A
+        varying batch stays -1; the other dimensions are those of the run, -1 when an input's
+        non-batch dimension varies (the run cannot tell then)."""
+        batched = all(spec.shape and spec.shape[0] == -1 for spec in inputs)
+        sized_by_input = any(-1 in spec.shape[1:] for spec in inputs)
+        try:
+            args = [_to_tensor(spec.name, np.zeros([(2 if i == 0 and batched else 1) if dim == -1 else dim
+                                                     for i, dim in enumerate(spec.shape)],
+                                                    dtype=numpy_dtype(spec.datatype))).to(self.device)
+                    for spec in inputs]
+            with torch.inference_mode():
+                result = self._module(*args)
+            if isinstance(result, dict):
+                named = {str(name): value for name, value in result.items()}
+            elif isinstance(result, tuple | list):
+                named = {f"output_{i}": value for i, value in enumerate(result)}
+            else:
+                named = {"output": result}
+            arrays = {name: _to_numpy(name, value) for name, value in named.items()}
+        except Exception as exc:
+            reason = (str(exc).strip().splitlines() or [""])[0]
+            raise ConfigError(f"{self.context.model_dir}: outputs: one run on zeros shaped as the declared inputs "
+                              f"failed ({type(exc).__name__}: {reason}); declare 'outputs'") from None
+        outputs = tuple(
+            TensorSpec(name, datatype_of(array), tuple(
+                -1 if (i == 0 and batched) or (i > 0 and sized_by_input) else dim
+                for i, dim in enumerate(array.shape)))
+            for name, array in arrays.items())
+        return Signature(tuple(inputs), outputs)
+
     def unload(self) -> None:
         self._module = None  # type: ignore[assignment]
         if self.device == "cuda":
@@ -110,10 +146,14 @@ class _TorchRuntime(Runtime):
 
 
 class TorchScriptRuntime(_TorchRuntime):
-    """A ``torch.jit.save``-d module; it cannot describe its tensors, so the config must."""
+    """A ``torch.jit.save``-d module; it cannot describe its tensors, so the config declares its
+    inputs, and its outputs unless one run on zeros may tell them (``_probe``)."""
 
     platform = "pytorch_libtorch"
     suffixes = (".pt", ".torchscript")
+
+    def signature(self) -> Signature | None:
+        return self._probed
 
     def _load_module(self, path: Path) -> Callable[..., Any]:
         if is_pickled_module(path):  # torch.save(model, "model.pt"): a pickle, not TorchScript

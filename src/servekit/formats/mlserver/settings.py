@@ -179,7 +179,8 @@ def _runtime(implementation: object, source: str) -> str:
         )
     raise ConfigError(
         f"{source}: implementation {implementation!r}: servekit does not run MLServer's MLModel classes; it maps "
-        f"{_mapped()}. Port the class's load/predict to a servekit handler.py (see docs/model-repository.md, Custom handlers)"
+        f"{_mapped()}. Port the class's load/predict to a servekit handler.py (see docs/model-repository.md, "
+        "Custom handlers)"
     )
 
 
