@@ -268,8 +268,8 @@ def test_describe_and_statistics_say_where_each_instance_runs(tmp_path: Path) ->
         finally:
             management.portal.call(registry.close)
     assert described["devices"] == ["cpu", "cpu", "cpu"] and described["device"] == "cpu"
-    assert [worker["device"] for worker in described["workers"]] == ["cpu", "cpu", "cpu"]
-    assert described["deviceType"] == "cpu" and not any(worker["gpu"] for worker in described["workers"])
+    assert len(described["workers"]) == 3 and not any(worker["gpu"] for worker in described["workers"])
+    assert described["deviceType"] == "cpu"
     with TestClient(create_app(ServerSettings(repository=root))) as inference:
         [stats] = inference.get("/v2/models/spread/stats").json()["model_stats"]
         config = inference.get("/v2/models/spread/config").json()

@@ -16,8 +16,9 @@ How TorchServe's fields map:
     deviceType        "cpu" or "gpu" (gpu when any instance is on a GPU)
     loadedAtStartup   false for a model registered over the management API, true otherwise
     workers           one per instance (servekit's are threads of one process: its pid; memoryUsage 0, as
-                      TorchServe reports without its metrics); ``gpu`` per worker, and servekit's
-                      ``device``: "cpu" or "cuda:N", where that instance runs
+                      TorchServe reports without its metrics); ``gpu``: whether that instance is on a
+                      GPU (which one: servekit's ``devices``, in worker order; a worker holds
+                      TorchServe's keys only)
     jobQueueStatus    the batch queue: room left and requests waiting
     parallelType .. maxSequenceJobQueueSize   servekit has no model parallelism, continuous batching,
                       job tickets, per-model venvs or stateful sequences: their off values
@@ -78,7 +79,7 @@ def describe_version(entry: ModelEntry, mv: ModelVersion, *, loaded_at_startup: 
         "loadedAtStartup": loaded_at_startup,
         "workers": [{"id": f"{mv.name}:{mv.version}/{i}", "startTime": _start_time(mv.loaded_at),
                      "status": mv.state.value, "memoryUsage": 0, "pid": os.getpid(), "gpu": device != "cpu",
-                     "gpuUsage": "N/A", "device": device} for i, device in enumerate(devices)],
+                     "gpuUsage": "N/A"} for i, device in enumerate(devices)],
         "jobQueueStatus": {"remainingCapacity": max(batching.max_queue_size - batcher.queue_depth, 0),
                            "pendingRequests": batcher.queue_depth},
     }
