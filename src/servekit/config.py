@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
@@ -24,13 +25,16 @@ from servekit.types import DATATYPES, TensorSpec
 __all__ = [
     "BatchingConfig",
     "CacheConfig",
+    "DeviceSetting",
     "ModelConfig",
+    "ONE_DEVICE",
     "OnnxConfig",
     "RayConfig",
     "ServerSettings",
     "SimpleApiConfig",
     "TensorConfig",
     "VersionPolicy",
+    "check_device",
     "environment_variable",
     "parse_model_config",
 ]
@@ -43,6 +47,28 @@ RuntimeName = Literal["onnx", "torchscript", "torch_export", "torch_pickle", "sk
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# A model's device: auto, cpu, cuda, cuda:N, or a list of cpu / cuda / cuda:N (servekit.runtimes.placement).
+DeviceSetting = str | list[str]
+ONE_DEVICE = re.compile(r"cpu|cuda(?::(0|[1-9][0-9]*))?")
+
+
+def check_device(value: DeviceSetting) -> DeviceSetting:
+    """A model's ``device`` setting, lower-cased and stripped, or ValueError saying what is accepted
+    (what each value means: servekit.runtimes.placement)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text != "auto" and not ONE_DEVICE.fullmatch(text):
+            raise ValueError(f"device {value!r}: expected auto, cpu, cuda, cuda:N or a list of cpu / cuda:N")
+        return text
+    if not value:
+        raise ValueError("device: the list needs at least one device (e.g. [cuda:0, cuda:1])")
+    entries = [entry.strip().lower() for entry in value]
+    for raw, entry in zip(value, entries, strict=True):
+        if not ONE_DEVICE.fullmatch(entry):
+            raise ValueError(f"device list entry {raw!r}: expected cpu, cuda or cuda:N")
+    return entries
 
 
 class TensorConfig(_Strict):
@@ -220,7 +246,8 @@ class ModelConfig(_Strict):
         default="none", description="process: each instance runs in a process of its own (a crash fails only its "
         "batch and the process restarts; a GIL-bound model scales with instances); see servekit.runtimes.isolated",
     )
-    device: Literal["cpu", "cuda", "auto"] = Field(default="auto", description="auto: a GPU when there is one")
+    device: DeviceSetting = Field(default="auto", description="auto, cpu, cuda, cuda:N, or a list such as "
+                                  "[cuda:0, cuda:1] that the instances take round-robin (servekit.runtimes.placement)")
     version_policy: VersionPolicy = Field(default_factory=VersionPolicy, description="which versions to serve")
     version_folder: str | None = Field(
         default=None, description="a model without numbered version folders (MLServer's layout): the folder, "
@@ -262,6 +289,11 @@ class ModelConfig(_Strict):
                                   or "\\" in value):
             raise ValueError("a relative path inside the model folder ('.' for the folder itself), without '..'")
         return value
+
+    @field_validator("device")
+    @classmethod
+    def _valid_device(cls, value: DeviceSetting) -> DeviceSetting:
+        return check_device(value)
 
     @field_validator("traffic")
     @classmethod

@@ -61,6 +61,12 @@ default_version: 1
 # Declared because TorchScript cannot describe its own tensors.
 {_TENSORS}"""
 
+_CACHE_CONFIG = """\
+# The response cache (servekit demo --cache): a repeated input is answered without running the model.
+cache:
+  enabled: true
+"""
+
 _SKLEARN_CONFIG = f"""\
 # Digits MLP as a scikit-learn MLPClassifier saved with skops; the pixel scale is
 # folded into its first layer. The runtime derives the tensors: input FP32 [-1, 64],
@@ -132,12 +138,13 @@ class _MlpWeights:
     output_bias: np.ndarray[Any, Any]  # [10]
 
 
-def write_demo_repository(root: Path, *, include_torch: bool | None = None) -> list[str]:
+def write_demo_repository(root: Path, *, include_torch: bool | None = None, cache: bool = False) -> list[str]:
     """Write the demo models under ``root`` (the repository folder) and return their names.
 
     Existing files of the same names are overwritten; nothing else in ``root`` is touched.
     ``include_torch=None`` writes the TorchScript version only when torch can be imported;
-    ``True`` requires torch.
+    ``True`` requires torch. ``cache=True`` turns the response cache on for ``digits`` (its answers
+    depend on its inputs alone), as the compose stack does to show Redis at work.
     """
     if include_torch is None:
         include_torch = _torch_importable()
@@ -149,7 +156,7 @@ def write_demo_repository(root: Path, *, include_torch: bool | None = None) -> l
         output_bias=classifier.intercepts_[1].astype(np.float32),
     )
 
-    digits = _model_dir(root, "digits", _DIGITS_CONFIG)
+    digits = _model_dir(root, "digits", _DIGITS_CONFIG + (_CACHE_CONFIG if cache else ""))
     _write_onnx(_version_dir(digits, 1) / "model.onnx", weights)
     if include_torch:
         _write_torchscript(_version_dir(digits, 2) / "model.pt", weights)

@@ -415,7 +415,8 @@ def test_a_call_past_the_execution_timeout_fails_its_requests_and_its_instance_i
         hung = DoublingRuntime(gate)
         fresh: list[DoublingRuntime] = []
 
-        def respawn() -> Runtime:
+        def respawn(replaced: Runtime) -> Runtime:
+            assert replaced is hung  # told which instance it replaces (its context: its place and device)
             fresh.append(DoublingRuntime())
             return fresh[-1]
 
@@ -456,7 +457,7 @@ def test_an_abandoned_instance_is_aborted_and_unloaded_once_its_call_ends() -> N
     async def body() -> None:
         hung = AbortableRuntime(threading.Event())
         batcher = Batcher("m:1", [hung], BatchPolicy(max_rows=4), execution_timeout_s=0.1,
-                          respawn=DoublingRuntime)
+                          respawn=lambda replaced: DoublingRuntime())
         with pytest.raises(DeadlineExceeded):
             await batcher.submit(rows(1.0))
         assert hung.aborts == 1

@@ -78,22 +78,61 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
         server.stop()
 
 
-@pytest.fixture(scope="module")
-def prometheus(live_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusProcess]:
-    """The repository's scrape config with its servekit target moved to the live server, scraping every second."""
-    folder = tmp_path_factory.mktemp("prometheus")
+def _scraping(server: ServerProcess, folder: Path) -> PrometheusProcess:
+    """A Prometheus on the repository's scrape config, its servekit target moved to ``server``, every second."""
     config = _yaml(SCRAPE_CONFIG)
     config["global"]["scrape_interval"] = "1s"
     [job] = [job for job in config["scrape_configs"] if job["job_name"] == "servekit"]
     job["scrape_interval"] = "1s"
-    target = live_server.metrics_url.removeprefix("http://").removesuffix("/metrics")
+    target = server.metrics_url.removeprefix("http://").removesuffix("/metrics")
     job["static_configs"][0]["targets"] = [target]
     (folder / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    process = PrometheusProcess(folder / "prometheus.yml", folder).start()
+    return PrometheusProcess(folder / "prometheus.yml", folder).start()
+
+
+@pytest.fixture(scope="module")
+def prometheus(live_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusProcess]:
+    process = _scraping(live_server, tmp_path_factory.mktemp("prometheus"))
     try:
         yield process
     finally:
         process.stop()
+
+
+def test_every_dashboard_query_has_a_series_for_each_model_right_after_start(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No "No data" panels: a server that has answered nothing yet (two models, one with its cache on) already
+    has every series the dashboard reads, so each query returns a series, per model where it groups by model."""
+    folder = tmp_path_factory.mktemp("fresh")
+    write_onnx_model(folder / "models")
+    cached = write_onnx_model(folder / "models", name="cached_linear")
+    config = {**(_yaml(cached / "config.yaml") or {}), "cache": {"enabled": True}}
+    (cached / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    server = ServerProcess(folder / "models", folder / "server.log").start()
+    try:
+        process = _scraping(server, folder)
+        try:
+            queries = [expr for expr in dashboard_queries() if not expr.startswith("label_values(")]
+            empty = queries
+            deadline = time.monotonic() + 30  # rate() needs two scrapes in its window
+            while empty and time.monotonic() < deadline:
+                time.sleep(0.5)
+                empty = [expr for expr in empty if not _has_every_model(process, expr)]
+            assert empty == [], f"no series right after start (before any request) for: {empty}"
+            [names] = [expr for expr in dashboard_queries() if expr.startswith("label_values(")]
+            series = process.query(names.removeprefix("label_values(").split(",")[0])["result"]
+            assert {entry["metric"]["model"] for entry in series} == {"onnx_linear", "cached_linear"}
+        finally:
+            process.stop()
+    finally:
+        server.stop()
+
+
+def _has_every_model(prometheus: PrometheusProcess, expr: str) -> bool:
+    result = prometheus.query(_runnable(expr))["result"]
+    if "(model" not in expr and ", model" not in expr:
+        return bool(result)
+    return {series["metric"].get("model") for series in result} >= {"onnx_linear", "cached_linear"}
 
 
 def test_scrape_config_passes_promtool() -> None:
@@ -105,7 +144,8 @@ def test_scrape_config_passes_promtool() -> None:
 def test_prometheus_scrapes_a_live_server(prometheus: PrometheusProcess) -> None:
     deadline = time.monotonic() + 30
     while True:
-        result = prometheus.query('servekit_requests_total{job="servekit", model="onnx_linear"}')["result"]
+        result = prometheus.query('servekit_requests_total{job="servekit", model="onnx_linear", protocol="http"}'
+                                  )["result"]
         if result:
             break
         assert time.monotonic() < deadline, f"no servekit series after 30 s:\n{prometheus.log()[-3000:]}"
@@ -161,14 +201,15 @@ def test_dashboard_covers_what_operators_look_at() -> None:
 def test_compose_wires_servekit_redis_prometheus_and_grafana() -> None:
     compose = _yaml(DEPLOY / "compose.yaml")
     services = compose["services"]
-    assert set(services) == {"servekit", "redis", "prometheus", "grafana"}
+    assert set(services) == {"servekit", "demo", "redis", "prometheus", "grafana", "servekit-gpu",
+                             "servekit-scaled", "proxy"}
     servekit = services["servekit"]
     assert servekit["build"]["dockerfile"] == "deploy/Dockerfile"
     assert (DEPLOY / servekit["build"]["context"] / servekit["build"]["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
     assert servekit["environment"]["SERVEKIT_CACHE_URL"].startswith("redis://redis:6379/")
     assert any(volume.endswith(":/models") for volume in servekit["volumes"])
     # Prometheus scrapes the servekit service on its metrics port (the image's SERVEKIT_METRICS_PORT).
-    [job] = _yaml(SCRAPE_CONFIG)["scrape_configs"]
+    [job] = [job for job in _yaml(SCRAPE_CONFIG)["scrape_configs"] if job["job_name"] == "servekit"]
     assert job["static_configs"][0]["targets"] == ["servekit:8002"]
     assert "./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in services["prometheus"]["volumes"]
     # Grafana: provisioning and dashboards mounted where the provider looks; one datasource uid everywhere.

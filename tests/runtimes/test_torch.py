@@ -224,7 +224,7 @@ def test_cuda_runs_on_the_gpu_and_returns_cpu_numpy(tmp_path: Path, runtime_name
         _save_export(module, _scorer_example(3), tmp_path, dynamic=True)
     config = ModelConfig(device="cuda", inputs=SCORER_INPUTS, outputs=SCORER_OUTPUTS)
     runtime = _runtime(runtime_name, tmp_path, config)
-    assert runtime.device == "cuda"
+    assert runtime.device == "cuda:0"
     features, weights = _scorer_example(5)
     outputs = runtime.predict({"features": features.numpy(), "weights": weights.numpy()})
     with torch.no_grad():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +33,41 @@ def _advise(*args: str) -> str:
 def test_without_a_model_prints_the_matrix_for_the_requirements() -> None:
     output = _advise("--require", "edge,cross-framework")
     assert "Decision matrix" in output and "edge (edge deployment)" in output and "latency" not in output
-    assert "best fit: ONNX Runtime (10) -> in servekit: runtime: onnx" in output
+    assert "best fit: ONNX Runtime (total 10) -> in servekit: runtime: onnx" in output
     assert "not measurements" in output
     everything = _advise()
     assert all(name in everything for name in ("flexibility", "batteries", "debugging", "throughput"))
+
+
+def test_weighted_requirements_print_each_product_and_the_weighted_sums() -> None:
+    output = _advise("--require", "low_latency=2,throughput=1")
+    # latency 5 x2 + throughput 5 for gRPC; ONNX Runtime 5 x2 + 4; TorchServe-style 4 x2 + 5; FastAPI-style 3 x2 + 3
+    assert "best fit: gRPC transport (weighted sum 15)" in output
+    assert "then: ONNX Runtime (weighted sum 14)" in output and "then: FastAPI-style (weighted sum 9)" in output
+    assert "5 x2 = 10" in output and "weight" in output
+    unweighted = _advise("--require", "latency,throughput")
+    assert "best fit: gRPC transport (total 10)" in unweighted and " x1" not in unweighted
+
+
+def test_weights_change_the_ranking() -> None:
+    even = rank_patterns(parse_requirements("debugging,throughput"))
+    assert [(p.name, s) for p, s in even[:2]] == [("FastAPI-style", 8), ("TorchServe-style", 8)]
+    debugging = rank_patterns(parse_requirements("debugging=2,throughput"))
+    assert (debugging[0][0].name, debugging[0][1]) == ("FastAPI-style", 13)
+    throughput = rank_patterns(parse_requirements("debugging,throughput=3"))
+    assert (throughput[0][0].name, throughput[0][1]) == ("TorchServe-style", 18)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("latency=0", "must be a number above 0, not '0'"), ("latency=-1", "above 0"), ("latency=fast", "not 'fast'"),
+    ("latency=inf", "above 0"), ("=2", "needs a requirement"), ("speed=2", "--require 'speed'"),
+    ("latency=2,low-latency=3", "given twice, with weights 2 and 3"),
+])
+def test_bad_weights_are_refused_with_what_was_wrong(text: str, message: str) -> None:
+    with pytest.raises(ToolkitError, match=re.escape(message)):
+        parse_requirements(text)
+    result = CliRunner().invoke(main, ["advise", "--require", text])
+    assert result.exit_code != 0 and message in result.output
 
 
 def test_unknown_requirement_and_config_without_model_are_refused() -> None:
@@ -103,6 +135,16 @@ def test_recommendation_follows_the_requirements() -> None:
     assert edge.next_steps == [] and edge.instances == 2
 
 
+def test_weights_tip_the_runtime_between_latency_and_throughput() -> None:
+    # ONNX: 3x faster alone, 0.73x the peak rows/s of TorchScript: it wins at even weights and at throughput=3,
+    # and loses once throughput weighs 4 (0.73 ** 4 = 0.28 < 1/3).
+    assert recommend([ONNX, TORCH], {"latency": 1, "throughput": 1}, 2, "torchscript").curve is ONNX
+    assert recommend([ONNX, TORCH], {"latency": 1, "throughput": 3}, 2, "torchscript").curve is ONNX
+    heavy = recommend([ONNX, TORCH], parse_requirements("latency,throughput=4"), 2, "torchscript")
+    assert heavy.curve is TORCH and any("weighted 1 to 4" in reason for reason in heavy.reasons)
+    assert "requirements: latency, throughput=4." in heavy.config_text("m.pt")
+
+
 def test_latency_goal_caps_the_batch() -> None:
     slow_batches = _curve("ONNX Runtime", "onnx", 1, {1: 1.0, 2: 1.5, 4: 2.5, 8: 6.0, 16: 12.0})
     advice = recommend([slow_batches], ["latency", "throughput"], 1, "onnx")
@@ -112,7 +154,9 @@ def test_latency_goal_caps_the_batch() -> None:
 
 
 def test_requirements_and_ranking() -> None:
-    assert parse_requirements("Low-Latency, throughput,latency") == ["latency", "throughput"]
+    assert parse_requirements("Low-Latency, throughput,latency") == {"latency": 1, "throughput": 1}
+    assert list(parse_requirements("low_latency=2, throughput=0.5")) == ["latency", "throughput"]
+    assert parse_requirements("low_latency=2, throughput=0.5") == {"latency": 2, "throughput": 0.5}
     with pytest.raises(ToolkitError, match="expected some of flexibility"):
         parse_requirements("fast")
     ranked = rank_patterns(["flexibility", "debugging"])

@@ -99,7 +99,7 @@ def test_bench_examples(folder: Path, server: ServerProcess) -> None:
 
 def test_advise_examples(folder: Path) -> None:
     matrix, measured = (run(command, folder) for command in commands("servekit advise"))
-    assert "best fit: FastAPI-style" in matrix or "best fit: gRPC transport" in matrix
+    assert "best fit: gRPC transport (weighted sum 14)" in matrix and "then: ONNX Runtime (weighted sum 13)" in matrix
     assert "runtime   onnx" in measured
     config_path = folder / "models" / "digits_onnx" / "config.yaml"
     assert "Written by `servekit advise`" in config_path.read_text()

@@ -23,8 +23,9 @@ batch takes it. ``execution_timeout_s`` bounds one model call: a batch still run
 fails its requests with DeadlineExceeded, its instance is abandoned (``Runtime.abort``: a model
 in its own process is killed; a Python thread cannot be stopped; the late result is dropped and
 the runtime unloaded once the call returns) and a fresh instance is loaded in its place with
-``respawn``, so the model keeps serving at full width. Instance threads are daemons: a call
-that never returns cannot hold the process's exit.
+``respawn`` (given the abandoned runtime, so the new one takes its place and device), so the model
+keeps serving at full width. Instance threads are daemons: a call that never returns cannot hold
+the process's exit.
 """
 
 from __future__ import annotations
@@ -214,7 +215,7 @@ class Batcher:
         stats: ModelStats | None = None,
         inline: bool = False,
         execution_timeout_s: float | None = None,
-        respawn: Callable[[], Runtime] | None = None,
+        respawn: Callable[[Runtime], Runtime] | None = None,
     ) -> None:
         if not runtimes:
             raise ValueError("a batcher needs at least one instance")
@@ -412,19 +413,19 @@ class Batcher:
         error = DeadlineExceeded(f"the model ran past its execution timeout ({self._execution_timeout_s:g} s)")
         for item in items:
             _fail(item, error)
-        task = asyncio.ensure_future(self._replace())
+        task = asyncio.ensure_future(self._replace(instance.runtime))
         self._replacing.add(task)
         task.add_done_callback(self._replacing.discard)
         self._check_drained()
 
-    async def _replace(self) -> None:
+    async def _replace(self, hung: Runtime) -> None:
         """Load a fresh instance for one that hung (in a thread: loading may take long)."""
         if self._respawn is None:
             log.error("model %s: no way to load a replacement instance; %d instance(s) left", self.label,
                       len(self._instances))
         else:
             try:
-                runtime = await asyncio.to_thread(self._respawn)
+                runtime = await asyncio.to_thread(self._respawn, hung)
             except Exception:
                 log.exception("model %s: loading a replacement instance failed", self.label)
             else:

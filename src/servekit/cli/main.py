@@ -282,11 +282,13 @@ def _check_archives(models: list[str], store: Path) -> None:
 @click.argument("directory", required=False, default="models", type=click.Path(path_type=Path))
 @click.option("--torch/--no-torch", "include_torch", default=None, help="Include the TorchScript version "
               "(default: when torch is installed).")
-def demo(directory: Path, include_torch: bool | None) -> None:
+@click.option("--cache", is_flag=True, help="Turn the response cache on for digits (in memory, or where "
+              "--cache-url / SERVEKIT_CACHE_URL says when served).")
+def demo(directory: Path, include_torch: bool | None, cache: bool) -> None:
     """Write the demo model repository (a digits classifier in several runtimes) to DIRECTORY."""
     from servekit.demo import write_demo_repository
 
-    names = write_demo_repository(directory, include_torch=include_torch)
+    names = write_demo_repository(directory, include_torch=include_torch, cache=cache)
     click.echo(f"wrote {len(names)} demo models to {directory}: {', '.join(names)}")
     click.echo(f"serve them with: servekit serve {directory}")
 

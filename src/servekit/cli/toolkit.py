@@ -167,7 +167,8 @@ def bench(url: str, concurrency: str, rate: str | None, duration: float, warmup:
 @click.command()
 @click.argument("model_path", required=False, type=click.Path(path_type=Path))
 @click.option("--require", "requirements", metavar="LIST", help="Comma-separated: flexibility, batteries, latency,"
-              " cross-framework, edge, debugging, throughput [default with a model: latency,throughput].")
+              " cross-framework, edge, debugging, throughput, each optionally NAME=WEIGHT (default weight 1),"
+              " e.g. low_latency=2,throughput [default with a model: latency,throughput].")
 @click.option("--write-config", type=click.Path(path_type=Path), help="Write the recommended config.yaml here.")
 @click.option("--budget", type=click.FloatRange(min=0.1), default=20.0, show_default=True,
               help="Seconds of measurement in all (loading and converting the model come on top).")

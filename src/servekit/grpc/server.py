@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from servekit.config import ServerSettings
-from servekit.grpc.health import HealthServicer
+from servekit.grpc.health import HealthServicer, ModelHealthServicer
 from servekit.grpc.inference import InferenceServicer
 from servekit.grpc.model_service import ModelServicer
 from servekit.grpc.pool import POOL
@@ -50,7 +50,7 @@ def _reflect(files: list[FileDescriptor]) -> None:
 
 
 class GrpcServer:
-    """Serves InferenceServicer, ModelServicer, Health and reflection on ``settings.host:grpc_port``."""
+    """Serves InferenceServicer, ModelServicer, both Health services and reflection on ``settings.host:grpc_port``."""
 
     def __init__(self, plane: DataPlane, simple: SimpleAPI, settings: ServerSettings) -> None:
         self._plane = plane
@@ -70,9 +70,9 @@ class GrpcServer:
             ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
         ])
         inference, simple = InferenceServicer(self._plane), ModelServicer(self._simple)
-        names = [inference.service.full_name, simple.service.full_name]
+        names = [inference.service.full_name, simple.service.full_name, ModelHealthServicer.service.full_name]
         health = HealthServicer(self._plane, server_services=names)
-        for servicer in (inference, simple, health):
+        for servicer in (inference, simple, health, ModelHealthServicer(health)):
             add_service(server, servicer.service, servicer)
         _reflect([health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR])
         reflection.enable_server_reflection([*names, health.service.full_name, reflection.SERVICE_NAME], server,

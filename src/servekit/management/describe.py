@@ -1,7 +1,7 @@
 """The management API's describe document of one model version (pure: values in, a dict out).
 
 TorchServe's fields first, in TorchServe 0.12's order, where servekit has the fact; then
-servekit's own (``status``, ``platform``, ``device``, ``batching``, ``loadSeconds``,
+servekit's own (``status``, ``platform``, ``device``, ``devices`` (one per instance), ``batching``, ``loadSeconds``,
 ``statistics``, ``reason``, ``default``, ``trafficWeight``). TorchServe's clients read the
 fields they know and ignore the others (JSON objects; its own answers gain fields between
 releases).
@@ -13,10 +13,12 @@ How TorchServe's fields map:
     minWorkers, maxWorkers   both the instances: servekit does not autoscale
     batchSize         max_batch_size; maxBatchDelay: batching.max_queue_delay_ms (a whole number as an int)
     responseTimeout   execution_timeout_s (null: none); clientTimeoutInMills: batching.timeout_ms (0: none)
-    deviceType        "cpu" or "gpu"
+    deviceType        "cpu" or "gpu" (gpu when any instance is on a GPU)
     loadedAtStartup   false for a model registered over the management API, true otherwise
     workers           one per instance (servekit's are threads of one process: its pid; memoryUsage 0, as
-                      TorchServe reports without its metrics)
+                      TorchServe reports without its metrics); ``gpu``: whether that instance is on a
+                      GPU (which one: servekit's ``devices``, in worker order; a worker holds
+                      TorchServe's keys only)
     jobQueueStatus    the batch queue: room left and requests waiting
     parallelType .. maxSequenceJobQueueSize   servekit has no model parallelism, continuous batching,
                       job tickets, per-model venvs or stateful sequences: their off values
@@ -60,7 +62,7 @@ def describe_version(entry: ModelEntry, mv: ModelVersion, *, loaded_at_startup: 
     batching = mv.config.batching
     batcher = mv.batcher
     instances = batcher.instance_count
-    gpu = mv.device != "cpu"
+    devices = [mv.devices[i % len(mv.devices)] for i in range(instances)]  # a replaced instance keeps its slot
     document: dict[str, Any] = {
         "modelName": entry.name,
         "modelVersion": mv.label,
@@ -73,11 +75,11 @@ def describe_version(entry: ModelEntry, mv: ModelVersion, *, loaded_at_startup: 
         "responseTimeout": _number(mv.config.execution_timeout_s),
         "clientTimeoutInMills": _number(batching.timeout_ms) or 0,
         **_NOTHING_OF_THAT_KIND,
-        "deviceType": "gpu" if gpu else "cpu",
+        "deviceType": "cpu" if all(device == "cpu" for device in devices) else "gpu",
         "loadedAtStartup": loaded_at_startup,
         "workers": [{"id": f"{mv.name}:{mv.version}/{i}", "startTime": _start_time(mv.loaded_at),
-                     "status": mv.state.value, "memoryUsage": 0, "pid": os.getpid(), "gpu": gpu,
-                     "gpuUsage": "N/A"} for i in range(instances)],
+                     "status": mv.state.value, "memoryUsage": 0, "pid": os.getpid(), "gpu": device != "cpu",
+                     "gpuUsage": "N/A"} for i, device in enumerate(devices)],
         "jobQueueStatus": {"remainingCapacity": max(batching.max_queue_size - batcher.queue_depth, 0),
                            "pendingRequests": batcher.queue_depth},
     }
@@ -87,6 +89,7 @@ def describe_version(entry: ModelEntry, mv: ModelVersion, *, loaded_at_startup: 
         "status": mv.state.value,
         "platform": mv.platform,
         "device": mv.device,
+        "devices": devices,
         "batching": {
             "enabled": mv.max_batch_size > 0 and batching.enabled,
             "maxQueueSize": batching.max_queue_size,

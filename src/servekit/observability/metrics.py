@@ -27,6 +27,13 @@ Names, all in base units (seconds, rows, requests):
     servekit_cache_hits_total{model,version}, servekit_cache_misses_total{model,version}   counters
     servekit_cache_errors_total{operation}                       counter (a failed cache call; served as a miss)
 
+No gaps on a dashboard: every series a dashboard or alert reads exists at 0 from the moment a
+version loads (``record_model_loaded``), not from its first request or first error, so a panel
+of errors shows 0 rather than "No data". That is each (protocol, outcome) pair of
+``SERVED_PROTOCOLS`` x ``REQUEST_OUTCOMES`` and each protocol's duration histogram for the
+version, its per-version histograms, gauges and cache counters, and the cache error counter of
+each operation.
+
 With ``serve --triton-metrics`` (``use_triton_names(True)``, before any model loads) each version
 also carries Triton's counters (``servekit.observability.triton_metrics``), in ``VersionMetrics.triton``;
 off, that is None and nothing of them is created.
@@ -44,6 +51,8 @@ __all__ = [
     "BATCH_SIZE_BUCKETS",
     "DURATION_BUCKETS",
     "Protocol",
+    "REQUEST_OUTCOMES",
+    "SERVED_PROTOCOLS",
     "VersionMetrics",
     "for_version",
     "record_cache_error",
@@ -56,6 +65,14 @@ __all__ = [
 # "simple_grpc" (modelserving.ModelService): the simple API; "torchserve_http": TorchServe's inference
 # routes (/predictions, /explanations); "internal": an in-process caller.
 Protocol = Literal["http", "grpc", "simple_http", "simple_grpc", "torchserve_http", "internal"]
+# The protocols clients reach a model by (all but "internal"): the ones whose series exist from load.
+SERVED_PROTOCOLS: Final = ("http", "grpc", "simple_http", "simple_grpc", "torchserve_http")
+# How a request for a loaded version can end (servekit.observability.requests.outcome_of): success, the
+# client going away, or an error of the error table that a request meets once it has a version.
+# tests/observability/test_metrics.py keeps this in step with servekit.errors.
+REQUEST_OUTCOMES: Final = ("success", "cancelled", "invalid_input", "invalid_schema", "payload_too_large",
+                           "model_not_ready", "queue_full", "deadline_exceeded", "model_failed", "servekit_error")
+_CACHE_OPERATIONS: Final = ("get", "set")
 
 DURATION_BUCKETS: Final = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -110,6 +127,15 @@ class VersionMetrics:
         # Only for a version that served requests: the label "" marks a request that never resolved one.
         self.triton = TritonVersionMetrics(model, version) if _triton_names and version else None
 
+    def create_request_series(self) -> None:
+        """Every request counter and duration histogram of the version at 0 (see the module docstring)."""
+        for protocol in SERVED_PROTOCOLS:
+            for outcome in REQUEST_OUTCOMES:
+                if (protocol, outcome) not in self._requests:
+                    self._requests[protocol, outcome] = REQUESTS.labels(*self._labels, protocol, outcome)
+            if protocol not in self._durations:
+                self._durations[protocol] = REQUEST_DURATION.labels(*self._labels, protocol)
+
     def record_request(self, protocol: str, outcome: str, seconds: float) -> None:
         counter = self._requests.get((protocol, outcome))
         if counter is None:
@@ -141,7 +167,11 @@ def for_version(model: str, version: str) -> VersionMetrics:
 
 
 def record_model_loaded(model: str, version: str, instances: int, load_seconds: float) -> None:
-    """A version that now serves (called by the registry once it is swapped in)."""
+    """A version that now serves (called by the registry once it is swapped in). Its series, and the
+    cache error series, exist from here on (at 0 until something happens)."""
+    for_version(model, version).create_request_series()
+    for operation in _CACHE_OPERATIONS:
+        CACHE_ERRORS.labels(operation)
     MODEL_READY.labels(model, version).inc()
     MODEL_INSTANCES.labels(model, version).inc(instances)
     MODEL_LOAD_DURATION.labels(model, version).set(load_seconds)

@@ -13,6 +13,7 @@ each one on its own, so a failure of one request leaves the others of its batch 
 
 from __future__ import annotations
 
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from typing import Any
 from servekit.config import ModelConfig
 from servekit.types import Arrays, TensorSpec
 
-__all__ = ["Arrays", "Runtime", "RuntimeContext", "RuntimeRequest", "Signature", "find_file", "resolve_device"]
+__all__ = ["Arrays", "Runtime", "RuntimeContext", "RuntimeRequest", "Signature", "find_file", "imported_torch_gpus"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,7 @@ class Runtime(ABC):
 
     def __init__(self, context: RuntimeContext) -> None:
         self.context = context
+        # Where this instance runs: "cpu" or "cuda:N" (servekit.runtimes.placement), set by load().
         self.device = "cpu"
 
     @abstractmethod
@@ -106,13 +108,14 @@ class Runtime(ABC):
         (onnx drops its intra-op worker threads); the default changes nothing."""
 
 
-def resolve_device(wanted: str, cuda_available: bool) -> str:
-    """Map the config's device (cpu/cuda/auto) to what this machine has."""
-    if wanted == "auto":
-        return "cuda" if cuda_available else "cpu"
-    if wanted == "cuda" and not cuda_available:
-        raise RuntimeError("device 'cuda' was asked for but no CUDA device is available")
-    return wanted
+def imported_torch_gpus() -> int:
+    """CUDA devices torch sees, asked only when torch is imported already (by a handler or model module):
+    a numpy handler never pays for importing torch. 0 without torch or without CUDA."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return 0
+    count: int = torch.cuda.device_count()
+    return count
 
 
 def find_file(directory: Path, suffixes: tuple[str, ...], name: str | None = None) -> Path:

@@ -1,4 +1,9 @@
-"""ONNX Runtime: CPU by default, CUDA when asked for (or 'auto') and present."""
+"""ONNX Runtime: CPU by default, CUDA when asked for (or 'auto') and present.
+
+On CUDA, each instance's session runs on the GPU its placement gives it (servekit.runtimes.placement),
+passed to the CUDA execution provider as its ``device_id``. ONNX Runtime cannot count GPUs, so an
+index past the last GPU is refused by the provider when the session is made.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from servekit.runtimes.base import Arrays, Runtime, Signature, find_file, resolve_device
+from servekit.runtimes.base import Arrays, Runtime, Signature, find_file
+from servekit.runtimes.placement import device_index, place_instance
 from servekit.types import TensorSpec
 
 __all__ = ["OnnxRuntime"]
@@ -59,8 +65,8 @@ class OnnxRuntime(Runtime):
     platform = "onnxruntime_onnx"
 
     def load(self) -> None:
-        available = ort.get_available_providers()
-        self.device = resolve_device(self.context.config.device, "CUDAExecutionProvider" in available)
+        cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+        self.device = place_instance(self.context.config.device, self.context.instance, None if cuda else 0)
         self._session = self._new_session(self.context.config.onnx.intra_op_threads)
         self._inputs = tuple(_spec(arg) for arg in self._session.get_inputs())
         self._outputs = tuple(_spec(arg) for arg in self._session.get_outputs())
@@ -74,9 +80,7 @@ class OnnxRuntime(Runtime):
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = settings.inter_op_threads
         options.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization]
-        providers = settings.providers or (
-            ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device == "cuda" else ["CPUExecutionProvider"]
-        )
+        providers = settings.providers or cuda_providers(self.device)
         return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 
     def run_inline(self) -> None:
@@ -103,3 +107,10 @@ class OnnxRuntime(Runtime):
 
     def unload(self) -> None:
         self._session = None  # type: ignore[assignment,unused-ignore]  # untyped unless onnxruntime ships stubs
+
+
+def cuda_providers(device: str) -> list[str | tuple[str, dict[str, str]]]:
+    """The execution providers for ``device`` ("cpu" or "cuda:N"): CUDA on GPU N, the CPU for what it cannot run."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    return [("CUDAExecutionProvider", {"device_id": str(device_index(device))}), "CPUExecutionProvider"]

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from servekit.handler import BaseHandler, HandlerContext
-from servekit.runtimes.base import Arrays, Runtime, resolve_device
+from servekit.runtimes.base import Arrays, Runtime, imported_torch_gpus
+from servekit.runtimes.placement import place_instance
 
 __all__ = ["PythonHandlerRuntime", "handler_path", "load_handler_class"]
 
@@ -66,7 +67,7 @@ class PythonHandlerRuntime(Runtime):
         except BaseException:
             sys.modules.pop(self._module_name, None)
             raise
-        self.device = resolve_device(ctx.config.device, _cuda_available())
+        self.device = place_instance(ctx.config.device, ctx.instance, imported_torch_gpus())
         self._handler = handler_class()
         self._handler.initialize(
             HandlerContext(
@@ -93,8 +94,3 @@ class PythonHandlerRuntime(Runtime):
             raise TypeError(f"handler returned {type(result).__name__}; expected a dict of output name -> array")
         return {name: np.asarray(value) for name, value in result.items()}
 
-
-def _cuda_available() -> bool:
-    # Only ask torch when it is already imported by the handler: never import it for a numpy handler.
-    torch = sys.modules.get("torch")
-    return bool(torch is not None and torch.cuda.is_available())

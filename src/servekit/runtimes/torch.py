@@ -22,7 +22,8 @@ import torch
 from torch.export.passes import move_to_device_pass
 
 from servekit.errors import ConfigError, InvalidInput, ModelFailed
-from servekit.runtimes.base import Arrays, Runtime, Signature, find_file, resolve_device
+from servekit.runtimes.base import Arrays, Runtime, Signature, find_file
+from servekit.runtimes.placement import place_instance
 from servekit.runtimes.torch_pickle import is_pickled_module, load_pickled_module
 from servekit.types import TensorSpec, datatype_of, numpy_dtype
 
@@ -58,7 +59,8 @@ class _TorchRuntime(Runtime):
 
     def load(self) -> None:
         config = self.context.config
-        self.device = resolve_device(config.device, torch.cuda.is_available())
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        self.device = place_instance(config.device, self.context.instance, gpus)
         self._module = self._load_module(find_file(self.context.version_dir, self.suffixes, config.model_file))
         derived = self.signature()
         if derived is None and config.inputs and not config.outputs:
@@ -141,7 +143,7 @@ class _TorchRuntime(Runtime):
 
     def unload(self) -> None:
         self._module = None  # type: ignore[assignment]
-        if self.device == "cuda":
+        if self.device != "cpu":
             torch.cuda.empty_cache()
 
 

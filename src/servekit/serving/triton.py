@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from servekit.config import VersionPolicy
+from servekit.runtimes.placement import device_index
 from servekit.serving.version import ModelVersion
 from servekit.types import TensorSpec
 
@@ -72,8 +73,7 @@ def model_config(version: ModelVersion) -> dict[str, Any]:
         "max_batch_size": version.max_batch_size,
         "input": [_tensor(s, batched, s.name in optional) for s in version.inputs],
         "output": [_tensor(s, batched) for s in version.outputs],
-        "instance_group": [{"name": f"{version.name}_0", "count": version.batcher.instance_count,
-                            "kind": "KIND_GPU" if version.device == "cuda" else "KIND_CPU"}],
+        "instance_group": _instance_groups(version),
         "parameters": {key: {"string_value": str(value)} for key, value in version.config.parameters.items()},
     }
     if version.config.model_file:
@@ -88,6 +88,24 @@ def model_config(version: ModelVersion) -> dict[str, Any]:
     return config
 
 
+def _instance_groups(version: ModelVersion) -> list[dict[str, Any]]:
+    """Triton's instance_group: one group per device (a group's count is per GPU in Triton, so one GPU a group)."""
+    counts: dict[str, int] = {}
+    for device in version.devices:
+        counts[device] = counts.get(device, 0) + 1
+    if len(counts) == 1 and "cpu" in counts:
+        return [{"name": f"{version.name}_0", "count": version.batcher.instance_count, "kind": "KIND_CPU"}]
+    groups: list[dict[str, Any]] = []
+    for number, (device, count) in enumerate(counts.items()):
+        group: dict[str, Any] = {"name": f"{version.name}_{number}", "count": count}
+        if device == "cpu":
+            group["kind"] = "KIND_CPU"
+        else:
+            group.update(kind="KIND_GPU", gpus=[device_index(device)])
+        groups.append(group)
+    return groups
+
+
 def _duration(count: int, ns: int) -> dict[str, int]:
     return {"count": count, "ns": ns}
 
@@ -97,6 +115,7 @@ def model_statistics(version: ModelVersion) -> dict[str, Any]:
     return {
         "name": version.name,
         "version": str(version.version),
+        "devices": list(version.devices),  # servekit's: where each instance runs (Triton's clients skip it)
         "last_inference": s.last_inference_ms,
         "inference_count": s.inference_count,
         "execution_count": s.execution_count,

@@ -56,7 +56,7 @@ class ModelVersion:
     outputs: tuple[TensorSpec, ...]
     max_batch_size: int
     batcher: Batcher
-    device: str
+    device: str  # the first instance's ("cpu" or "cuda:N"); each instance's is in ``devices``
     load_seconds: float
     stats: ModelStats = field(default_factory=ModelStats)
     state: LoadState = LoadState.READY
@@ -68,12 +68,14 @@ class ModelVersion:
     # TorchServe archive's modelVersion, "1.0"), else the number itself.
     label: str = ""
     loaded_at: float = 0.0  # wall-clock time (time.time()) the load finished
+    devices: tuple[str, ...] = ()  # instance i runs on devices[i] (servekit.runtimes.placement)
     # Looked up on every request: built once here, not per call.
     input_by_name: dict[str, TensorSpec] = field(init=False)
     output_by_name: dict[str, TensorSpec] = field(init=False)
 
     def __post_init__(self) -> None:
         self.label = self.label or str(self.version)
+        self.devices = self.devices or (self.device,)
         self.input_by_name = {spec.name: spec for spec in self.inputs}
         self.output_by_name = {spec.name: spec for spec in self.outputs}
 
@@ -191,7 +193,7 @@ def load_version(name: str, model_dir: Path, version: int, config: ModelConfig) 
         stats=stats,
         inline=inline,
         execution_timeout_s=config.execution_timeout_s,
-        respawn=lambda: _new_runtime(runtime_name, context),
+        respawn=lambda hung: _new_runtime(runtime_name, hung.context),  # in its place: same instance, same device
     )
     loaded = ModelVersion(
         name=name,
@@ -204,6 +206,7 @@ def load_version(name: str, model_dir: Path, version: int, config: ModelConfig) 
         max_batch_size=max_batch_size,
         batcher=batcher,
         device=runtimes[0].device,
+        devices=tuple(runtime.device for runtime in runtimes),
         load_seconds=time.perf_counter() - started,
         stats=stats,
         fingerprint=fingerprint,
@@ -211,6 +214,6 @@ def load_version(name: str, model_dir: Path, version: int, config: ModelConfig) 
         label=runtimes[0].version_label or config.version_label or str(version),
         loaded_at=time.time(),
     )
-    log.info("loaded %s version %d (%s, %s%s) in %.3f s", name, version, runtime_name, loaded.device,
+    log.info("loaded %s version %d (%s, %s%s) in %.3f s", name, version, runtime_name, ", ".join(loaded.devices),
              ", in its own process" if config.isolation == "process" else "", loaded.load_seconds)
     return loaded

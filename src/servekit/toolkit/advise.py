@@ -8,16 +8,17 @@ measures it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from servekit.toolkit.matrix import rank_patterns
+from servekit.toolkit.matrix import Requirements, rank_patterns
 from servekit.toolkit.measure import Curve
 from servekit.toolkit.model_config import render_config, tensor_entries
 
-__all__ = ["DEFAULT_REQUIREMENTS", "Recommendation", "recommend"]
+__all__ = ["DEFAULT_REQUIREMENTS", "Recommendation", "describe_requirements", "recommend"]
 
-DEFAULT_REQUIREMENTS = ["latency", "throughput"]
+DEFAULT_REQUIREMENTS: Requirements = {"latency": 1.0, "throughput": 1.0}
 # The matrix's own bar for "low latency"; a batch that takes longer is too big for a latency goal.
 _LATENCY_BUDGET_MS = 10.0
 # The smallest batch reaching this share of the peak rows/s is the batch size worth waiting for.
@@ -34,7 +35,7 @@ _PROTOCOLS = {
 
 @dataclass(slots=True)
 class Recommendation:
-    requirements: list[str]
+    requirements: Requirements  # name -> weight
     curve: Curve | None
     max_batch_size: int = 0
     max_queue_delay_ms: float = 0.0
@@ -63,14 +64,24 @@ class Recommendation:
         if "label" in names:
             fields["simple"] = {"prediction_output": "label"} | (
                 {"probability_output": "probabilities"} if "probabilities" in names else {})
-        comments = [f"Written by `servekit advise` for {source}; requirements: {', '.join(self.requirements)}.",
+        wanted = describe_requirements(self.requirements)
+        comments = [f"Written by `servekit advise` for {source}; requirements: {wanted}.",
                     *(f"  {r.strip()}" if r.startswith("  ") else f"- {r}" for r in self.reasons)]
         return render_config(fields, comments)
 
 
-def recommend(curves: list[Curve], requirements: list[str], cores: int, source_runtime: str | None) -> Recommendation:
-    """Choose runtime, threads, batching and protocol for ``requirements`` from ``curves``."""
-    wanted = requirements or DEFAULT_REQUIREMENTS
+def describe_requirements(requirements: Mapping[str, float]) -> str:
+    """``latency=2, throughput``: each name, with its weight where that is not 1."""
+    return ", ".join(name if weight == 1 else f"{name}={weight:g}" for name, weight in requirements.items())
+
+
+def recommend(curves: list[Curve], requirements: Mapping[str, float] | Iterable[str], cores: int,
+              source_runtime: str | None) -> Recommendation:
+    """Choose runtime, threads, batching and protocol for ``requirements`` (name -> weight, or names at
+    weight 1) from ``curves``. Weights count in the decision matrix's sums (the protocol) and in the
+    runtime choice when both latency and throughput are asked for."""
+    given = dict(requirements) if isinstance(requirements, Mapping) else dict.fromkeys(requirements, 1.0)
+    wanted = given or dict(DEFAULT_REQUIREMENTS)
     advice = Recommendation(wanted, None)
     _choose_protocol(advice, wanted)
     servable = [c for c in curves if c.candidate.runtime is not None and c.at(1) is not None]
@@ -101,7 +112,8 @@ def recommend(curves: list[Curve], requirements: list[str], cores: int, source_r
     return advice
 
 
-def _choose_runtime(curves: list[Curve], wanted: list[str], source_runtime: str | None, reasons: list[str]) -> Curve:
+def _choose_runtime(curves: list[Curve], wanted: Requirements, source_runtime: str | None,
+                    reasons: list[str]) -> Curve:
     def latency(curve: Curve) -> float:
         point = curve.at(1)
         assert point is not None
@@ -113,8 +125,14 @@ def _choose_runtime(curves: list[Curve], wanted: list[str], source_runtime: str 
 
     fastest, busiest = min(curves, key=latency), max(curves, key=peak)
     if "latency" in wanted and "throughput" in wanted:
-        chosen = max(curves, key=lambda c: (latency(fastest) / latency(c)) * (peak(c) / peak(busiest)))
+        # Each ratio to the best raised to its requirement's weight: latency=2 counts 10 % slower as
+        # much as 21 % less throughput.
+        w_latency, w_throughput = wanted["latency"], wanted["throughput"]
+        chosen = max(curves, key=lambda c: (latency(fastest) / latency(c)) ** w_latency
+                     * (peak(c) / max(peak(busiest), 1e-9)) ** w_throughput)
         basis = "the best product of single-row latency and peak throughput"
+        if w_latency != w_throughput:
+            basis += f", weighted {w_latency:g} to {w_throughput:g} (each ratio to the best to its weight's power)"
     elif "throughput" in wanted:
         chosen, basis = busiest, "the highest peak throughput"
     elif "latency" in wanted:
@@ -133,7 +151,7 @@ def _choose_runtime(curves: list[Curve], wanted: list[str], source_runtime: str 
     return chosen
 
 
-def _choose_batching(advice: Recommendation, curve: Curve, wanted: list[str]) -> None:
+def _choose_batching(advice: Recommendation, curve: Curve, wanted: Requirements) -> None:
     single, best = curve.at(1), curve.peak()
     assert single is not None and best is not None
     knee = next(p for p in curve.points if p.rows_per_s >= _KNEE * best.rows_per_s)
@@ -162,13 +180,14 @@ def _choose_batching(advice: Recommendation, curve: Curve, wanted: list[str]) ->
                               " (transport, decoding) are not batched away: measure end to end with servekit bench")
 
 
-def _choose_protocol(advice: Recommendation, wanted: list[str]) -> None:
+def _choose_protocol(advice: Recommendation, wanted: Requirements) -> None:
     transports = [(pattern, score) for pattern, score in rank_patterns(wanted) if pattern.name in _PROTOCOLS]
     pattern, score = transports[0]
     advice.protocol, advice.protocol_text = _PROTOCOLS[pattern.name]
     advice.handler = "flexibility" in wanted
-    advice.reasons.append(f"protocol: {advice.protocol_text}; the decision matrix scores {pattern.name} {score} of"
-                          f" {5 * len(wanted)} for {', '.join(wanted)} (guidance, not measured here)")
+    advice.reasons.append(f"protocol: {advice.protocol_text}; the decision matrix scores {pattern.name} {score:g} of"
+                          f" {5 * sum(wanted.values()):g} for {describe_requirements(wanted)} (a weighted sum of"
+                          " 0-5 scores: guidance, not measured here)")
     if advice.protocol in ("grpc", "http"):
         advice.reasons.append("servekit serves HTTP and gRPC at once; measure both on your server with"
                               " `servekit bench URL --model M --compare grpc@HOST:PORT`")

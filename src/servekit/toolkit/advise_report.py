@@ -2,35 +2,42 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
 from rich.console import Console
 from rich.table import Table
 
-from servekit.toolkit.advise import Recommendation
+from servekit.toolkit.advise import Recommendation, describe_requirements
 from servekit.toolkit.matrix import PATTERNS, REQUIREMENTS, rank_patterns
 from servekit.toolkit.measure import Curve, Point, batch_sizes
 
 __all__ = ["print_matrix", "print_measurements", "print_recommendation"]
 
 
-def print_matrix(requirements: list[str], console: Console) -> None:
-    """The static matrix for ``requirements`` (every row when none), totals, and the best fit in servekit."""
-    rows = requirements or list(REQUIREMENTS)
+def print_matrix(requirements: Mapping[str, float] | Iterable[str], console: Console) -> None:
+    """The static matrix for ``requirements`` (name -> weight, or names at weight 1; every row at weight 1
+    when none), the weighted sums, and the best fit in servekit."""
+    given = dict(requirements) if isinstance(requirements, Mapping) else dict.fromkeys(requirements, 1.0)
+    rows = given or dict.fromkeys(REQUIREMENTS, 1.0)
+    weighted = any(weight != 1 for weight in rows.values())
     table = Table(title="Decision matrix (0-5, guidance: not measured)")
     table.add_column("requirement")
+    table.add_column("weight", justify="right")
     for pattern in PATTERNS:
         table.add_column(pattern.name, justify="right")
-    for name in rows:
-        table.add_row(f"{name} ({REQUIREMENTS[name]})", *(str(p.scores[name]) for p in PATTERNS))
-    totals = dict((pattern.name, score) for pattern, score in rank_patterns(rows))
-    table.add_row("[bold]total[/]", *(f"[bold]{totals[p.name]}[/]" for p in PATTERNS))
-    console.print(table)
+    for name, weight in rows.items():
+        cells = (f"{p.scores[name]}" + (f" x{weight:g} = {p.scores[name] * weight:g}" if weighted else "")
+                 for p in PATTERNS)
+        table.add_row(f"{name} ({REQUIREMENTS[name]})", f"{weight:g}", *cells)
     ranked = rank_patterns(rows)
+    totals = {pattern.name: score for pattern, score in ranked}
+    label = "weighted sum" if weighted else "total"
+    table.add_row(f"[bold]{label}[/]", "", *(f"[bold]{totals[p.name]:g}[/]" for p in PATTERNS))
+    console.print(table)
     best_score = ranked[0][1]
     for pattern, score in ranked:
         marker = "best fit" if score == best_score else "then"
-        console.print(f"{marker}: {pattern.name} ({score}) -> in servekit: {pattern.servekit}")
+        console.print(f"{marker}: {pattern.name} ({label} {score:g}) -> in servekit: {pattern.servekit}")
     console.print("These scores are the usual guidance, not measurements: `servekit advise MODEL` measures the"
                   " runtimes on your model, `servekit bench` the protocols on your server.")
 
@@ -63,7 +70,7 @@ def print_measurements(curves: list[Curve], largest_batch: int, console: Console
 
 
 def print_recommendation(advice: Recommendation, console: Console) -> None:
-    console.print(f"[bold]Recommendation[/] for {', '.join(advice.requirements)}:")
+    console.print(f"[bold]Recommendation[/] for {describe_requirements(advice.requirements)}:")
     if advice.curve is not None:
         candidate = advice.curve.candidate
         threads = "its default threads" if candidate.threads == 0 else f"{candidate.threads} thread(s)"

@@ -9,12 +9,16 @@ protocols, on the user's own model and machine. Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from servekit.toolkit.errors import ToolkitError
 
-__all__ = ["PATTERNS", "REQUIREMENTS", "Pattern", "parse_requirements", "rank_patterns"]
+__all__ = ["PATTERNS", "REQUIREMENTS", "Pattern", "Requirements", "parse_requirements", "rank_patterns"]
+
+# requirement -> its weight (> 0; 1 unless given), in the order the user gave them.
+Requirements = dict[str, float]
 
 # requirement -> what it means, in the words of the matrix
 REQUIREMENTS: dict[str, str] = {
@@ -52,25 +56,46 @@ PATTERNS: tuple[Pattern, ...] = (
 )
 
 
-def parse_requirements(text: str | Iterable[str] | None) -> list[str]:
-    """``"latency,throughput"`` -> canonical names, in the order given; ToolkitError on unknown ones."""
+def parse_requirements(text: str | Iterable[str] | None) -> Requirements:
+    """``"latency=2,throughput"`` -> ``{"latency": 2.0, "throughput": 1.0}``: canonical names (aliases,
+    case, ``_`` for ``-`` accepted) with their weights (default 1), in the order given. A name given
+    twice keeps one entry; ToolkitError on an unknown name, a weight that is not a positive number, or
+    one name given two different weights."""
     parts = text.split(",") if isinstance(text, str) else list(text or [])
-    chosen: list[str] = []
+    chosen: Requirements = {}
     for part in parts:
-        name = part.strip().lower()
+        raw_name, has_weight, raw_weight = part.partition("=")
+        name = raw_name.strip().lower().replace("_", "-")
         if not name:
+            if has_weight:
+                raise ToolkitError(f"--require {part.strip()!r}: a weight needs a requirement before the '='")
             continue
         name = _ALIASES.get(name, name)
         if name not in REQUIREMENTS:
-            raise ToolkitError(f"--require {part.strip()!r}: expected some of {', '.join(REQUIREMENTS)}")
-        if name not in chosen:
-            chosen.append(name)
+            raise ToolkitError(f"--require {raw_name.strip()!r}: expected some of {', '.join(REQUIREMENTS)}"
+                               " (each optionally NAME=WEIGHT)")
+        weight = _weight(part, raw_weight) if has_weight else 1.0
+        if chosen.get(name, weight) != weight:
+            raise ToolkitError(f"--require: {name} is given twice, with weights {chosen[name]:g} and {weight:g}")
+        chosen[name] = weight
     return chosen
 
 
-def rank_patterns(requirements: list[str]) -> list[tuple[Pattern, int]]:
-    """Patterns by their summed score over ``requirements`` (all seven when empty), best first;
-    ties keep the matrix's order."""
-    considered = requirements or list(REQUIREMENTS)
-    totals = [(pattern, sum(pattern.scores[name] for name in considered)) for pattern in PATTERNS]
+def _weight(part: str, text: str) -> float:
+    try:
+        weight = float(text)
+    except ValueError:
+        weight = math.nan
+    if not (math.isfinite(weight) and weight > 0):
+        raise ToolkitError(f"--require {part.strip()!r}: the weight must be a number above 0, not {text.strip()!r}")
+    return weight
+
+
+def rank_patterns(requirements: Mapping[str, float] | Iterable[str]) -> list[tuple[Pattern, float]]:
+    """Patterns by their weighted sum of scores over ``requirements`` (name -> weight; a plain list of
+    names weighs each 1; all seven at weight 1 when empty), best first; ties keep the matrix's order."""
+    weights = dict(requirements) if isinstance(requirements, Mapping) else dict.fromkeys(requirements, 1.0)
+    considered = weights or dict.fromkeys(REQUIREMENTS, 1.0)
+    totals = [(pattern, sum(pattern.scores[name] * weight for name, weight in considered.items()))
+              for pattern in PATTERNS]
     return sorted(totals, key=lambda item: -item[1])

@@ -87,9 +87,14 @@ def test_libtorch_tensors_are_ordered_by_their_index() -> None:
     assert [t.name for t in config.inputs or []] == ["INPUT__0", "INPUT__1"]
 
 
-def test_gpu_groups_mean_cuda_and_count_per_listed_gpu() -> None:
+def test_gpu_groups_place_count_instances_on_each_listed_gpu() -> None:
     config = _parse('backend: "python"\ninstance_group [ { count: 2 kind: KIND_GPU gpus: [ 0, 1 ] } ]')
-    assert (config.instances, config.device) == (4, "cuda")
+    assert (config.instances, config.device) == (4, ["cuda:0", "cuda:0", "cuda:1", "cuda:1"])
+    assert _parse("instance_group [ { count: 2 kind: KIND_GPU gpus: [ 1 ] } ]").device == "cuda:1"
+    assert _parse("instance_group [ { count: 3 kind: KIND_GPU } ]").device == "cuda"
+    mixed = _parse("instance_group [ { count: 1 kind: KIND_CPU }, { kind: KIND_GPU gpus: [ 0 ] } ]")
+    assert (mixed.instances, mixed.device) == (2, ["cpu", "cuda:0"])
+    assert _parse("instance_group [ { count: 2 kind: KIND_AUTO } ]").device == "auto"
 
 
 def test_latest_and_all_version_policies() -> None:
@@ -115,7 +120,6 @@ def test_latest_and_all_version_policies() -> None:
     ('input [ { name: "x" data_type: TYPE_INT32 dims: [ 1 ] is_shape_tensor: true } ]', "is_shape_tensor"),
     ('max_batch_size: 4\ndynamic_batching { preferred_batch_size: [ 8 ] }', r"preferred_batch_size: \[8\] not within"),
     ('max_batch_size: 0\ndynamic_batching { }', "dynamic_batching: needs max_batch_size > 0"),
-    ('instance_group [ { kind: KIND_CPU }, { kind: KIND_GPU } ]', "both KIND_CPU and KIND_GPU"),
     ('platform: "pytorch_libtorch"', "a TorchScript model cannot describe its tensors"),
 ])
 def test_refusals_name_the_file_and_the_field(text: str, message: str) -> None:

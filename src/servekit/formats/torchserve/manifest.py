@@ -182,5 +182,5 @@ def to_model_config(manifest: MarManifest, settings: YamlSettings, *, name: str 
         batching=BatchingConfig(max_queue_delay_ms=delay, execution="thread"),
         execution_timeout_s=timeout,
         instances=min(max(workers, 1), _MAX_INSTANCES),
-        device=device,  # type: ignore[arg-type]  # one of the Literal's values by _DEVICES
+        device=device,
     )

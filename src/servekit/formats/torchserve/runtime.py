@@ -51,7 +51,8 @@ from servekit.formats.torchserve.ts import __version__ as TS_API_VERSION
 from servekit.formats.torchserve.ts.context import Context, RequestProcessor
 from servekit.formats.torchserve.ts.metrics.cache import HandlerMetrics
 from servekit.formats.torchserve.ts.utils.util import PredictionException, list_classes_from_module
-from servekit.runtimes.base import Arrays, Runtime, RuntimeContext, RuntimeRequest, Signature, resolve_device
+from servekit.runtimes.base import Arrays, Runtime, RuntimeContext, RuntimeRequest, Signature, imported_torch_gpus
+from servekit.runtimes.placement import device_index, place_instance
 from servekit.types import TensorSpec
 
 __all__ = ["CONTENT_TYPE", "EXPLAIN", "HEADERS", "TorchServeRuntime", "archive_folder"]
@@ -100,8 +101,12 @@ class TorchServeRuntime(Runtime):
         self._imports.open()
         try:
             entry, initialize = _entry_point(self._imports, ctx.config.handler or manifest.handler, folder)
-            self.device = resolve_device(ctx.config.device, _cuda_available())
-            gpu_id = None if self.device == "cpu" else (device_ids[0] if device_ids else 0)
+            self.device = place_instance(ctx.config.device, ctx.instance, imported_torch_gpus())
+            # deviceIds of model_config.yaml: TorchServe's workers take them round-robin, as servekit's instances.
+            gpu_id = None if self.device == "cpu" else (
+                device_ids[ctx.instance % len(device_ids)] if device_ids else device_index(self.device))
+            if gpu_id is not None:
+                self.device = f"cuda:{gpu_id}"
             context = Context(ctx.model_name, str(folder), manifest.raw, ctx.config.max_batch_size or 1, gpu_id,
                               TS_API_VERSION, metrics=HandlerMetrics(), model_yaml_config=model_yaml)
             context.import_archive_module = self._imports.import_module
@@ -270,8 +275,4 @@ def _failure(model: str, exc: Exception) -> HandlerFailed:
     return HandlerFailed(message)
 
 
-def _cuda_available() -> bool:
-    # The handler module is loaded by now: if it uses torch, torch is imported; never import it here.
-    torch = sys.modules.get("torch")
-    return bool(torch is not None and torch.cuda.is_available())
 

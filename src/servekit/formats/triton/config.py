@@ -17,9 +17,12 @@ What maps to what:
   and queue timeout (action REJECT; DELAY never rejects, so no timeout). Without it Triton's
   default scheduler runs each request on its own, and so does servekit (batching disabled).
   A request with more rows than ``max_batch_size`` is refused, as Triton does.
-- ``instance_group``: instances are the sum of the groups' counts (per listed GPU); KIND_GPU
-  -> device cuda, KIND_CPU -> cpu, KIND_AUTO / KIND_MODEL -> auto (a GPU when there is one,
-  as Triton places them).
+- ``instance_group``: instances are the sum of the groups' counts (per listed GPU), each on its
+  group's device: KIND_GPU with ``gpus`` -> ``count`` instances on each listed GPU (cuda:N),
+  KIND_GPU without -> cuda, KIND_CPU -> cpu; groups of several devices become servekit's device
+  list (one entry per instance, servekit.runtimes.placement). KIND_AUTO / KIND_MODEL alone ->
+  auto (a GPU when there is one, as Triton places them); beside explicit groups, they take
+  the GPU when any group asks for one, else the CPU.
 - ``version_policy``, ``default_model_filename`` (-> model_file), ``parameters`` (their
   string values), ``optional`` inputs, ``response_cache``.
 - refused with a reason: sequence batching, ensembles, decoupled transaction policy, shape
@@ -202,17 +205,22 @@ def _version_policy(policy: pb.ModelVersionPolicy, where: str) -> dict[str, Any]
 
 
 def _instances(groups: Any, where: str) -> dict[str, Any]:
+    """instances and device (one device, or one per instance) of the instance groups (module docstring)."""
     if not groups:
         return {"instances": 1, "device": "auto"}
+    gpu, cpu = pb.ModelInstanceGroup.KIND_GPU, pb.ModelInstanceGroup.KIND_CPU
     kinds = {group.kind for group in groups}
-    if pb.ModelInstanceGroup.KIND_GPU in kinds and pb.ModelInstanceGroup.KIND_CPU in kinds:
-        raise ConfigError(f"{where}instance_group: servekit runs every instance of a model on one kind of device; "
-                          "these groups ask for both KIND_CPU and KIND_GPU")
-    count = sum(max(group.count, 1) * max(len(group.gpus), 1) for group in groups)
-    if pb.ModelInstanceGroup.KIND_GPU in kinds:
-        device = "cuda"
-    elif pb.ModelInstanceGroup.KIND_CPU in kinds:
-        device = "cpu"
-    else:
-        device = "auto"
-    return {"instances": count, "device": device}
+    if not kinds & {gpu, cpu}:
+        return {"instances": sum(max(group.count, 1) * max(len(group.gpus), 1) for group in groups),
+                "device": "auto"}
+    undecided = "cuda" if gpu in kinds else "cpu"  # KIND_AUTO / KIND_MODEL beside explicit groups
+    devices: list[str] = []
+    for group in groups:
+        count = max(group.count, 1)
+        if group.kind == gpu and group.gpus:
+            devices += [f"cuda:{index}" for index in group.gpus for _ in range(count)]
+        elif group.kind in (gpu, cpu):
+            devices += ["cuda" if group.kind == gpu else "cpu"] * count
+        else:
+            devices += [undecided] * (count * max(len(group.gpus), 1))
+    return {"instances": len(devices), "device": devices[0] if len(set(devices)) == 1 else devices}

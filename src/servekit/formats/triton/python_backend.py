@@ -44,7 +44,8 @@ from servekit.formats.triton.model_module import load_model_module, model_class
 from servekit.formats.triton.pbtxt import DEFAULT_MODEL_FILES, completed, config_json, parse_pbtxt
 from servekit.formats.triton.repository import CONFIG_FILE
 from servekit.grpc.generated import model_config_pb2 as pb
-from servekit.runtimes.base import Arrays, Runtime, RuntimeRequest, resolve_device
+from servekit.runtimes.base import Arrays, Runtime, RuntimeRequest, imported_torch_gpus
+from servekit.runtimes.placement import device_index, place_instance
 
 __all__ = ["TritonPythonRuntime", "servekit_error"]
 
@@ -91,8 +92,8 @@ class TritonPythonRuntime(Runtime):
         self._module_name = f"servekit_triton_{ctx.model_name}_{ctx.version}_{next(_MODULES)}"
         module = load_model_module(model_file, self._module_name)
         try:
-            self.device = resolve_device(ctx.config.device, _cuda_available())
-            full = completed(message, ctx.model_name, gpu_available=self.device == "cuda")
+            self.device = place_instance(ctx.config.device, ctx.instance, imported_torch_gpus())
+            full = completed(message, ctx.model_name, gpu_available=self.device != "cpu")
             full = complete_with(model_class(module, model_file), full, str(model_file))
             if full.model_transaction_policy.decoupled:
                 raise ConfigError(f"{model_file}: decoupled models (any number of responses per request) are not "
@@ -125,9 +126,9 @@ class TritonPythonRuntime(Runtime):
             index -= count
         return {
             "model_config": json.dumps(config_json(full), separators=(",", ":")),
-            "model_instance_kind": "GPU" if self.device == "cuda" else "CPU",
+            "model_instance_kind": "CPU" if self.device == "cpu" else "GPU",
             "model_instance_name": f"{group_name}_{index}",
-            "model_instance_device_id": "0",
+            "model_instance_device_id": "0" if self.device == "cpu" else str(device_index(self.device)),
             "model_repository": str(ctx.model_dir),
             "model_version": str(ctx.version),
             "model_name": ctx.model_name,
@@ -205,7 +206,3 @@ def _rows(inputs: Arrays) -> int:
     return int(first.shape[0]) if first is not None and first.ndim else 0
 
 
-def _cuda_available() -> bool:
-    # Only ask torch when the model already imported it: never import it for a numpy model.
-    torch = sys.modules.get("torch")
-    return bool(torch is not None and torch.cuda.is_available())
