@@ -45,7 +45,13 @@ def main() -> None:
 @click.option("--grpc-max-message-bytes", type=int, help="Largest gRPC message, received or sent [65 MiB: a "
               "64 MiB tensor and the rest].")
 @click.option("--access-log", type=click.Choice(["text", "json", "off"]), help="One line per inference request "
-              "[SERVEKIT_ACCESS_LOG; text].")
+              "[SERVEKIT_ACCESS_LOG; as --log-format].")
+@click.option("--log-format", type=click.Choice(["text", "json"]), help="servekit's, uvicorn's and grpc's log "
+              "records: text lines or one JSON object per line [SERVEKIT_LOG_FORMAT; text, json with "
+              "--access-log json].")
+@click.option("--otel-endpoint", help="Send OpenTelemetry traces (OTLP/HTTP) to this URL, e.g. "
+              "http://127.0.0.1:4318 [SERVEKIT_OTEL_ENDPOINT; off, unless OTEL_EXPORTER_OTLP_ENDPOINT is set]; "
+              "needs servekit[otel].")
 @click.option("--cache-url", help="Response cache of models that enable it: memory:// or redis://HOST:PORT/DB "
               "[SERVEKIT_CACHE_URL; memory://].")
 @click.option("--cache-max-bytes", type=click.IntRange(min=0), help="Bound of the memory cache, per worker "

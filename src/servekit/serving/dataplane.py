@@ -19,6 +19,7 @@ import numpy as np
 from servekit import __version__
 from servekit.cache import ResponseCache
 from servekit.errors import InvalidInput, ModelNotReady, ServekitError
+from servekit.observability import request_ids
 from servekit.observability.metrics import Protocol
 from servekit.observability.requests import RequestObservation
 from servekit.serving import triton
@@ -128,8 +129,14 @@ class DataPlane:
 
     async def infer(self, request: InferenceRequest, protocol: Protocol = "internal") -> InferenceResponse:
         """Validate against the model's signature, answer from the cache or run through the
-        batcher, select outputs. ``protocol`` names the transport in metrics and the access log."""
-        with self.observe(protocol, request.model_name, request.id) as seen:
+        batcher, select outputs. ``protocol`` names the transport in metrics and the access log.
+        The request id (``servekit.observability.request_ids``) is settled here: the client's
+        ``x-request-id``, else ``request.id``, else a fresh one; a request without an ``id`` is
+        answered with the request id as its ``id``."""
+        request_id = request_ids.ensure(request.id)
+        if request.id is None:  # the answer's OIP id is the request id (the client's header, or made)
+            request.id = request_id
+        with self.observe(protocol, request.model_name, request_id) as seen:
             version = self.route(request.model_name, request.model_version, routing_key(request.parameters))
             return await self.answer(version, request, seen)
 
