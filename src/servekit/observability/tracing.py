@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Span, Tracer
-    from starlette.datastructures import Headers
     from starlette.types import Message, Receive, Scope, Send
 
 __all__ = ["BatchTrace", "configure_tracing", "grpc_span", "queued", "record_batch", "shutdown_tracing",
@@ -121,11 +120,12 @@ def _http_route(method: str, path: str) -> str:
     return path if path in ("/predict", "/predict_async", "/ping") else ""
 
 
-async def traced_http(route: Callable[[Scope, Receive, Send, Headers], Awaitable[None]], scope: Scope,
-                      receive: Receive, send: Send, headers: Headers) -> None:
+async def traced_http(route: Callable[[Scope, Receive, Send], Awaitable[None]], scope: Scope, receive: Receive,
+                      send: Send) -> None:
     """``route`` inside a SERVER span, the child of the caller's ``traceparent`` (when it sent one)."""
     from opentelemetry import propagate
     from opentelemetry.trace import SpanKind, StatusCode
+    from starlette.datastructures import Headers
 
     assert tracer is not None
     method: str = scope["method"]
@@ -139,12 +139,12 @@ async def traced_http(route: Callable[[Scope, Receive, Send, Headers], Awaitable
             status = message["status"]
         await send(message)
 
-    parent = propagate.extract(headers)
+    parent = propagate.extract(Headers(scope=scope))
     attributes = {"http.request.method": method, "url.path": path, "url.scheme": scope.get("scheme", "http")}
     with tracer.start_as_current_span(f"{method} {template}".rstrip(), context=parent, kind=SpanKind.SERVER,
                                       attributes=attributes) as span:
         try:
-            await route(scope, receive, capture, headers)
+            await route(scope, receive, capture)
         finally:
             if not template:  # a FastAPI route: name the span by its template once routing found it
                 found = getattr(scope.get("route"), "path_format", None)
