@@ -41,7 +41,7 @@ from typing import Literal
 
 import orjson
 
-__all__ = ["FLUSH_INTERVAL_S", "AccessLogMode", "configure_access_log", "flush", "iso_time", "log_request"]
+__all__ = ["FLUSH_INTERVAL_S", "AccessLogMode", "configure_access_log", "flush", "iso_time", "log_request", "quoted"]
 
 AccessLogMode = Literal["text", "json", "off"]
 
@@ -96,7 +96,7 @@ def _flush_forever() -> None:
 atexit.register(flush)
 
 
-def _quoted(value: str) -> str:
+def quoted(value: str) -> str:
     """A text-mode field as is, or JSON-quoted when it holds spaces, quotes or control characters
     (a client chooses ids and model names; it must not be able to forge a log line)."""
     if value and value.isprintable() and " " not in value and '"' not in value:
@@ -125,8 +125,8 @@ def log_request(request_id: str | None, model: str, version: str | None, protoco
         return
     now = time.time()
     if _mode == "text":
-        line = (f"{_timestamp(now)} INFO {_pid} servekit.access: id={_quoted(request_id or '-')}"
-                f" model={_quoted(model)} version={version or '-'} protocol={protocol} status={status}"
+        line = (f"{_timestamp(now)} INFO {_pid} servekit.access: id={quoted(request_id or '-')}"
+                f" model={quoted(model)} version={version or '-'} protocol={protocol} status={status}"
                 f" duration_ms={duration_ms:.3f} cache={cache}\n")
     else:
         line = orjson.dumps({

@@ -4,7 +4,8 @@ One format for every record a server writes: servekit's own, uvicorn's (``uvicor
 ``uvicorn.error``) and grpc's Python logger (``grpc``) go through the same handler, as
 
 - ``text``: ``2024-05-01 12:00:00,000 INFO 4242 servekit.http: message``, with
-  `` request_id=ID`` at the end when the record was made while a request was being answered;
+  `` request_id=ID`` at the end when the record was made while a request was being answered
+  (JSON-quoted when it holds spaces or quotes, as in the access log);
 - ``json``: one JSON object per line: ``time`` (UTC, ISO 8601, milliseconds), ``level``,
   ``logger``, ``message``, ``request_id`` (null outside a request), ``pid``, and ``exception``
   (the traceback) when there is one.
@@ -22,7 +23,7 @@ from typing import Literal
 import orjson
 
 from servekit.observability import request_ids
-from servekit.observability.access import AccessLogMode, configure_access_log, iso_time
+from servekit.observability.access import AccessLogMode, configure_access_log, iso_time, quoted
 
 __all__ = ["JsonFormatter", "LogFormat", "TextFormatter", "configure_logging"]
 
@@ -42,7 +43,7 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         request_id = request_ids.current()
-        return line if request_id is None else f"{line} request_id={request_id}"
+        return line if request_id is None else f"{line} request_id={quoted(request_id)}"
 
 
 class JsonFormatter(logging.Formatter):
