@@ -107,6 +107,16 @@ def test_a_failed_http_request_is_a_failed_span_with_its_request_id(server: Serv
     assert span.attributes["servekit.request_id"] == made
 
 
+def test_a_route_fastapi_answers_is_named_by_its_template(server: ServerProcess, receiver: OtlpReceiver) -> None:
+    traceparent, trace_id, caller_span = _traceparent()
+    answer = httpx.get(f"{server.base_url}/v2/models/onnx_linear", headers={"traceparent": traceparent})
+    assert answer.status_code == 200 and answer.headers["x-request-id"]
+    (span,) = receiver.trace(trace_id, at_least=1)
+    assert (span.name, span.kind, span.parent_span_id) == ("GET /v2/models/{model}", SERVER_KIND, caller_span)
+    assert span.attributes["http.route"] == "/v2/models/{model}"
+    assert span.attributes["servekit.request_id"] == answer.headers["x-request-id"]
+
+
 def test_a_grpc_call_is_traced_under_its_callers_traceparent(server: ServerProcess,
                                                               receiver: OtlpReceiver) -> None:
     traceparent, trace_id, caller_span = _traceparent()
