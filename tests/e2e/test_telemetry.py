@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
+import shlex
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,12 +48,26 @@ def receiver() -> Iterator[OtlpReceiver]:
         yield running
 
 
+def readme_serve_flags(endpoint: str) -> list[str]:
+    """The flags of the README's command in "Tracing and logs", with ``endpoint`` for its URL."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Tracing and logs\n", 1)[1].split("\n## ", 1)[0]
+    [block] = re.findall(r"```bash\n(.*?)```", section, flags=re.DOTALL)
+    words = shlex.split(block)
+    assert words[:3] == ["servekit", "serve", "models"], words
+    flags = words[3:]
+    flags[flags.index("--otel-endpoint") + 1] = endpoint
+    return flags
+
+
 @pytest.fixture(scope="module")
 def server(receiver: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The README's command (tracing, JSON logs), with two workers."""
     repository = tmp_path_factory.mktemp("telemetry") / "models"
     write_onnx_model(repository)
-    process = _TracedServer(repository, tmp_path_factory.mktemp("logs") / "telemetry.log",
-                            "--otel-endpoint", receiver.endpoint, "--log-format", "json", "--workers", "2")
+    flags = readme_serve_flags(receiver.endpoint)
+    assert flags[flags.index("--log-format") + 1] == "json"
+    process = _TracedServer(repository, tmp_path_factory.mktemp("logs") / "telemetry.log", *flags, "--workers", "2")
     process.start()
     try:
         yield process
@@ -185,7 +201,7 @@ def test_without_an_endpoint_nothing_is_exported(receiver: OtlpReceiver, tmp_pat
                             headers={"traceparent": traceparent})
         assert answer.status_code == 200
         assert answer.headers["x-request-id"]  # made by the server
-        assert answer.json()["id"] == answer.headers["x-request-id"]
+        assert "id" not in answer.json()  # the OIP answer's id is the body's, as Triton answers
     finally:
         plain.stop()  # a traced server would export what is pending now
     assert not [span for span in receiver.spans if span.trace_id == trace_id]

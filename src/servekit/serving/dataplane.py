@@ -131,12 +131,9 @@ class DataPlane:
         """Validate against the model's signature, answer from the cache or run through the
         batcher, select outputs. ``protocol`` names the transport in metrics and the access log.
         The request id (``servekit.observability.request_ids``) is settled here: the client's
-        ``x-request-id``, else ``request.id``, else a fresh one; a request without an ``id`` is
-        answered with the request id as its ``id``."""
-        request_id = request_ids.ensure(request.id)
-        if request.id is None:  # the answer's OIP id is the request id (the client's header, or made)
-            request.id = request_id
-        with self.observe(protocol, request.model_name, request_id) as seen:
+        ``x-request-id``, else ``request.id``, else a fresh one. The answer's ``id`` stays
+        ``request.id`` (none when the request had none, as Triton answers)."""
+        with self.observe(protocol, request.model_name, request_ids.ensure(request.id)) as seen:
             version = self.route(request.model_name, request.model_version, routing_key(request.parameters))
             return await self.answer(version, request, seen)
 
