@@ -166,6 +166,23 @@ def test_a_grpc_error_carries_the_request_id(server: ServerProcess) -> None:
     assert dict(caught.value.trailing_metadata())["x-request-id"] == "grpc-err-1"
 
 
+def test_each_request_of_a_stream_is_logged_under_its_own_id(server: ServerProcess) -> None:
+    def request(oip_id: str) -> inference_pb2.ModelInferRequest:
+        message = inference_pb2.ModelInferRequest(model_name="onnx_linear", id=oip_id)
+        message.inputs.add(name="x", datatype="FP32", shape=[1, 4]).contents.fp32_contents.extend([1.0] * 4)
+        return message
+
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        stub = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
+        call = stub.ModelStreamInfer(iter([request("stream-1"), request("stream-2")]), timeout=30)
+        answered = sorted(response.infer_response.id for response in call)
+        assert answered == ["stream-1", "stream-2"]
+        assert dict(call.trailing_metadata())["x-request-id"]  # the call's own id (made: none was sent)
+    records = _log_records(server, "stream-2")
+    logged = {r["request_id"] for r in records if r["logger"] == "servekit.access" and r["protocol"] == "grpc"}
+    assert {"stream-1", "stream-2"} <= logged
+
+
 def _log_records(server: ServerProcess, request_id: str) -> list[dict[str, object]]:
     deadline = time.monotonic() + 30
     while True:
