@@ -48,11 +48,22 @@ def receiver() -> Iterator[OtlpReceiver]:
         yield running
 
 
+def _tracing_section() -> str:
+    """The documented section "Tracing and logs": in README.md, or a page of docs/ once it moves there."""
+    root = Path(__file__).resolve().parents[2]
+    for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        text = "\n" + page.read_text(encoding="utf-8")
+        found = re.search(r"\n(#+) Tracing and logs\n", text)
+        if found:
+            rest = text[found.end():]
+            end = re.search(rf"\n#{{1,{len(found.group(1))}}} ", rest)
+            return rest if end is None else rest[:end.start()]
+    raise AssertionError("no section 'Tracing and logs' in README.md or docs/")
+
+
 def readme_serve_flags(endpoint: str) -> list[str]:
-    """The flags of the README's command in "Tracing and logs", with ``endpoint`` for its URL."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    section = readme.split("\n## Tracing and logs\n", 1)[1].split("\n## ", 1)[0]
-    [block] = re.findall(r"```bash\n(.*?)```", section, flags=re.DOTALL)
+    """The flags of the documented command in "Tracing and logs", with ``endpoint`` for its URL."""
+    [block] = re.findall(r"```bash\n(.*?)```", _tracing_section(), flags=re.DOTALL)
     words = shlex.split(block)
     assert words[:3] == ["servekit", "serve", "models"], words
     flags = words[3:]
