@@ -71,6 +71,25 @@ def test_server_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -
     assert ServerSettings(http_port=1).http_port == 1
 
 
+@pytest.mark.parametrize(("given", "log_format", "access_log"), [
+    ({}, "text", "text"),
+    ({"log_format": "json"}, "json", "json"),
+    ({"access_log": "json"}, "json", "json"),  # a JSON access log alone makes the whole log JSON
+    ({"access_log": "off", "log_format": "json"}, "json", "off"),
+    ({"access_log": "text", "log_format": "json"}, "json", "text"),
+    ({"access_log": "json", "log_format": "text"}, "text", "json"),
+])
+def test_one_log_format_unless_told_apart(given: dict[str, str], log_format: str, access_log: str) -> None:
+    settings = ServerSettings(**given)  # type: ignore[arg-type]
+    assert (settings.log_format, settings.access_log) == (log_format, access_log)
+
+
+def test_the_otel_endpoint_is_an_http_url() -> None:
+    assert ServerSettings(otel_endpoint="http://127.0.0.1:4318").otel_endpoint == "http://127.0.0.1:4318"
+    with pytest.raises(ValueError, match="otel_endpoint"):
+        ServerSettings(otel_endpoint="127.0.0.1:4317")
+
+
 def test_ray_block_defaults_to_one_replica() -> None:
     assert parse_model_config("", "config.yaml").ray.deployment_options() == {"num_replicas": 1}
 

@@ -458,8 +458,14 @@ class ServerSettings(BaseSettings):
         "ARCHIVE (named by its manifest) or all (every TorchServe archive in the model store); comma-separated "
         "in SERVEKIT_MODELS",
     )
-    access_log: Literal["text", "json", "off"] = Field(default="text", description="one line per inference "
-                                                       "request")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="servekit's, uvicorn's and grpc's log records: text lines, or one JSON "
+        "object per line (default: json when access_log is json)")
+    access_log: Literal["text", "json", "off"] = Field(
+        default="text", description="one line per inference request (default: as log_format)")
+    otel_endpoint: str | None = Field(
+        default=None, description="send OpenTelemetry traces over OTLP/HTTP to this URL (http://HOST:4318, or the "
+        "full traces URL); default: off unless OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set")
     tls_cert: Path | None = Field(default=None, description="PEM certificate (chain) served on every port: HTTP, "
                                   "gRPC, metrics and management (with tls_key)")
     tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert")
@@ -500,6 +506,24 @@ class ServerSettings(BaseSettings):
         if value is not None and not value.startswith(("http://", "https://", "/")):
             raise ValueError(f"docs site URL {value!r}: expected http://..., https://... or a /path")
         return value
+
+    @field_validator("otel_endpoint")
+    @classmethod
+    def _http_endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"otel_endpoint {value!r}: expected an http:// or https:// URL (OTLP/HTTP), "
+                             "e.g. http://127.0.0.1:4318")
+        return value
+
+    @model_validator(mode="after")
+    def _one_log_format(self) -> ServerSettings:
+        """Unless given, the log format follows a JSON access log, and the access log the log format."""
+        given = self.model_fields_set
+        if "log_format" not in given and self.access_log == "json":
+            self.log_format = "json"
+        if "access_log" not in given:
+            self.access_log = self.log_format
+        return self
 
     @model_validator(mode="after")
     def _tls_files_together(self) -> ServerSettings:

@@ -14,6 +14,7 @@ settings from the SERVEKIT_* environment set here.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import math
@@ -28,6 +29,7 @@ import uvicorn
 
 from servekit.config import ServerSettings, environment_variable, old_environment_variable
 from servekit.http.protocol import http_protocol
+from servekit.observability import tracing
 from servekit.observability.exposition import MetricsServer, use_multiprocess_dir
 from servekit.observability.logging import configure_logging
 from servekit.tls import tls_files, uvicorn_tls
@@ -82,7 +84,7 @@ def start_metrics(settings: ServerSettings) -> MetricsServer:
 
 
 def serve(settings: ServerSettings) -> None:
-    configure_logging(settings.log_level, settings.access_log)
+    configure_logging(settings.log_level, settings.access_log, settings.log_format)
     if settings.cache_namespace is None:  # one per start, shared by this start's workers (servekit.cache)
         settings = settings.model_copy(update={"cache_namespace": secrets.token_hex(8)})
     export_settings(settings)
@@ -95,6 +97,13 @@ def serve(settings: ServerSettings) -> None:
         "" if settings.workers == 1 else "s",
         "" if settings.tls_cert is None else (", TLS" if settings.tls_ca is None else ", mutual TLS"),
     )
+    if tracing.wanted(settings.otel_endpoint):
+        try:  # checked here, once, rather than failing in every worker
+            importlib.import_module("opentelemetry.exporter.otlp.proto.http.trace_exporter")
+            importlib.import_module("opentelemetry.sdk.trace")
+        except ImportError:
+            raise SystemExit("servekit: tracing (--otel-endpoint or OTEL_EXPORTER_OTLP_ENDPOINT) needs the "
+                             "OpenTelemetry SDK: pip install 'servekit[otel]'") from None
     if settings.grpc_port:
         check_port_free(settings.host, settings.grpc_port)
     metrics_server = start_metrics(settings) if settings.metrics_port else None
@@ -110,6 +119,9 @@ def serve(settings: ServerSettings) -> None:
             workers=settings.workers,
             log_level=settings.log_level,
             access_log=False,
+            # uvicorn's loggers are servekit's to set up (one format: servekit.observability.logging),
+            # here and in each worker (app_from_environment), not uvicorn's own dictConfig.
+            log_config=None,
             server_header=False,
             # Nothing in servekit reads the client address; uvicorn's X-Forwarded-* rewrite
             # was 2 % of the event loop per request on the tiny-model benchmark.

@@ -56,7 +56,8 @@ def test_a_hung_call_is_answered_504_and_the_model_keeps_serving(server: ServerP
     with httpx.Client(base_url=server.base_url, timeout=30) as client:
         hung = _infer(client, -1.0)
         assert hung.status_code == 504, hung.text
-        assert hung.json() == {"error": "the model ran past its execution timeout (0.5 s)"}
+        assert hung.json() == {"error": "the model ran past its execution timeout (0.5 s)",
+                               "request_id": hung.headers["x-request-id"]}
         after = _infer(client, 3.0)  # the hung call still sleeps: a replacement instance answers
         assert after.status_code == 200, after.text
         assert after.json()["outputs"][0]["data"] == [6.0]

@@ -136,7 +136,8 @@ def test_a_crash_fails_only_its_request_and_the_model_comes_back(server: ServerP
         gate.touch()
         answers = [call.result() for call in steady]
     assert crashed.status_code == 500, crashed.text
-    assert crashed.json() == {"error": "the model's process exited with code 1 while running this batch"}
+    assert crashed.json() == {"error": "the model's process exited with code 1 while running this batch",
+                              "request_id": crashed.headers["x-request-id"]}
     assert [answer.status_code for answer in answers] == [200] * 6
     assert sorted(answer.json()["outputs"][0]["data"][0] for answer in answers) == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
     assert {answer.json()["outputs"][1]["data"][0] for answer in answers} == {server.pid}

@@ -149,7 +149,9 @@ def test_the_readme_serves_one_onnx_file(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path / serve_line.split()[-1], tmp_path / "server.log")
     server.start()
     try:
-        metadata = httpx.get(f"{server.base_url}/v2/models/model", timeout=10).json()
+        answer = httpx.get(f"{server.base_url}/v2/models/model", timeout=10)
+        assert answer.status_code == 200, (answer.status_code, answer.text, server.log_path.read_text()[-2000:])
+        metadata = answer.json()
         assert metadata["name"] == "model" and metadata["platform"] == "onnxruntime_onnx", metadata
         [tensor] = metadata["inputs"]
         rows = [[1.0] * tensor["shape"][-1]]

@@ -23,7 +23,8 @@ def http(simple_server: ServerProcess) -> Iterator[httpx.Client]:
 
 def _detail(response: httpx.Response) -> str:
     body: dict[str, Any] = response.json()
-    assert set(body) == {"detail"}, body
+    assert set(body) == {"detail", "request_id"}, body  # FastAPI's shape, and the request id beside it
+    assert body["request_id"] == response.headers["x-request-id"]
     assert isinstance(body["detail"], str) and body["detail"]
     return body["detail"]
 

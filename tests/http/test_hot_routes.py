@@ -65,4 +65,5 @@ def test_an_unexpected_error_is_a_500_without_details(client: TestClient, monkey
     monkeypatch.setattr(plane, "infer", explode)
     body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 0, 0, 2]}]}
     response = client.post("/v2/models/m/infer", json=body)
-    assert response.status_code == 500 and response.json() == {"error": "internal server error"}
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal server error", "request_id": response.headers["x-request-id"]}

@@ -76,11 +76,13 @@ def test_json_lines_are_one_object_each(capsys: pytest.CaptureFixture[str]) -> N
     _observe(ModelNotFound("no"), request_id=None)
     flush()
     first, second = (json.loads(line) for line in capsys.readouterr().err.splitlines())
-    assert set(first) == {"time", "pid", "id", "model", "version", "protocol", "status", "duration_ms", "cache"}
-    assert (first["id"], first["model"], first["version"], first["protocol"], first["status"]) == (
+    assert set(first) == {"time", "level", "logger", "message", "request_id", "pid", "model", "version", "protocol",
+                          "status", "duration_ms", "cache"}
+    assert (first["request_id"], first["model"], first["version"], first["protocol"], first["status"]) == (
         "req-1", "digits", "2", "grpc", 200)
+    assert (first["level"], first["logger"]) == ("INFO", "servekit.access")
     assert isinstance(first["duration_ms"], float) and first["time"].endswith("Z")
-    assert second["id"] is None and second["status"] == 404
+    assert second["request_id"] is None and second["status"] == 404
 
 
 def test_off_writes_nothing(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:

@@ -38,6 +38,7 @@ class QueuedItem:
     abandoned: bool = False  # the caller stopped waiting (disconnect, cancellation, its deadline passed)
     taken: bool = False  # a batch took it: running or done
     expiry: Any = None  # the scheduler's timer for ``deadline`` (opaque here)
+    trace: Any = None  # the request's trace context when tracing is on (opaque here)
 
 
 @dataclass(slots=True)

@@ -44,7 +44,7 @@ import numpy as np
 from servekit.batching.queue import BatchPolicy, BatchQueue, QueuedItem, should_dispatch
 from servekit.batching.stats import ModelStats
 from servekit.errors import DeadlineExceeded, InvalidInput, ModelFailed, ModelNotReady, ServekitError
-from servekit.observability import metrics
+from servekit.observability import metrics, tracing
 from servekit.runtimes.base import Runtime, RuntimeRequest
 from servekit.types import Arrays
 
@@ -307,6 +307,8 @@ class Batcher:
             deadline = own if deadline is None else min(deadline, own)
         future: asyncio.Future[Arrays] = loop.create_future()
         item = QueuedItem(rows=rows, enqueued_at=now, deadline=deadline, payload=(inputs, future))
+        if tracing.tracer is not None:
+            item.trace = tracing.queued()
         self._queue.put(item)
         if deadline is not None:  # fires even while every instance is busy and nothing pumps
             item.expiry = loop.call_at(loop.time() + max(0.0, deadline - now), self._expire, item)
@@ -458,6 +460,10 @@ class Batcher:
         self._metrics.batch_size.observe(rows)
         if phases is not None:
             self._record_triton(items, results if error is None else None, taken_at, started, phases, ended)
+        if tracing.tracer is not None:
+            traces = [item.trace for item in items if item.trace is not None]
+            if traces:
+                tracing.record_batch(traces, self.label, rows, len(items), elapsed, error)
         self._idle.append(instance)
         if error is not None or results is None:
             if not isinstance(error, ServekitError):

@@ -76,7 +76,12 @@ _SERVER_OPTIONS: list[Callable[[Any], Any]] = [
     _setting("--grpc-max-message-bytes", type=int, help="Largest gRPC message, received or sent.",
              shown_default="65 MiB: a 64 MiB tensor and the rest"),
     _setting("--access-log", type=click.Choice(["text", "json", "off"]), help="One line per inference request.",
-             shown_default="text"),
+             shown_default="as --log-format"),
+    _setting("--log-format", type=click.Choice(["text", "json"]), help="servekit's, uvicorn's and grpc's log "
+             "records: text lines or one JSON object per line.", shown_default="text, json with --access-log json"),
+    _setting("--otel-endpoint", help="Send OpenTelemetry traces (OTLP/HTTP) to this URL, e.g. "
+             "http://127.0.0.1:4318; needs servekit[otel].",
+             shown_default="off, unless OTEL_EXPORTER_OTLP_ENDPOINT is set"),
     _setting("--cache-url", help="Response cache of models that enable it: memory:// or redis://HOST:PORT/DB.",
              shown_default="memory://"),
     _setting("--cache-max-bytes", type=click.IntRange(min=0), help="Bound of the memory cache, per worker.",

@@ -6,6 +6,10 @@ declares, wrapping each so that a ServekitError ends the call with the gRPC code
 error table (``error.grpc_code``) and its message, and anything unexpected is logged and
 ends the call as INTERNAL with no traceback. No servicer maps errors on its own.
 
+Each call is also given its request id here (the caller's ``x-request-id`` metadata, see
+``servekit.observability.request_ids``), sent back in the trailing metadata of every answer,
+error or not, and, when tracing is on, a SERVER span (``servekit.observability.tracing``).
+
 Requests are parsed here too, not by grpc's deserializer hook: bytes that are not the
 method's message are the client's error (INVALID_ARGUMENT naming the message type), while an
 exception in grpc's hook would end the call as UNKNOWN.
@@ -24,6 +28,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 
 from servekit.errors import InvalidInput, ServekitError
+from servekit.observability import request_ids, tracing
 
 __all__ = ["abort_with", "add_service", "deadline_of"]
 
@@ -44,9 +49,9 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: Excepti
     if not isinstance(error, ServekitError):
         log.error("unexpected error in a gRPC call", exc_info=error)
         error = ServekitError("internal server error")
-    metadata = tuple((key.lower(), value) for key, value in error.headers().items())
-    if metadata:
-        context.set_trailing_metadata(metadata)
+    metadata = ((request_ids.HEADER, request_ids.ensure()),
+                *((key.lower(), value) for key, value in error.headers().items()))
+    context.set_trailing_metadata(metadata)
     await context.abort(grpc.StatusCode[error.grpc_code], error.message)
 
 
@@ -69,21 +74,43 @@ async def _parsed(raw_requests: AsyncIterator[bytes], parse: Parse) -> AsyncIter
         yield parse(raw)
 
 
-def _unary(behaviour: Unary, parse: Parse, streamed: bool) -> Unary:
-    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+def _incoming_request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == request_ids.HEADER:
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return None
+
+
+def _unary(behaviour: Unary, parse: Parse, streamed: bool, method: str) -> Unary:
+    async def answer(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
         try:
-            return await behaviour(_parsed(request, parse) if streamed else parse(request), context)
+            response = await behaviour(_parsed(request, parse) if streamed else parse(request), context)
         except grpc.aio.AbortError:
             raise
         except Exception as error:
             await abort_with(context, error)
             raise AssertionError("unreachable: abort raises") from error
+        context.set_trailing_metadata(((request_ids.HEADER, request_ids.ensure()),))
+        return response
+
+    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        token = request_ids.bind(_incoming_request_id(context))
+        try:
+            if tracing.tracer is None:
+                return await answer(request, context)
+            with tracing.grpc_span(method, context.invocation_metadata()) as span:
+                try:
+                    return await answer(request, context)
+                finally:
+                    span.set_attribute("rpc.grpc.status_code", _status_number(context))
+        finally:
+            request_ids.reset(token)
 
     return call
 
 
-def _streaming(behaviour: Streaming, parse: Parse, streamed: bool) -> Streaming:
-    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Message]:
+def _streaming(behaviour: Streaming, parse: Parse, streamed: bool, method: str) -> Streaming:
+    async def answer(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Message]:
         try:
             async for response in behaviour(_parsed(request, parse) if streamed else parse(request), context):
                 yield response
@@ -91,8 +118,35 @@ def _streaming(behaviour: Streaming, parse: Parse, streamed: bool) -> Streaming:
             raise
         except Exception as error:
             await abort_with(context, error)
+        context.set_trailing_metadata(((request_ids.HEADER, request_ids.ensure()),))
+
+    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Message]:
+        # The caller's id is every request's of the call; without one, each request of a stream
+        # (answered in a task of its own) settles its own: its OIP id, or a fresh one.
+        token = request_ids.bind(_incoming_request_id(context))
+        try:
+            if tracing.tracer is None:
+                async for response in answer(request, context):
+                    yield response
+                return
+            with tracing.grpc_span(method, context.invocation_metadata()) as span:
+                try:
+                    async for response in answer(request, context):
+                        yield response
+                finally:
+                    span.set_attribute("rpc.grpc.status_code", _status_number(context))
+        finally:
+            request_ids.reset(token)
 
     return call
+
+
+def _status_number(context: grpc.aio.ServicerContext[Any, Any]) -> int:
+    """The call's status code as a number (0: OK, also when none was set)."""
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return int(code.value[0])
+    return int(code) if isinstance(code, int) else 0
 
 
 def _serialize(message: Message) -> bytes:
@@ -107,17 +161,16 @@ def add_service(server: grpc.aio.Server, service: ServiceDescriptor, servicer: o
         parse = _parser(message_factory.GetMessageClass(method.input_type), method.input_type.full_name)
         options: dict[str, Any] = {"request_deserializer": None, "response_serializer": _serialize}  # raw bytes in
         streamed = method.client_streaming
+        method_path = f"/{service.full_name}/{method.name}"
         kind = (method.client_streaming, method.server_streaming)
-        if kind == (False, False):
-            handlers[method.name] = grpc.unary_unary_rpc_method_handler(_unary(behaviour, parse, streamed), **options)
-        elif kind == (False, True):
-            handlers[method.name] = grpc.unary_stream_rpc_method_handler(_streaming(behaviour, parse, streamed),
-                                                                         **options)
-        elif kind == (True, False):
-            handlers[method.name] = grpc.stream_unary_rpc_method_handler(_unary(behaviour, parse, streamed),
-                                                                         **options)
+        if kind[1]:
+            call: Any = _streaming(behaviour, parse, streamed, method_path)
         else:
-            handlers[method.name] = grpc.stream_stream_rpc_method_handler(_streaming(behaviour, parse, streamed),
-                                                                          **options)
+            call = _unary(behaviour, parse, streamed, method_path)
+        make = {(False, False): grpc.unary_unary_rpc_method_handler,
+                (False, True): grpc.unary_stream_rpc_method_handler,
+                (True, False): grpc.stream_unary_rpc_method_handler,
+                (True, True): grpc.stream_stream_rpc_method_handler}[kind]
+        handlers[method.name] = make(call, **options)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
     server.add_registered_method_handlers(service.full_name, handlers)

@@ -22,7 +22,9 @@ from servekit.http import oip, simple
 from servekit.http.bodies import error_response
 from servekit.http.hot_routes import HotRoutes
 from servekit.http.pages import add_pages
+from servekit.observability import request_ids
 from servekit.observability.logging import configure_logging
+from servekit.observability.tracing import configure_tracing, shutdown_tracing
 from servekit.serving.core import ServingCore
 
 __all__ = ["app_from_environment", "create_app"]
@@ -69,6 +71,7 @@ def create_app(settings: ServerSettings, core: ServingCore | None = None, *, ser
                 restore()
         finally:
             await serving.stop()
+            shutdown_tracing()  # send the spans still pending
 
     app = _ServekitApp(
         title="servekit",
@@ -106,12 +109,12 @@ class _ServekitApp(FastAPI):
 
 async def _servekit_error(request: Request, error: ServekitError) -> Response:
     key = "error" if request.url.path.startswith("/v2") else "detail"
-    return error_response(error, key)
+    return error_response(error, key, request_ids.ensure())
 
 
 async def _unexpected_error(request: Request, error: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return error_response(ServekitError("internal server error"), "error")
+    return error_response(ServekitError("internal server error"), "error", request_ids.ensure())
 
 
 def drain_on_signals(core: ServingCore) -> Callable[[], None]:
@@ -144,5 +147,6 @@ def drain_on_signals(core: ServingCore) -> Callable[[], None]:
 def app_from_environment() -> FastAPI:
     """Factory for uvicorn workers: settings come from SERVEKIT_* variables."""
     settings = ServerSettings()
-    configure_logging(settings.log_level, settings.access_log)
+    configure_logging(settings.log_level, settings.access_log, settings.log_format)
+    configure_tracing(settings.otel_endpoint)
     return create_app(settings, serve_grpc=True, serve_management=True)

@@ -13,6 +13,7 @@ from starlette.types import Receive
 
 from servekit.config import ServerSettings
 from servekit.errors import InvalidInput, PayloadTooLarge, ServekitError
+from servekit.observability import request_ids
 from servekit.types import is_decimal
 
 __all__ = ["BodyLimits", "check_json_elements", "error_response", "inflate", "json_response", "read_body",
@@ -93,11 +94,13 @@ def json_response(document: object, status_code: int = 200) -> Response:
     return Response(orjson.dumps(document), status_code=status_code, media_type=JSON)
 
 
-def error_response(error: ServekitError, key: str = "error") -> Response:
-    """The error table's status and headers; ``key`` is 'error' (OIP) or 'detail' (simple API)."""
-    return Response(
-        orjson.dumps({key: error.message}),
-        status_code=error.http_status,
-        media_type=JSON,
-        headers=error.headers(),
-    )
+def error_response(error: ServekitError, key: str = "error", request_id: str | None = None) -> Response:
+    """The error table's status and headers; ``key`` is 'error' (OIP) or 'detail' (simple API).
+    With ``request_id``: a ``request_id`` field beside the message and an ``x-request-id`` header."""
+    headers = error.headers()
+    if request_id is None:
+        document = {key: error.message}
+    else:
+        document = {key: error.message, "request_id": request_id}
+        headers[request_ids.HEADER] = request_id
+    return Response(orjson.dumps(document), status_code=error.http_status, media_type=JSON, headers=headers)

@@ -14,6 +14,10 @@ routes are answered here only, and are not in it).
 
 Errors take the same table as FastAPI's handlers in ``servekit.http.app``: a ServekitError
 its status (key ``error`` under /v2, ``detail`` for /predict), anything else a logged 500.
+
+Every HTTP request passes here first, so this is where its request id is bound (the client's
+``x-request-id``, see ``servekit.observability.request_ids``) and echoed in the response, and,
+when tracing is on, where its server span begins and ends (``servekit.observability.tracing``).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import logging
 
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servekit.config import ServerSettings
 from servekit.errors import ServekitError
@@ -30,12 +34,15 @@ from servekit.http.bodies import BodyLimits, error_response
 from servekit.http.oip import answer_infer
 from servekit.http.simple import answer_predict
 from servekit.http.torchserve import TorchServeRoutes, is_torchserve_path
+from servekit.observability import request_ids, tracing
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.simple import SimpleAPI
 
 __all__ = ["HotRoutes", "match_infer_path"]
 
 log = logging.getLogger("servekit.http")
+
+_REQUEST_ID = request_ids.HEADER.encode("latin-1")
 
 
 def match_infer_path(path: str) -> tuple[str, str | None] | None:
@@ -65,6 +72,21 @@ class HotRoutes:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        incoming = None
+        for name, value in scope["headers"]:  # a plain scan: a quarter of Headers.get's cost
+            if name == _REQUEST_ID:
+                incoming = value.decode("latin-1")
+                break
+        token = request_ids.bind(incoming)
+        try:
+            if tracing.tracer is None:
+                await self._route(scope, receive, send)
+            else:
+                await tracing.traced_http(self._route, scope, receive, send)
+        finally:
+            request_ids.reset(token)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         root = scope.get("root_path", "")
         if root and path.startswith(root):
@@ -73,7 +95,7 @@ class HotRoutes:
             if is_torchserve_path(path):
                 await self.torchserve(scope, receive, send, path)
             else:
-                await self.app(scope, receive, send)
+                await self.app(scope, receive, _echo_request_id(send))
             return
         if path in ("/predict", "/predict_async"):
             await self._answer(scope, receive, send, None)
@@ -83,7 +105,7 @@ class HotRoutes:
             if is_torchserve_path(path):
                 await self.torchserve(scope, receive, send, path)
             else:
-                await self.app(scope, receive, send)
+                await self.app(scope, receive, _echo_request_id(send))
             return
         await self._answer(scope, receive, send, matched)
 
@@ -100,12 +122,29 @@ class HotRoutes:
         except ClientDisconnect:
             return  # nobody to answer
         except ServekitError as error:
-            await error_response(error, "detail" if infer is None else "error")(scope, receive, send)
+            await error_response(error, "detail" if infer is None else "error", request_ids.ensure())(
+                scope, receive, send)
             return
         except Exception:
             log.exception("unexpected error on POST %s", scope["path"])
-            await error_response(ServekitError("internal server error"), "error")(scope, receive, send)
+            await error_response(ServekitError("internal server error"), "error", request_ids.ensure())(
+                scope, receive, send)
             return
         extra.append((b"content-length", str(len(content)).encode("latin-1")))
+        extra.append((_REQUEST_ID, request_ids.ensure().encode("latin-1")))
         await send({"type": "http.response.start", "status": 200, "headers": extra})
         await send({"type": "http.response.body", "body": content})
+
+
+def _echo_request_id(send: Send) -> Send:
+    """``send`` adding ``x-request-id`` to the response of a route FastAPI answers (unless it set one)."""
+
+    async def echo(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            if not any(name.lower() == _REQUEST_ID for name, _ in headers):
+                headers.append((_REQUEST_ID, request_ids.ensure().encode("latin-1")))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return echo

@@ -7,14 +7,16 @@ a prediction is a hot path. A request becomes an ``InferenceRequest`` with one B
 ``body`` (the request body, one item) and the request parameters the ``torchserve`` runtime
 documents: ``headers`` (every request header, as ``[name, value]`` pairs: the handler reads them,
 and the Content-Type decides how the body is decoded) and ``explain`` (true on /explanations). Its
-id is a fresh UUID, the handler's ``context.get_request_id()`` and the answer's ``x-request-id``,
-as in TorchServe. The data plane runs it through the model's batcher like any request, and the
-runtime's outputs become the answer: ``body`` its bytes, ``content_type`` its Content-Type (none
-when empty, as TorchServe sends none unless the handler set one), ``status`` its status and
-``headers`` (a JSON object) the handler's other headers.
+id is the client's ``x-request-id`` when it sent one, else a fresh UUID as in TorchServe; it is the
+handler's ``context.get_request_id()`` and the answer's ``x-request-id``. The data plane runs it
+through the model's batcher like any request, and the runtime's outputs become the answer:
+``body`` its bytes, ``content_type`` its Content-Type (none when empty, as TorchServe sends none
+unless the handler set one), ``status`` its status and ``headers`` (a JSON object) the handler's
+other headers.
 
 Errors are TorchServe's ``{"code", "type", "message"}``, pretty-printed as TorchServe prints JSON
-(``torchserve_error``; the management API uses the same table): unknown model 404
+(``torchserve_error``; the management API uses the same table), byte for byte, so with no request
+id field (the id is in the ``x-request-id`` header, as TorchServe sends it). Unknown model 404
 ``ModelNotFoundException`` "Model not found: NAME", unknown version 404
 ``ModelVersionNotFoundException``, a handler that raised 503 ``InternalServerException``
 "Prediction failed" (or a PredictionException's own code and message: the runtime's errors carry
@@ -48,6 +50,7 @@ from servekit.errors import (
     VersionNotFound,
 )
 from servekit.http.bodies import receive_body
+from servekit.observability import request_ids
 from servekit.serving.dataplane import DataPlane
 from servekit.types import InferenceRequest, Tensor
 
@@ -114,7 +117,7 @@ def torchserve_error(error: ServekitError, model: str | None = None,
     return error.http_status, {"code": error.http_status, "type": kind, "message": message}
 
 
-def new_request_id() -> str:
+def new_uuid() -> str:
     """A random (version 4) UUID, as TorchServe gives each request; from ``random``, not the OS:
     an id, not a secret, and uuid4()'s system call was a visible part of a request's cost."""
     bits = (_random_bits(128) & _UUID4_CLEAR) | _UUID4_SET
@@ -129,7 +132,8 @@ _UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
 
 def _headers(extra: list[tuple[bytes, bytes]], length: int, request_id: str | None = None
              ) -> list[tuple[bytes, bytes]]:
-    return [*extra, (b"x-request-id", (request_id or new_request_id()).encode("ascii")), *_CONSTANT_HEADERS,
+    chosen = request_id or request_ids.current() or new_uuid()
+    return [*extra, (b"x-request-id", chosen.encode("ascii")), *_CONSTANT_HEADERS,
             (b"content-length", str(length).encode("ascii"))]
 
 
@@ -173,7 +177,7 @@ class TorchServeRoutes:
                              torchserve_json(_NOT_FOUND if matched is None else _NOT_ALLOWED))
             return
         model, version = matched
-        request_id = new_request_id()
+        request_id = request_ids.ensure(make=new_uuid)
         try:
             status, extra, content = await self._predict(scope, receive, model, version, explain, request_id)
         except ClientDisconnect:

@@ -1,6 +1,7 @@
 """The access log: one line per inference request, written to stderr in batches.
 
-Fields: request id (``-`` when the client gave none), model, version (``-`` when the request
+Fields: request id (the client's ``x-request-id``, else the OIP body's ``id``, else one servekit
+made: ``servekit.observability.request_ids``), model, version (``-`` when the request
 never resolved one), protocol, status (the HTTP status of the error table, also for gRPC;
 200 on success, 499 when the client went away), duration in milliseconds from the data
 plane receiving the request to its answer, and the cache outcome (``hit``, ``miss``, or
@@ -11,9 +12,11 @@ plane receiving the request to its answer, and the cache outcome (``hit``, ``mis
     2024-05-01 12:00:00,000 INFO 4242 servekit.access: id=req-1 model=digits version=1
     protocol=http status=200 duration_ms=0.412 cache=-
 
-``json`` writes one JSON object per line, nothing around it, for log shippers (one line)::
+``json`` writes one JSON object per line, nothing around it, for log shippers, with the keys of
+servekit's other JSON log records (``servekit.observability.logging``) first (one line)::
 
-    {"time": "2024-05-01T12:00:00.000Z", "pid": 4242, "id": "req-1", "model": "digits",
+    {"time": "2024-05-01T12:00:00.000Z", "level": "INFO", "logger": "servekit.access",
+    "message": "http digits 200 0.412 ms", "request_id": "req-1", "pid": 4242, "model": "digits",
     "version": "1", "protocol": "http", "status": 200, "duration_ms": 0.412, "cache": "-"}
 
 ``off`` writes nothing and costs one comparison per request.
@@ -38,7 +41,7 @@ from typing import Literal
 
 import orjson
 
-__all__ = ["FLUSH_INTERVAL_S", "AccessLogMode", "configure_access_log", "flush", "log_request"]
+__all__ = ["FLUSH_INTERVAL_S", "AccessLogMode", "configure_access_log", "flush", "iso_time", "log_request", "quoted"]
 
 AccessLogMode = Literal["text", "json", "off"]
 
@@ -93,7 +96,7 @@ def _flush_forever() -> None:
 atexit.register(flush)
 
 
-def _quoted(value: str) -> str:
+def quoted(value: str) -> str:
     """A text-mode field as is, or JSON-quoted when it holds spaces, quotes or control characters
     (a client chooses ids and model names; it must not be able to forge a log line)."""
     if value and value.isprintable() and " " not in value and '"' not in value:
@@ -110,6 +113,11 @@ def _timestamp(now: float) -> str:
     return f"{_second_text},{int((now - second) * 1000):03d}"
 
 
+def iso_time(now: float) -> str:
+    """``2024-05-01T12:00:00.000Z``: ``now`` (seconds since the epoch) in UTC, to the millisecond."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+
+
 def log_request(request_id: str | None, model: str, version: str | None, protocol: str, status: int,
                 duration_ms: float, cache: str) -> None:
     """One access log line (nothing when the access log is off)."""
@@ -117,14 +125,15 @@ def log_request(request_id: str | None, model: str, version: str | None, protoco
         return
     now = time.time()
     if _mode == "text":
-        line = (f"{_timestamp(now)} INFO {_pid} servekit.access: id={_quoted(request_id or '-')}"
-                f" model={_quoted(model)} version={version or '-'} protocol={protocol} status={status}"
+        line = (f"{_timestamp(now)} INFO {_pid} servekit.access: id={quoted(request_id or '-')}"
+                f" model={quoted(model)} version={version or '-'} protocol={protocol} status={status}"
                 f" duration_ms={duration_ms:.3f} cache={cache}\n")
     else:
         line = orjson.dumps({
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z",
-            "pid": _pid, "id": request_id, "model": model, "version": version, "protocol": protocol,
-            "status": status, "duration_ms": round(duration_ms, 3), "cache": cache,
+            "time": iso_time(now), "level": "INFO", "logger": "servekit.access",
+            "message": f"{protocol} {model} {status} {duration_ms:.3f} ms", "request_id": request_id, "pid": _pid,
+            "model": model, "version": version, "protocol": protocol, "status": status,
+            "duration_ms": round(duration_ms, 3), "cache": cache,
         }).decode() + "\n"
     with _lock:
         _pending.append(line)

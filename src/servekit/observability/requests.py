@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 
 from servekit.errors import ServekitError
-from servekit.observability import access, metrics
+from servekit.observability import access, metrics, request_ids
 
 __all__ = ["RequestObservation", "outcome_of"]
 
@@ -101,5 +101,7 @@ class RequestObservation:
         else:
             chosen = metrics.for_version(self.model if self.model in self._model_names() else "", "")
         chosen.record_request(self.protocol, outcome, seconds)
+        if self.request_id is None:  # the data plane passes the settled id; others settle it here
+            self.request_id = request_ids.recorded(None)
         access.log_request(self.request_id, self.model, self.version, self.protocol, status, seconds * 1000,
                            self.cache)

@@ -20,6 +20,7 @@ from servekit import __version__
 from servekit.batching.rolling import WINDOW_S
 from servekit.cache import ResponseCache
 from servekit.errors import InvalidInput, ModelNotReady, ServekitError
+from servekit.observability import request_ids
 from servekit.observability.metrics import Protocol
 from servekit.observability.requests import RequestObservation
 from servekit.serving import status, triton
@@ -135,8 +136,11 @@ class DataPlane:
 
     async def infer(self, request: InferenceRequest, protocol: Protocol = "internal") -> InferenceResponse:
         """Validate against the model's signature, answer from the cache or run through the
-        batcher, select outputs. ``protocol`` names the transport in metrics and the access log."""
-        with self.observe(protocol, request.model_name, request.id) as seen:
+        batcher, select outputs. ``protocol`` names the transport in metrics and the access log.
+        The request id (``servekit.observability.request_ids``) is settled here: the client's
+        ``x-request-id``, else ``request.id``, else a fresh one. The answer's ``id`` stays
+        ``request.id`` (none when the request had none, as Triton answers)."""
+        with self.observe(protocol, request.model_name, request_ids.ensure(request.id)) as seen:
             version = self.route(request.model_name, request.model_version, routing_key(request.parameters))
             return await self.answer(version, request, seen)
 
