@@ -8,7 +8,9 @@ ends the call as INTERNAL with no traceback. No servicer maps errors on its own.
 
 Requests are parsed here too, not by grpc's deserializer hook: bytes that are not the
 method's message are the client's error (INVALID_ARGUMENT naming the message type), while an
-exception in grpc's hook would end the call as UNKNOWN.
+exception in grpc's hook would end the call as UNKNOWN. A unary method may return its response
+already serialized (``bytes``): the serializer sends bytes as they are, so a hot method can
+write its answer without building the message (``InferenceServicer.ModelInfer``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ __all__ = ["abort_with", "add_service", "deadline_of"]
 
 log = logging.getLogger("servekit.grpc")
 
-Unary = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]
+Unary = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message | bytes]]
 Streaming = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Message]]
 
 
@@ -70,7 +72,7 @@ async def _parsed(raw_requests: AsyncIterator[bytes], parse: Parse) -> AsyncIter
 
 
 def _unary(behaviour: Unary, parse: Parse, streamed: bool) -> Unary:
-    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message | bytes:
         try:
             return await behaviour(_parsed(request, parse) if streamed else parse(request), context)
         except grpc.aio.AbortError:
@@ -95,8 +97,11 @@ def _streaming(behaviour: Streaming, parse: Parse, streamed: bool) -> Streaming:
     return call
 
 
-def _serialize(message: Message) -> bytes:
-    return message.SerializeToString()
+def _serialize(message: Message | bytes) -> bytes:
+    """A response message's bytes; a method may answer with its response already serialized."""
+    if type(message) is bytes:
+        return message
+    return message.SerializeToString()  # type: ignore[union-attr]
 
 
 def add_service(server: grpc.aio.Server, service: ServiceDescriptor, servicer: object) -> None:
