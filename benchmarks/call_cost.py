@@ -15,7 +15,7 @@ entry point the way its server does, with one row of 64 FP32 per request:
   body / a /predict body, ASGI ``receive``/``send`` stand-ins.
 
 Calls go ``--concurrency`` at a time (default 32, as a loaded server sees them: they batch),
-and the figure is wall time over calls: the Python work of decoding, the data plane, the
+and the figure is the event loop thread's CPU time over calls: the Python work of decoding, the data plane, the
 batcher, the model and encoding, but not grpc's C core, uvicorn's parsing or the kernel.
 It is a tool to compare code (``--compare-src`` runs a copy of ``src/`` in a second process,
 alternating rounds), not a server's throughput.
@@ -142,7 +142,9 @@ async def build(repository: Path) -> tuple[Any, dict[str, Any]]:
 
 
 async def run_calls(call: Any, calls: int, concurrency: int) -> float:
-    """Seconds per call, ``calls`` calls with ``concurrency`` in flight."""
+    """CPU seconds of the event loop's thread per call, ``calls`` calls with ``concurrency`` in
+    flight. CPU time rather than wall time: on a machine shared with other work, wall time
+    measures the neighbours too (threads the model's library starts are not counted)."""
     remaining = calls
 
     async def worker() -> None:
@@ -151,9 +153,9 @@ async def run_calls(call: Any, calls: int, concurrency: int) -> float:
             remaining -= 1
             await call()
 
-    started = time.perf_counter()
+    started = time.thread_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return (time.perf_counter() - started) / calls
+    return (time.thread_time() - started) / calls
 
 
 async def measure(paths: list[str], calls: int, concurrency: int, profile: str | None) -> dict[str, float]:
@@ -211,7 +213,7 @@ def main() -> int:
                 figures[name][path].append(seconds * 1e6)
             print(f"round {round_number + 1} {name}: " + ", ".join(
                 f"{p} {figures[name][p][-1]:.1f}" for p in paths), flush=True)
-    print(f"\nus per call, median (min-max) of {args.rounds} rounds; {args.calls} calls, {args.concurrency} in"
+    print(f"\nCPU us per call, median (min-max) of {args.rounds} rounds; {args.calls} calls, {args.concurrency} in"
           " flight")
     for path in paths:
         cells = [f"{name} {statistics.median(v[path]):.1f} ({min(v[path]):.1f}-{max(v[path]):.1f})"

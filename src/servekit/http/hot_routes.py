@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 
-from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -33,9 +32,21 @@ from servekit.http.torchserve import TorchServeRoutes, is_torchserve_path
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.simple import SimpleAPI
 
-__all__ = ["HotRoutes", "match_infer_path"]
+__all__ = ["HotRoutes", "match_infer_path", "request_headers"]
 
 log = logging.getLogger("servekit.http")
+
+
+def request_headers(scope: Scope) -> dict[str, str]:
+    """The request's headers by lower-case name, the first of repeated ones (as Starlette's
+    ``Headers.get`` answers), built once: the handlers read several, and each ``Headers.get``
+    scans and lower-cases every header again."""
+    headers: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        key = name.decode("latin-1").lower()
+        if key not in headers:
+            headers[key] = value.decode("latin-1")
+    return headers
 
 
 def match_infer_path(path: str) -> tuple[str, str | None] | None:
@@ -89,7 +100,7 @@ class HotRoutes:
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send,
                       infer: tuple[str, str | None] | None) -> None:
-        headers = Headers(scope=scope)
+        headers = request_headers(scope)
         try:
             if infer is None:
                 content = await answer_predict(self.simple, self.limits, headers, receive)
