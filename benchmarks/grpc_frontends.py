@@ -198,11 +198,12 @@ def targets(scratch: Path, own: str, other: str, repository: Path) -> list[Targe
     infer, predict = servekit_bodies()
     serve = [own, "-m", "servekit", "serve", str(repository), "--host", "127.0.0.1", "--http-port", "{http}",
              "--grpc-port", "{port}", "--metrics-port", "0", "--management-port", "0", "--log-level", "warning"]
-    asgi = ["--app-dir", str(scratch)]
     return [
+        Target("grpcio aio (uvloop)", [own, str(scratch / "grpcio_aio.py"), "{port}", "uvloop"], NOOP_PATH, empty),
+        Target("servekit ModelInfer (digits MLP)", serve, "/inference.GRPCInferenceService/ModelInfer", infer),
+        Target("servekit ModelService/Predict (digits MLP)", serve, "/modelserving.ModelService/Predict", predict),
         Target("grpcio aio (asyncio loop)", [own, str(scratch / "grpcio_aio.py"), "{port}", "asyncio"], NOOP_PATH,
                empty),
-        Target("grpcio aio (uvloop)", [own, str(scratch / "grpcio_aio.py"), "{port}", "uvloop"], NOOP_PATH, empty),
         Target("grpcio sync, 8 threads", [own, str(scratch / "grpcio_sync.py"), "{port}"], NOOP_PATH, empty),
         Target("grpclib (h2, uvloop)", [other, str(scratch / "grpclib_noop.py"), "{port}"], NOOP_PATH, empty),
         Target("hypercorn ASGI (h2, uvloop, trailers)",
@@ -212,11 +213,9 @@ def targets(scratch: Path, own: str, other: str, repository: Path) -> list[Targe
         Target("granian ASGI (hyper, HTTP/2, no trailers)",
                [other, "-m", "granian", "--interface", "asgi", "--http", "2", "--host", "127.0.0.1", "--port",
                 "{port}", "--workers", "1", "--runtime-threads", "1", "--loop", "uvloop", "--log-level", "warning",
-                *asgi, "asgi_noop:app"],
+                "asgi_noop:app"],
                NOOP_PATH, empty, grpc=False,
                note="not a gRPC server (no trailers): the cost of a Rust HTTP/2 front end calling Python"),
-        Target("servekit ModelInfer (digits MLP)", serve, "/inference.GRPCInferenceService/ModelInfer", infer),
-        Target("servekit ModelService/Predict (digits MLP)", serve, "/modelserving.ModelService/Predict", predict),
     ]
 
 
@@ -337,6 +336,19 @@ def write_report(path: Path, rows: list[Row], targets_: list[Target], args: argp
             ratio = f"{100 * statistics.median(same) / ceiling.req_s:.0f} %" if ceiling else "-"
             lines.append(f"| {target.name} | {connections} | {statistics.median(same):.0f} ({min(same):.0f}-"
                          f"{max(same):.0f}) | {row.mean_ms:.2f} | {row.p99_ms:.2f} | {row.errors} | {ratio} |")
+    lines += ["", "Each server's req/s as a share of grpcio aio (uvloop) in the same round (the machine's load moves"
+              " between rounds; within one, servekit's rows run right after the ceiling's):", "",
+              "| server | conns | " + " | ".join(f"round {n}" for n in range(1, args.rounds + 1)) + " |",
+              "|---|---:|" + "---:|" * args.rounds]
+    for target in targets_:
+        for connections in args.connections:
+            cells = []
+            for number in range(1, args.rounds + 1):
+                own = [r for r in rows if (r.target, r.connections, r.round) == (target.name, connections, number)]
+                base = [r for r in rows if (r.target, r.connections, r.round) == ("grpcio aio (uvloop)", connections,
+                                                                                  number)]
+                cells.append(f"{100 * own[0].req_s / base[0].req_s:.0f} %" if own and base else "-")
+            lines.append(f"| {target.name} | {connections} | " + " | ".join(cells) + " |")
     notes = [f"- **{t.name}**: {t.note}" for t in targets_ if t.note]
     lines += ["", *notes, "", "## Raw h2load output", "", *raw]
     path.write_text("\n".join(lines) + "\n")
