@@ -34,7 +34,6 @@ import os
 import shlex
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -191,7 +190,9 @@ def servekit_bodies() -> tuple[bytes, bytes]:
 
 def targets(scratch: Path, own: str, other: str, repository: Path) -> list[Target]:
     scripts = {"grpcio_aio.py": GRPCIO_AIO, "grpcio_sync.py": GRPCIO_SYNC, "grpclib_noop.py": GRPCLIB,
-               "asgi_noop.py": ASGI_APP}
+               "asgi_noop.py": ASGI_APP,
+               # Hypercorn closes a connection after 1000 requests by default; h2load does not reconnect.
+               "hypercorn.toml": "keep_alive_max_requests = 1000000000\n"}
     for name, text in scripts.items():
         (scratch / name).write_text(text)
     empty = grpc_frame(b"")
@@ -207,7 +208,8 @@ def targets(scratch: Path, own: str, other: str, repository: Path) -> list[Targe
         Target("grpcio sync, 8 threads", [own, str(scratch / "grpcio_sync.py"), "{port}"], NOOP_PATH, empty),
         Target("grpclib (h2, uvloop)", [other, str(scratch / "grpclib_noop.py"), "{port}"], NOOP_PATH, empty),
         Target("hypercorn ASGI (h2, uvloop, trailers)",
-               [other, "-m", "hypercorn", "--bind", "127.0.0.1:{port}", "--worker-class", "uvloop",
+               [other, "-m", "hypercorn", "--config", str(scratch / "hypercorn.toml"), "--bind", "127.0.0.1:{port}",
+                "--worker-class", "uvloop",
                 "--log-level", "warning", "asgi_noop:app"],
                NOOP_PATH, empty),
         Target("granian ASGI (hyper, HTTP/2, no trailers)",
@@ -315,7 +317,7 @@ def write_report(path: Path, rows: list[Row], targets_: list[Target], args: argp
         f" {load_before}, after: {load_average()}.",
         f"Load: h2load, 1 thread, one call at a time per connection, {args.duration:.0f} s per run after"
         f" {args.warmup:.0f} s of warm-up, {args.rounds} rounds alternating over the list. Versions: {versions}.",
-        "", "| server | conns | req/s median (min-max) | mean ms | p99 ms | errors | % of grpcio aio (uvloop) |",
+        "", "| server | conns | req/s: median round (min-max) | mean ms | p99 ms | errors | % of grpcio aio (uvloop) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     medians: dict[tuple[str, int], Row] = {}
@@ -333,8 +335,8 @@ def write_report(path: Path, rows: list[Row], targets_: list[Target], args: argp
                 continue
             row = medians[(target.name, connections)]
             ceiling = medians.get(("grpcio aio (uvloop)", connections))
-            ratio = f"{100 * statistics.median(same) / ceiling.req_s:.0f} %" if ceiling else "-"
-            lines.append(f"| {target.name} | {connections} | {statistics.median(same):.0f} ({min(same):.0f}-"
+            ratio = f"{100 * row.req_s / ceiling.req_s:.0f} %" if ceiling else "-"
+            lines.append(f"| {target.name} | {connections} | {row.req_s:.0f} ({min(same):.0f}-"
                          f"{max(same):.0f}) | {row.mean_ms:.2f} | {row.p99_ms:.2f} | {row.errors} | {ratio} |")
     lines += ["", "Each server's req/s as a share of grpcio aio (uvloop) in the same round (the machine's load moves"
               " between rounds; within one, servekit's rows run right after the ceiling's):", "",

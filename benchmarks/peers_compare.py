@@ -296,7 +296,10 @@ def measure(peer: Peer, python: Path, workload: Workload, args: argparse.Namespa
             grpc_check(grpc_port, workload)
             loads.append(("grpc", lambda c, d: run_h2load(grpc_port, workload, c, d, workdir)))
         for protocol, load in loads:
-            load(max(args.connections), args.warmup)
+            try:
+                load(max(args.connections), args.warmup)
+            except RuntimeError as error:  # a warm-up shorter than one slow answer completes nothing
+                print(f"[{peer.name}/{workload.name}] {protocol} warm-up: {str(error).splitlines()[0]}", flush=True)
             for connections in args.connections:
                 before_cpu, _ = group_usage(process.pid)
                 sampler = PeakRss(process.pid)
