@@ -160,6 +160,7 @@ def test_statistics_count_rows_and_requests(http: httpclient.InferenceServerClie
     offset = httpclient.InferInput("OFFSET", [1], "INT32")
     offset.set_data_from_numpy(np.array([10], dtype=np.int32))
     assert http.infer("pyfull", [x, offset]).as_numpy("Y").tolist() == [[10, 11, 12], [13, 14, 15]]
+    http.infer("pybatch", [_x(1.0, module=httpclient)])  # its own request: the test must not rely on another's
     rows = http.get_inference_statistics("pybatch")["model_stats"][0]
     assert rows["inference_count"] >= rows["inference_stats"]["success"]["count"] > 0
 
