@@ -46,6 +46,8 @@ from peers.base import Launch, Peer, Workload, ensure_venv
 PEERS = {
     "servekit": "servekit_peer:ServekitPeer",
     "servekit-2w": "servekit_peer:ServekitTwoWorkersPeer",
+    "servekit-triton-repo": "servekit_peer:ServekitTritonRepoPeer",
+    "triton-server": "triton_server:TritonServerPeer",
     "triton": "triton:TritonPeer",
     "torchserve": "torchserve:TorchServePeer",
     "mlserver": "mlserver:MLServerPeer",
@@ -77,6 +79,7 @@ class Row:
     cold_start_s: float = 0.0
     note: str = ""
     failed: str = ""
+    round: int = 1  # which pass over the peer list (--rounds)
 
 
 @dataclass
@@ -293,7 +296,10 @@ def measure(peer: Peer, python: Path, workload: Workload, args: argparse.Namespa
             grpc_check(grpc_port, workload)
             loads.append(("grpc", lambda c, d: run_h2load(grpc_port, workload, c, d, workdir)))
         for protocol, load in loads:
-            load(max(args.connections), args.warmup)
+            try:
+                load(max(args.connections), args.warmup)
+            except RuntimeError as error:  # a warm-up shorter than one slow answer completes nothing
+                print(f"[{peer.name}/{workload.name}] {protocol} warm-up: {str(error).splitlines()[0]}", flush=True)
             for connections in args.connections:
                 before_cpu, _ = group_usage(process.pid)
                 sampler = PeakRss(process.pid)
@@ -353,14 +359,26 @@ def write_report(path: Path, rows: list[Row], args: argparse.Namespace, versions
                   "| peer | protocol | conns | req/s | p50 ms | p99 ms | mean ms | CPU % | RSS MiB | cold start s"
                   " | errors |",
                   "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for row in sorted(selected, key=lambda r: (r.protocol != "http", r.connections)):
+        for row, low, high in _median_rows(selected):
             if row.failed:
                 lines.append(f"| {row.peer} | | | failed: {row.failed} | | | | | | | |")
                 continue
-            lines.append(f"| {row.peer} | {row.protocol} | {row.connections} | {row.req_s:.0f} | {row.p50_ms:.2f}"
-                         f" | {row.p99_ms:.2f}"
+            spread = f" ({low:.0f}-{high:.0f})" if args.rounds > 1 else ""
+            lines.append(f"| {row.peer} | {row.protocol} | {row.connections} | {row.req_s:.0f}{spread}"
+                         f" | {row.p50_ms:.2f} | {row.p99_ms:.2f}"
                          f" | {row.mean_ms:.2f} | {row.cpu_pct:.0f} | {row.rss_mb:.0f} | {row.cold_start_s:.2f}"
                          f" | {row.errors} |")
+        if args.rounds > 1:
+            lines += ["", "Each round (req/s / p99 ms), peers run one after the other within a round:", "",
+                      "| peer | protocol | conns | " + " | ".join(f"round {n}" for n in range(1, args.rounds + 1))
+                      + " |", "|---|---|---:|" + "---:|" * args.rounds]
+            for row, _, _ in _median_rows(selected):
+                if row.failed:
+                    continue
+                same = {r.round: r for r in selected if _key(r) == _key(row) and not r.failed}
+                cells = [f"{same[n].req_s:.0f} / {same[n].p99_ms:.2f}" if n in same else "-"
+                         for n in range(1, args.rounds + 1)]
+                lines.append(f"| {row.peer} | {row.protocol} | {row.connections} | " + " | ".join(cells) + " |")
         lines += ["", "How each peer ran it:", ""]
         for peer in dict.fromkeys(row.peer for row in selected):
             notes = {row.note for row in selected if row.peer == peer and row.note}
@@ -372,6 +390,26 @@ def write_report(path: Path, rows: list[Row], args: argparse.Namespace, versions
     lines += ["## Raw wrk output", "", *raw]
     path.write_text("\n".join(lines) + "\n")
     path.with_suffix(".json").write_text(json.dumps([asdict(row) for row in rows], indent=1) + "\n")
+
+
+def _key(row: Row) -> tuple[str, str, str, int]:
+    return row.peer, row.workload, row.protocol, row.connections
+
+
+def _median_rows(rows: list[Row]) -> list[tuple[Row, float, float]]:
+    """Per (peer, protocol, connections), in first-seen order: the round with the median req/s
+    (the lower middle of an even count) and the min and max req/s over the rounds."""
+    groups: dict[tuple[str, str, str, int], list[Row]] = {}
+    for row in rows:
+        groups.setdefault(_key(row), []).append(row)
+    chosen = []
+    for group in groups.values():
+        ok = sorted((r for r in group if not r.failed), key=lambda r: r.req_s)
+        if not ok:
+            chosen.append((group[0], 0.0, 0.0))
+            continue
+        chosen.append((ok[(len(ok) - 1) // 2], ok[0].req_s, ok[-1].req_s))
+    return sorted(chosen, key=lambda item: (item[0].protocol != "http", item[0].connections))
 
 
 def _plot(path: Path, rows: list[Row], args: argparse.Namespace) -> Path | None:
@@ -388,7 +426,7 @@ def _plot(path: Path, rows: list[Row], args: argparse.Namespace) -> Path | None:
         return None
     figure, axes = plt.subplots(len(workloads), 2, figsize=(12, 3.6 * len(workloads)), squeeze=False)
     for index, workload in enumerate(workloads):
-        selected = [row for row in good if row.workload == workload]
+        selected = [row for row, _, _ in _median_rows([row for row in good if row.workload == workload])]
         peers = list(dict.fromkeys(row.peer for row in selected))
         combos = list(dict.fromkeys((row.protocol, row.connections) for row in selected))
         width = 0.8 / max(1, len(combos))
@@ -435,6 +473,9 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the whole peer list this many times, alternating; the table shows each"
+                             " row's median round with the min-max req/s, and a per-round table follows")
     parser.add_argument("--workload-root", type=Path, default=Path("benchmarks/results/tmp/workloads"))
     parser.add_argument("--venvs", type=Path, default=Path("benchmarks/results/tmp/venvs"))
     parser.add_argument("--scratch", type=Path, default=Path("benchmarks/results/tmp/peers"))
@@ -455,33 +496,50 @@ def main() -> int:
     raw: list[str] = []
     versions: dict[str, str] = {}
     pins = _model_library_pins()
-    for name in args.peers.split(","):
-        peer = load_peer(name)
-        why_not = peer.check_system()
-        wanted = [w for w in args.workloads if w in peer.workloads]
-        if why_not:
-            print(f"[{name}] skipped: {why_not}", flush=True)
-            rows += [Row(name, w, 0, failed=f"not run: {why_not}") for w in wanted]
-            continue
-        try:
-            python, spent = ensure_venv(args.venvs, peer, pins) if peer.own_venv else (Path(sys.executable), 0.0)
-        except subprocess.CalledProcessError as error:
-            rows += [Row(name, w, 0, failed=f"install failed: {error}") for w in wanted]
-            continue
-        if spent:
-            print(f"[{name}] venv built in {spent:.0f} s", flush=True)
-        versions[name] = _installed_version(python, peer.version_of or name)
-        for workload_name in wanted:
-            workload = Workload.load(args.workload_root / workload_name)
-            try:
-                rows += measure(peer, python, workload, args, args.wrk, raw)
-            except Exception as error:
-                traceback.print_exc()
-                rows.append(Row(name, workload_name, 0, failed=str(error).splitlines()[0][:200]))
+    pythons: dict[str, Path | None] = {}  # peer -> its interpreter, None when it cannot run
+    for round_number in range(1, args.rounds + 1):
+        for name in args.peers.split(","):
+            peer = load_peer(name)
+            wanted = [w for w in args.workloads if w in peer.workloads]
+            if name not in pythons:
+                pythons[name] = _prepare(peer, args, pins, rows, wanted)
+                if pythons[name] is not None:
+                    versions[name] = _installed_version(pythons[name], peer.version_of or name)
+            python = pythons[name]
+            if python is None:
+                continue
+            for workload_name in wanted:
+                workload = Workload.load(args.workload_root / workload_name)
+                try:
+                    measured = measure(peer, python, workload, args, args.wrk, raw)
+                except Exception as error:
+                    traceback.print_exc()
+                    measured = [Row(name, workload_name, 0, failed=str(error).splitlines()[0][:200])]
+                for row in measured:
+                    row.round = round_number
+                rows += measured
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_report(args.out, rows, args, versions, raw, load_before)
     print(f"wrote {args.out}", flush=True)
     return 1 if any(row.failed or row.errors for row in rows) else 0
+
+
+def _prepare(peer: Peer, args: argparse.Namespace, pins: tuple[str, ...], rows: list[Row],
+             wanted: list[str]) -> Path | None:
+    """The peer's interpreter (its venv built when needed), or None (a failed row per workload)."""
+    why_not = peer.check_system()
+    if why_not:
+        print(f"[{peer.name}] skipped: {why_not}", flush=True)
+        rows += [Row(peer.name, w, 0, failed=f"not run: {why_not}") for w in wanted]
+        return None
+    try:
+        python, spent = ensure_venv(args.venvs, peer, pins) if peer.own_venv else (Path(sys.executable), 0.0)
+    except subprocess.CalledProcessError as error:
+        rows += [Row(peer.name, w, 0, failed=f"install failed: {error}") for w in wanted]
+        return None
+    if spent:
+        print(f"[{peer.name}] venv built in {spent:.0f} s", flush=True)
+    return python
 
 
 def _installed_version(python: Path, distribution: str) -> str:

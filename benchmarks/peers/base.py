@@ -114,6 +114,7 @@ class Peer:
     requirements: tuple[str, ...] = ()  # pip requirement strings for the peer's own venv
     workloads: tuple[str, ...] = ("w1", "w2", "w3")  # which workloads it can serve
     own_venv: bool = True  # False: run in the interpreter running the suite (servekit itself)
+    venv_name: str = ""  # the venv folder under the suite's venvs (default: ``name``); peers may share one
 
     def check_system(self) -> str | None:
         """Why this peer cannot run on this machine (a missing Java, say), or None."""
@@ -141,7 +142,7 @@ def ensure_venv(root: Path, peer: Peer, extra: tuple[str, ...] = ()) -> tuple[Pa
     A requirement in ``extra`` on a distribution the peer's own requirements also name is
     dropped: the peer's wins (PyTriton needs ``numpy<2`` whatever the suite pins).
     """
-    venv = root / peer.name
+    venv = root / (peer.venv_name or peer.name)
     python = venv / "bin" / "python"
     own = {_distribution(requirement) for requirement in peer.requirements}
     wanted = sorted([*peer.requirements, *(pin for pin in extra if _distribution(pin) not in own)])

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 from peers.base import MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE, Launch, Peer, Workload, free_port, parse_oip_json
+from peers.triton_repository import write_python_repository
 
 
 class ServekitPeer(Peer):
@@ -54,3 +55,27 @@ class ServekitTwoWorkersPeer(ServekitPeer):
 
     def __init__(self) -> None:
         super().__init__(extra_args=("--workers", "2"), name="servekit-2w")
+
+
+class ServekitTritonRepoPeer(ServekitPeer):
+    """servekit serving the very repository ``triton-server`` serves (config.pbtxt, python-backend
+    model.py): issue 13's comparison, where only the server differs."""
+
+    def __init__(self) -> None:
+        super().__init__(name="servekit-triton-repo")
+
+    def launch(self, python: Path, workload: Workload, workdir: Path, port: int) -> Launch:
+        repository = write_python_repository(workload, workdir / "repository")
+        base = f"http://127.0.0.1:{port}"
+        grpc_port = free_port()
+        command = [
+            str(python), "-m", "servekit", "serve", str(repository),
+            "--host", "127.0.0.1", "--http-port", str(port), "--grpc-port", str(grpc_port),
+            "--metrics-port", "0", "--management-port", "0", "--log-level", "warning", *self.extra_args,
+        ]
+        return Launch(
+            command=command, url=f"{base}/v2/models/{workload.name}/infer", body=workload.oip_json_body(),
+            ready_url=f"{base}/v2/health/ready", parse=parse_oip_json, grpc_port=grpc_port,
+            note=f"the triton-server peer's repository (config.pbtxt, python backend model.py), dynamic batching"
+                 f" max {MAX_BATCH_SIZE} / {MAX_BATCH_DELAY_MS} ms, one process, OIP JSON",
+        )

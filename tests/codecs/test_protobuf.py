@@ -99,6 +99,35 @@ def test_responses_carry_raw_contents_and_parameters() -> None:
     assert codec.decode_parameters(message.outputs[0].parameters) == {"big": 2**64 - 1}
 
 
+@pytest.mark.parametrize("response", [
+    InferenceResponse("digits", "1", [Tensor.from_array("probabilities", np.full((2, 10), 0.1, np.float32)),
+                                      Tensor.from_array("label", np.array([3, 7]))], id="r1"),
+    InferenceResponse("m", "", [Tensor.from_array("s", np.array([b"a", b"bc"], dtype=object))]),
+    InferenceResponse("m", "2", [Tensor.from_array("empty", np.zeros((0, 3)))]),
+    InferenceResponse("m" * 300, "12", [Tensor("x", "FP32", (-1, 3), np.zeros((2, 3), np.float32))], id="é" * 200),
+    InferenceResponse("m", "3", [Tensor.from_array("y", np.ones((1, 2)))], parameters={"note": "x"}),
+    InferenceResponse("m", "3", [Tensor("y", "FP64", (1, 2), np.ones((1, 2)), {"flag": True})]),
+])
+def test_response_bytes_are_the_messages_bytes(response: InferenceResponse) -> None:
+    # Twice: the second answer comes from the cached fixed parts.
+    for _ in range(2):
+        written = codec.encode_infer_response_bytes(response)
+        message = codec.encode_infer_response(response)
+        assert pb.ModelInferResponse.FromString(written) == message
+        if not response.parameters and not any(t.parameters for t in response.outputs):
+            assert written == message.SerializeToString()
+
+
+def test_cached_response_parts_follow_the_shape_and_model() -> None:
+    first = InferenceResponse("a", "1", [Tensor.from_array("y", np.zeros((1, 2), np.float32))])
+    second = InferenceResponse("a", "2", [Tensor.from_array("y", np.zeros((3, 2), np.float32))])
+    for response in (first, second, first):
+        parsed = pb.ModelInferResponse.FromString(codec.encode_infer_response_bytes(response))
+        assert (parsed.model_version, list(parsed.outputs[0].shape)) == (response.model_version,
+                                                                         list(response.outputs[0].shape))
+        assert len(parsed.raw_output_contents[0]) == 4 * response.outputs[0].data.size
+
+
 def test_metadata_config_statistics_and_index_messages() -> None:
     spec = TensorSpec("x", "FP32", (-1, 4))
     metadata = codec.encode_model_metadata(ModelMetadata("m", ("1", "2"), "onnxruntime_onnx", (spec,), (spec,)))

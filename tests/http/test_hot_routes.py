@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from servekit.http.hot_routes import HotRoutes, match_infer_path
+from servekit.http.hot_routes import HotRoutes, match_infer_path, request_headers
 
 
 @pytest.mark.parametrize(("path", "expected"), [
@@ -22,6 +22,13 @@ from servekit.http.hot_routes import HotRoutes, match_infer_path
 ])
 def test_infer_paths_match_what_fastapi_would(path: str, expected: tuple[str, str | None] | None) -> None:
     assert match_infer_path(path) == expected
+
+
+def test_request_headers_are_read_as_starlette_reads_them() -> None:
+    raw = [(b"content-type", b"application/json"), (b"X-Routing-Key", b"first"), (b"x-routing-key", b"second"),
+           (b"inference-header-content-length", b"12")]
+    assert request_headers({"headers": raw}) == {"content-type": "application/json", "x-routing-key": "first",
+                                                 "inference-header-content-length": "12"}
 
 
 def test_the_app_answers_hot_routes_in_front_of_fastapi(client: TestClient) -> None:

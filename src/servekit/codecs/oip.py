@@ -33,10 +33,8 @@ def _require(condition: bool, message: str) -> None:
 
 
 def _parse_shape(name: str, shape: Any) -> tuple[int, ...]:
-    _require(
-        isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape),
-        f"input {name!r}: 'shape' must be a list of non-negative integers",
-    )
+    if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+        raise InvalidInput(f"input {name!r}: 'shape' must be a list of non-negative integers")
     parsed = tuple(shape)
     check_shape(name, parsed)
     return parsed
@@ -45,11 +43,13 @@ def _parse_shape(name: str, shape: Any) -> tuple[int, ...]:
 def json_array(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> np.ndarray[Any, Any]:
     """Build an array from JSON ``data`` (flat or nested, row-major), checked against datatype and shape."""
     count = element_count(shape)
-    _require(isinstance(data, list), f"input {name!r}: 'data' must be a list")
+    if not isinstance(data, list):
+        raise InvalidInput(f"input {name!r}: 'data' must be a list")
     try:
         if datatype == "BYTES":
             flat = np.array(data, dtype=object).reshape(-1)
-            _require(all(isinstance(x, str) for x in flat), f"input {name!r}: BYTES data must be strings")
+            if not all(isinstance(x, str) for x in flat):
+                raise InvalidInput(f"input {name!r}: BYTES data must be strings")
             array = np.empty(flat.size, dtype=object)
             array[:] = [x.encode() for x in flat]
         else:
@@ -59,10 +59,8 @@ def json_array(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> n
             array = _typed(name, datatype, parsed)
     except ValueError:
         raise InvalidInput(f"input {name!r}: 'data' is not a regular list of {datatype} values") from None
-    _require(
-        array.size == count,
-        f"input {name!r}: shape {list(shape)} needs {count} values; 'data' holds {array.size}",
-    )
+    if array.size != count:
+        raise InvalidInput(f"input {name!r}: shape {list(shape)} needs {count} values; 'data' holds {array.size}")
     return array.reshape(shape)
 
 
@@ -84,11 +82,13 @@ def _typed(name: str, datatype: str, parsed: np.ndarray[Any, Any]) -> np.ndarray
     if parsed.size == 0:
         return parsed.astype(dtype)
     allowed = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}[dtype.kind]
-    _require(kind in allowed, f"input {name!r}: 'data' holds values that are not {datatype}")
+    if kind not in allowed:
+        raise InvalidInput(f"input {name!r}: 'data' holds values that are not {datatype}")
     if dtype.kind in "iu" and kind in "iu":
         info = np.iinfo(dtype)
         low, high = parsed.min(), parsed.max()
-        _require(low >= info.min and high <= info.max, f"input {name!r}: a value is out of range for {datatype}")
+        if not (low >= info.min and high <= info.max):
+            raise InvalidInput(f"input {name!r}: a value is out of range for {datatype}")
     return parsed.astype(dtype, copy=False)
 
 
@@ -101,43 +101,57 @@ def decode_infer_request(
 ) -> InferenceRequest:
     """Parse an infer request body; every problem is an InvalidInput naming the field."""
     if header_length is not None:
-        _require(0 < header_length <= len(body), "Inference-Header-Content-Length is larger than the body")
+        if not (0 < header_length <= len(body)):
+            raise InvalidInput("Inference-Header-Content-Length is larger than the body")
         view = memoryview(body)
         document, binary = _load_json(view[:header_length], "request header"), view[header_length:]
     else:
         document, binary = _load_json(body, "request body"), memoryview(b"")
-    _require(isinstance(document, dict), "request body must be a JSON object")
+    if not isinstance(document, dict):
+        raise InvalidInput("request body must be a JSON object")
     raw_inputs = document.get("inputs")
-    _require(isinstance(raw_inputs, list) and len(raw_inputs) > 0, "'inputs' must be a non-empty list")
+    if not (isinstance(raw_inputs, list) and len(raw_inputs) > 0):
+        raise InvalidInput("'inputs' must be a non-empty list")
     inputs: list[Tensor] = []
     offset = 0
     for position, raw in enumerate(raw_inputs):
-        _require(isinstance(raw, dict), f"inputs[{position}] must be an object")
+        if not isinstance(raw, dict):
+            raise InvalidInput(f"inputs[{position}] must be an object")
         name = raw.get("name")
-        _require(isinstance(name, str) and name != "", f"inputs[{position}]: 'name' must be a non-empty string")
+        if not (isinstance(name, str) and name != ""):
+            raise InvalidInput(f"inputs[{position}]: 'name' must be a non-empty string")
         datatype = raw.get("datatype")
-        _require(isinstance(datatype, str) and datatype in DATATYPES, f"input {name!r}: unknown datatype "
-                 f"{datatype!r}; expected one of {', '.join(DATATYPES)}")
+        if not (isinstance(datatype, str) and datatype in DATATYPES):
+            raise InvalidInput(f"input {name!r}: unknown datatype {datatype!r}; expected one of "
+                               f"{', '.join(DATATYPES)}")
         shape = _parse_shape(name, raw.get("shape"))
         parameters = raw.get("parameters") or {}
-        _require(isinstance(parameters, dict), f"input {name!r}: 'parameters' must be an object")
+        if not isinstance(parameters, dict):
+            raise InvalidInput(f"input {name!r}: 'parameters' must be an object")
         size = parameters.get("binary_data_size")
         if size is not None:
-            _require(isinstance(size, int) and size >= 0, f"input {name!r}: binary_data_size must be an integer")
-            _require(offset + size <= len(binary), f"input {name!r}: binary_data_size runs past the end of the body")
+            if not (isinstance(size, int) and size >= 0):
+                raise InvalidInput(f"input {name!r}: binary_data_size must be an integer")
+            if offset + size > len(binary):
+                raise InvalidInput(f"input {name!r}: binary_data_size runs past the end of the body")
             array = array_from_bytes(name, datatype, shape, binary[offset : offset + size])
             offset += size
         else:
-            _require("data" in raw, f"input {name!r}: has neither 'data' nor parameters.binary_data_size")
+            if "data" not in raw:
+                raise InvalidInput(f"input {name!r}: has neither 'data' nor parameters.binary_data_size")
             array = json_array(name, datatype, shape, raw["data"])
         inputs.append(Tensor(name, datatype, shape, array, parameters))
-    _require(offset == len(binary), f"the body has {len(binary) - offset} bytes of binary data no input claims")
+    if offset != len(binary):
+        raise InvalidInput(f"the body has {len(binary) - offset} bytes of binary data no input claims")
     names = [t.name for t in inputs]
-    _require(len(set(names)) == len(names), "an input name appears more than once")
+    if len(set(names)) != len(names):
+        raise InvalidInput("an input name appears more than once")
     request_parameters = document.get("parameters") or {}
-    _require(isinstance(request_parameters, dict), "'parameters' must be an object")
+    if not isinstance(request_parameters, dict):
+        raise InvalidInput("'parameters' must be an object")
     request_id = document.get("id")
-    _require(request_id is None or isinstance(request_id, str), "'id' must be a string")
+    if not (request_id is None or isinstance(request_id, str)):
+        raise InvalidInput("'id' must be a string")
     return InferenceRequest(
         model_name=model_name,
         model_version=model_version,
@@ -151,13 +165,17 @@ def decode_infer_request(
 def _parse_outputs(raw_outputs: Any) -> list[RequestedOutput] | None:
     if raw_outputs is None:
         return None
-    _require(isinstance(raw_outputs, list), "'outputs' must be a list")
+    if not isinstance(raw_outputs, list):
+        raise InvalidInput("'outputs' must be a list")
     outputs: list[RequestedOutput] = []
     for position, raw in enumerate(raw_outputs):
-        _require(isinstance(raw, dict) and isinstance(raw.get("name"), str), f"outputs[{position}] needs a 'name'")
+        if not (isinstance(raw, dict) and isinstance(raw.get("name"), str)):
+            raise InvalidInput(f"outputs[{position}] needs a 'name'")
         parameters = raw.get("parameters") or {}
-        _require(isinstance(parameters, dict), f"output {raw['name']!r}: 'parameters' must be an object")
-        _require("classification" not in parameters, "the classification extension is not supported")
+        if not isinstance(parameters, dict):
+            raise InvalidInput(f"output {raw['name']!r}: 'parameters' must be an object")
+        if not ("classification" not in parameters):
+            raise InvalidInput("the classification extension is not supported")
         outputs.append(RequestedOutput(raw["name"], parameters))
     return outputs
 

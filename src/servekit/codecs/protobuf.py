@@ -25,6 +25,7 @@ __all__ = [
     "decode_infer_request",
     "decode_parameters",
     "encode_infer_response",
+    "encode_infer_response_bytes",
     "encode_model_config",
     "encode_model_metadata",
     "encode_model_statistics",
@@ -84,6 +85,7 @@ def encode_parameters(values: Mapping[str, Any], into: MutableMapping[str, pb.In
 
 def _typed_array(tensor: pb.ModelInferRequest.InferInputTensor, shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
     name, datatype = tensor.name, tensor.datatype
+    check_shape(name, shape)
     field = CONTENTS_FIELDS.get(datatype)
     _require(field is not None, f"input {name!r}: {datatype} has no typed contents field; send raw_input_contents")
     assert field is not None
@@ -108,33 +110,40 @@ def _typed_array(tensor: pb.ModelInferRequest.InferInputTensor, shape: tuple[int
     return wide.astype(dtype).reshape(shape)
 
 
-def _shape(tensor: pb.ModelInferRequest.InferInputTensor) -> tuple[int, ...]:
-    shape = tuple(tensor.shape)
-    check_shape(tensor.name, shape)
-    return shape
-
-
 @decoder("the ModelInferRequest")
 def decode_infer_request(message: pb.ModelInferRequest) -> InferenceRequest:
-    """A ModelInferRequest as an InferenceRequest (numeric raw inputs are zero-copy, read-only)."""
-    _require(message.model_name != "", "model_name is required")
-    _require(len(message.inputs) > 0, "'inputs' must not be empty")
+    """A ModelInferRequest as an InferenceRequest (numeric raw inputs are zero-copy, read-only).
+
+    Every check is a plain test; its message is built only for a request that fails it (this
+    runs once per call, and formatting the messages cost more than the checks)."""
+    if not message.model_name:
+        raise InvalidInput("model_name is required")
+    tensors = message.inputs
+    if not tensors:
+        raise InvalidInput("'inputs' must not be empty")
     raw = message.raw_input_contents
     if raw:
-        _require(len(raw) == len(message.inputs),
-                 f"raw_input_contents has {len(raw)} entries for {len(message.inputs)} inputs; give one per input")
-        _require(not any(t.HasField("contents") for t in message.inputs),
-                 "an input carries contents while raw_input_contents is used; use one or the other")
+        if len(raw) != len(tensors):
+            raise InvalidInput(f"raw_input_contents has {len(raw)} entries for {len(tensors)} inputs; give one per "
+                               "input")
+        if any(t.HasField("contents") for t in tensors):
+            raise InvalidInput("an input carries contents while raw_input_contents is used; use one or the other")
     inputs: list[Tensor] = []
-    for position, tensor in enumerate(message.inputs):
+    names: set[str] = set()
+    for position, tensor in enumerate(tensors):
         name, datatype = tensor.name, tensor.datatype
-        _require(name != "", f"inputs[{position}]: 'name' must not be empty")
-        _require(datatype in DATATYPES, f"input {name!r}: unknown datatype {datatype!r}")
-        shape = _shape(tensor)
+        if not name:
+            raise InvalidInput(f"inputs[{position}]: 'name' must not be empty")
+        if datatype not in DATATYPES:
+            raise InvalidInput(f"input {name!r}: unknown datatype {datatype!r}")
+        shape = tuple(tensor.shape)
+        # array_from_bytes checks the shape itself; typed contents are checked here
         array = array_from_bytes(name, datatype, shape, raw[position]) if raw else _typed_array(tensor, shape)
-        inputs.append(Tensor(name, datatype, shape, array, decode_parameters(tensor.parameters)))
-    names = [t.name for t in inputs]
-    _require(len(set(names)) == len(names), "an input name appears more than once")
+        parameters = decode_parameters(tensor.parameters) if tensor.parameters else {}
+        inputs.append(Tensor(name, datatype, shape, array, parameters))
+        names.add(name)
+    if len(names) != len(inputs):
+        raise InvalidInput("an input name appears more than once")
     outputs: list[RequestedOutput] | None = None
     if message.outputs:
         outputs = []
@@ -148,7 +157,7 @@ def decode_infer_request(message: pb.ModelInferRequest) -> InferenceRequest:
         id=message.id or None,
         inputs=inputs,
         outputs=outputs,
-        parameters=decode_parameters(message.parameters),
+        parameters=decode_parameters(message.parameters) if message.parameters else {},
     )
 
 
@@ -163,6 +172,75 @@ def encode_infer_response(response: InferenceResponse) -> pb.ModelInferResponse:
         encode_parameters(tensor.parameters, output.parameters)
         message.raw_output_contents.append(array_to_bytes(tensor.data))
     return message
+
+
+def encode_infer_response_bytes(response: InferenceResponse) -> bytes:
+    """``encode_infer_response(response).SerializeToString()``, written without building the
+    message: a response's fixed parts (model name and version, each output's name, datatype and
+    shape) are serialized once and reused, and the raw contents are appended as they are.
+
+    A response that carries parameters (a protobuf map, whose order on the wire is the
+    library's) goes through the message instead. The bytes parse to the same message either way.
+    """
+    outputs = response.outputs
+    if response.parameters or any(tensor.parameters for tensor in outputs):
+        return encode_infer_response(response).SerializeToString()
+    parts = [_response_prefix(response.model_name, response.model_version)]
+    if response.id:
+        parts.append(_length_delimited(_ID, response.id.encode()))
+    for tensor in outputs:
+        parts.append(_output_header(tensor.name, tensor.datatype, tensor.shape))
+    for tensor in outputs:
+        raw = array_to_bytes(tensor.data)
+        parts.append(_RAW_OUTPUT + _varint(len(raw)))
+        parts.append(raw)
+    return b"".join(parts)
+
+
+# Wire tags (field number << 3 | 2, length-delimited) of ModelInferResponse's fields.
+_MODEL_NAME, _MODEL_VERSION, _ID, _OUTPUT, _RAW_OUTPUT = b"\x0a", b"\x12", b"\x1a", b"\x2a", b"\x32"
+# Serialized fixed parts, keyed by what they encode; cleared when full (names come from models,
+# shapes from requests, so the number of distinct keys is bounded only by clients).
+_PARTS_LIMIT = 4096
+_prefixes: dict[tuple[str, str], bytes] = {}
+_output_headers: dict[tuple[str, str, tuple[int, ...]], bytes] = {}
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _length_delimited(tag: bytes, payload: bytes) -> bytes:
+    return tag + _varint(len(payload)) + payload
+
+
+def _response_prefix(model_name: str, model_version: str) -> bytes:
+    key = (model_name, model_version)
+    prefix = _prefixes.get(key)
+    if prefix is None:
+        prefix = b"".join(_length_delimited(tag, value.encode()) for tag, value in
+                          ((_MODEL_NAME, model_name), (_MODEL_VERSION, model_version)) if value)
+        if len(_prefixes) >= _PARTS_LIMIT:
+            _prefixes.clear()
+        _prefixes[key] = prefix
+    return prefix
+
+
+def _output_header(name: str, datatype: str, shape: tuple[int, ...]) -> bytes:
+    key = (name, datatype, shape)
+    header = _output_headers.get(key)
+    if header is None:
+        tensor = pb.ModelInferResponse.InferOutputTensor(name=name, datatype=datatype, shape=shape)
+        header = _length_delimited(_OUTPUT, tensor.SerializeToString())
+        if len(_output_headers) >= _PARTS_LIMIT:
+            _output_headers.clear()
+        _output_headers[key] = header
+    return header
 
 
 def encode_model_metadata(metadata: ModelMetadata) -> pb.ModelMetadataResponse:

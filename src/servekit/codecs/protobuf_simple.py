@@ -38,7 +38,8 @@ def decode_rows(features: Sequence[float], width: int, *, single: bool) -> np.nd
         raise InvalidInput(f"'features' holds {count} values; this call takes exactly one row of {width}")
     if count % width:
         raise InvalidInput(f"'features' holds {count} values, not a whole number of rows of {width}")
-    return np.array(features, dtype=np.float32).reshape(count // width, width)
+    # features[:] is a plain list: numpy reads one far faster than protobuf's repeated container
+    return np.array(features[:], dtype=np.float32).reshape(count // width, width)
 
 
 def _as_class(model: str, value: Any) -> int:

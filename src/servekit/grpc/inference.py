@@ -66,11 +66,12 @@ class InferenceServicer:
 
     # -- inference -----------------------------------------------------------------------
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> bytes:
+        """The response goes out as the ModelInferResponse's bytes (``rpc`` sends bytes as they are)."""
         with self._plane.rejections("grpc", request.model_name):
             inference = codec.decode_infer_request(request)
         inference.deadline = deadline_of(context)
-        return codec.encode_infer_response(await self._plane.infer(inference, "grpc"))
+        return codec.encode_infer_response_bytes(await self._plane.infer(inference, "grpc"))
 
     async def ModelStreamInfer(
         self, requests: AsyncIterator[pb.ModelInferRequest], context: Context

@@ -12,7 +12,9 @@ error or not, and, when tracing is on, a SERVER span (``servekit.observability.t
 
 Requests are parsed here too, not by grpc's deserializer hook: bytes that are not the
 method's message are the client's error (INVALID_ARGUMENT naming the message type), while an
-exception in grpc's hook would end the call as UNKNOWN.
+exception in grpc's hook would end the call as UNKNOWN. A unary method may return its response
+already serialized (``bytes``): the serializer sends bytes as they are, so a hot method can
+write its answer without building the message (``InferenceServicer.ModelInfer``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ __all__ = ["abort_with", "add_service", "deadline_of"]
 
 log = logging.getLogger("servekit.grpc")
 
-Unary = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]
+Unary = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message | bytes]]
 Streaming = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Message]]
 
 
@@ -82,7 +84,7 @@ def _incoming_request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str | N
 
 
 def _unary(behaviour: Unary, parse: Parse, streamed: bool, method: str) -> Unary:
-    async def answer(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+    async def answer(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message | bytes:
         try:
             response = await behaviour(_parsed(request, parse) if streamed else parse(request), context)
         except grpc.aio.AbortError:
@@ -93,7 +95,7 @@ def _unary(behaviour: Unary, parse: Parse, streamed: bool, method: str) -> Unary
         context.set_trailing_metadata(((request_ids.HEADER, request_ids.ensure()),))
         return response
 
-    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message | bytes:
         token = request_ids.bind(_incoming_request_id(context))
         try:
             if tracing.tracer is None:
@@ -149,8 +151,11 @@ def _status_number(context: grpc.aio.ServicerContext[Any, Any]) -> int:
     return int(code) if isinstance(code, int) else 0
 
 
-def _serialize(message: Message) -> bytes:
-    return message.SerializeToString()
+def _serialize(message: Message | bytes) -> bytes:
+    """A response message's bytes; a method may answer with its response already serialized."""
+    if type(message) is bytes:
+        return message
+    return message.SerializeToString()  # type: ignore[union-attr]
 
 
 def add_service(server: grpc.aio.Server, service: ServiceDescriptor, servicer: object) -> None:

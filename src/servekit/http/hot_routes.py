@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 
-from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -38,11 +37,23 @@ from servekit.observability import request_ids, tracing
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.simple import SimpleAPI
 
-__all__ = ["HotRoutes", "match_infer_path"]
+__all__ = ["HotRoutes", "match_infer_path", "request_headers"]
 
 log = logging.getLogger("servekit.http")
 
 _REQUEST_ID = request_ids.HEADER.encode("latin-1")
+
+
+def request_headers(scope: Scope) -> dict[str, str]:
+    """The request's headers by lower-case name, the first of repeated ones (as Starlette's
+    ``Headers.get`` answers), built once: the handlers read several, and each ``Headers.get``
+    scans and lower-cases every header again."""
+    headers: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        key = name.decode("latin-1").lower()
+        if key not in headers:
+            headers[key] = value.decode("latin-1")
+    return headers
 
 
 def match_infer_path(path: str) -> tuple[str, str | None] | None:
@@ -111,7 +122,7 @@ class HotRoutes:
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send,
                       infer: tuple[str, str | None] | None) -> None:
-        headers = Headers(scope=scope)
+        headers = request_headers(scope)
         try:
             if infer is None:
                 content = await answer_predict(self.simple, self.limits, headers, receive)

@@ -38,10 +38,10 @@ EXTENSIONS = ("binary_tensor_data", "model_repository", "statistics", "model_con
 def _check_tensor(spec: TensorSpec, tensor: Tensor) -> None:
     if tensor.datatype != spec.datatype:
         raise InvalidInput(f"input {spec.name!r} has datatype {tensor.datatype}; the model expects {spec.datatype}")
-    shape = tensor.shape
-    if len(shape) != len(spec.shape) or any(
-        want not in (-1, got) for want, got in zip(spec.shape, shape, strict=False)
-    ):
+    shape, wanted = tensor.shape, spec.shape
+    if shape == wanted:
+        return
+    if len(shape) != len(wanted) or any(want != -1 and want != got for want, got in zip(wanted, shape, strict=True)):
         raise InvalidInput(f"input {spec.name!r} has shape {list(shape)}; the model expects {list(spec.shape)}")
 
 
@@ -81,6 +81,11 @@ class DataPlane:
         entry = self._registry.entry(name)
         versions = tuple(str(v) for v, mv in sorted(entry.versions.items()) if mv.state is LoadState.READY)
         return ModelMetadata(chosen.name, versions, chosen.platform, chosen.inputs, chosen.outputs)
+
+    def model_inputs(self, name: str, version: str | None = None) -> tuple[TensorSpec, ...]:
+        """The declared inputs of the version ``model_metadata`` describes (404 unknown, 503 not
+        ready), without building the whole document."""
+        return self._registry.resolve(name, version).inputs
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
         """Whether the model (version) answers now; ModelNotFound when there is no such model."""
@@ -195,8 +200,19 @@ class DataPlane:
 
 
 def _validated_inputs(version: ModelVersion, request: InferenceRequest) -> Arrays:
-    given = {tensor.name: tensor for tensor in request.inputs}
+    """The request's arrays by input name, in the model's input order, each checked against its spec."""
     specs = version.input_by_name
+    tensors = request.inputs
+    if len(tensors) == len(specs):  # the usual request: every input, in the model's order
+        arrays: Arrays = {}
+        for tensor, spec in zip(tensors, specs.values(), strict=True):
+            if tensor.name != spec.name:
+                break
+            _check_tensor(spec, tensor)
+            arrays[spec.name] = tensor.data
+        else:
+            return arrays
+    given = {tensor.name: tensor for tensor in tensors}
     unknown = sorted(set(given) - set(specs))
     if unknown:
         raise InvalidInput(f"model {version.name!r} has no input named {', '.join(map(repr, unknown))}; "

@@ -68,6 +68,9 @@ class ModelEntry:
         return {v: mv for v, mv in self.versions.items() if mv.state is LoadState.READY}
 
     def default_version(self) -> ModelVersion | None:
+        if len(self.versions) == 1:  # the usual model: asked once per request, so no dict for it
+            (only,) = self.versions.values()
+            return only if only.state is LoadState.READY else None
         ready = self.ready_versions()
         if not ready:
             return None

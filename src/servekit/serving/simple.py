@@ -65,7 +65,7 @@ class SimpleAPI:
         """The model (``model``, else the default one) and its row width: the last dimension of
         its input (-1: any)."""
         chosen = model or self.default_model()
-        inputs = self._plane.model_metadata(chosen).inputs
+        inputs = self._plane.model_inputs(chosen)
         return chosen, inputs[0].shape[-1] if inputs and inputs[0].shape else -1
 
     def rejections(self, protocol: Protocol, model: str | None = None) -> RequestObservation:
@@ -99,7 +99,7 @@ class SimpleAPI:
         request = InferenceRequest(version.name, [tensor], model_version=str(version.version))
         response = await self._plane.answer(version, request, seen)
         outputs = {t.name: t.data for t in response.outputs}
-        predictions, probabilities = read_prediction(version, outputs)
+        predictions, probabilities = read_prediction(version, outputs, return_probabilities)
         return SimplePrediction(
             predictions=predictions,
             probabilities=probabilities if return_probabilities else None,
@@ -107,17 +107,20 @@ class SimpleAPI:
         )
 
 
-def read_prediction(version: ModelVersion,
-                    outputs: Arrays) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]:
+def read_prediction(version: ModelVersion, outputs: Arrays,
+                    probabilities_wanted: bool = True) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]:
     """Pick predictions and probabilities by config, else by datatype: integer/BYTES -> labels,
-    a 2-D float output -> probabilities (argmax gives predictions when no label output)."""
+    a 2-D float output -> probabilities (argmax gives predictions when no label output).
+    Without ``probabilities_wanted`` they are worked out only when the predictions need them
+    (no label output), and may come back None."""
     simple = version.config.simple
     specs = version.outputs
     label = simple.prediction_output or next(
         (s.name for s in specs if s.datatype.startswith(("INT", "UINT")) or s.datatype == "BYTES"), None)
     proba = simple.probability_output or next(
         (s.name for s in specs if s.datatype.startswith("FP") and len(s.shape) == 2), None)
-    probabilities = as_distribution(outputs[proba], simple.probabilities) if proba else None
+    needed = proba is not None and (probabilities_wanted or not label)
+    probabilities = as_distribution(outputs[proba], simple.probabilities) if proba and needed else None
     if label:
         predictions = outputs[label]
     elif probabilities is not None:

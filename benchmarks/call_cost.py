@@ -1,0 +1,226 @@
+"""What one request costs servekit's Python, per transport, without sockets: microseconds per call.
+
+    python benchmarks/call_cost.py --calls 20000 --rounds 3
+    python benchmarks/call_cost.py --profile grpc-infer     # cProfile of one path: call counts, per-call cost
+    python benchmarks/call_cost.py --compare-src /tmp/before/src   # the same in a copy of src/, alternating
+
+One process builds the demo repository's ``digits`` ONNX MLP (dynamic batching, inline
+execution as ``auto`` picks it) behind a real ServingCore, then calls each transport's own
+entry point the way its server does, with one row of 64 FP32 per request:
+
+- ``grpc-infer``: the ModelInfer method handler servekit registers with grpc.aio (request
+  bytes in, the response's serializer applied), with a stand-in for grpc's call context;
+- ``grpc-predict``: the same for ``modelserving.ModelService/Predict``;
+- ``http-infer`` / ``http-predict``: the ASGI hot routes (``HotRoutes``) with an OIP JSON
+  body / a /predict body, ASGI ``receive``/``send`` stand-ins.
+
+Calls go ``--concurrency`` at a time (default 32, as a loaded server sees them: they batch),
+and the figure is the event loop thread's CPU time over calls: the Python work of decoding, the data plane, the
+batcher, the model and encoding, but not grpc's C core, uvicorn's parsing or the kernel.
+It is a tool to compare code (``--compare-src`` runs a copy of ``src/`` in a second process,
+alternating rounds), not a server's throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import os
+import pstats
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+PATHS = ("grpc-infer", "grpc-predict", "http-infer", "http-predict")
+
+
+class _Context:
+    """The parts of grpc.aio's ServicerContext servekit's handlers use."""
+
+    def time_remaining(self) -> None:
+        return None
+
+    def invocation_metadata(self) -> tuple[()]:
+        return ()
+
+    def set_trailing_metadata(self, metadata: Any) -> None:
+        pass
+
+    async def abort(self, code: Any, message: str) -> None:
+        raise RuntimeError(f"aborted: {code} {message}")
+
+
+class _Registrar:
+    """Stands in for grpc.aio.Server in ``add_service``: keeps the method handlers."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Any] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        for name, handler in handlers.items():
+            self.handlers[f"/{service}/{name}"] = handler
+
+
+async def build(repository: Path) -> tuple[Any, dict[str, Any]]:
+    """A started ServingCore over ``repository`` and one coroutine factory per path."""
+    import numpy as np
+
+    from servekit.codecs.raw import array_to_bytes
+    from servekit.config import ServerSettings
+    from servekit.grpc.generated import inference_pb2, model_service_pb2
+    from servekit.grpc.inference import InferenceServicer
+    from servekit.grpc.model_service import ModelServicer
+    from servekit.grpc.rpc import add_service
+    from servekit.http.hot_routes import HotRoutes
+    from servekit.serving.core import ServingCore
+
+    settings = ServerSettings(repository=repository, default_model="digits", access_log="off", metrics_port=0,
+                              management_port=0)
+    core = ServingCore(settings)
+    await core.start()
+    registrar = _Registrar()
+    for servicer in (InferenceServicer(core.plane), ModelServicer(core.simple)):
+        add_service(registrar, servicer.service, servicer)  # type: ignore[arg-type]
+    row = (np.arange(64) % 17).astype(np.float32)
+    infer = inference_pb2.ModelInferRequest(model_name="digits")
+    infer.inputs.add(name="input", datatype="FP32", shape=[1, 64])
+    infer.raw_input_contents.append(array_to_bytes(row.reshape(1, 64)))
+    predict = model_service_pb2.PredictRequest(features=row.tolist(), model="digits")
+    context = _Context()
+
+    def grpc_call(path: str, body: bytes) -> Any:
+        handler = registrar.handlers[path]
+
+        async def call() -> bytes:
+            return handler.response_serializer(await handler.unary_unary(body, context))  # type: ignore[no-any-return]
+
+        return call
+
+    async def _not_found(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError(f"not a hot route: {scope['path']}")
+
+    hot = HotRoutes(_not_found, core.plane, core.simple, settings)
+
+    def http_call(path: str, body: bytes) -> Any:
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        scope = {"type": "http", "method": "POST", "path": path, "root_path": "", "headers": headers,
+                 "query_string": b""}
+        message = {"type": "http.request", "body": body, "more_body": False}
+
+        async def call() -> None:
+            sent: list[Any] = []
+
+            async def receive() -> dict[str, Any]:
+                return message
+
+            async def send(event: dict[str, Any]) -> None:
+                sent.append(event)
+
+            await hot(scope, receive, send)
+            if sent[0]["status"] != 200:
+                raise RuntimeError(f"{path}: {sent[0]['status']} {sent[1]['body'][:200]!r}")
+
+        return call
+
+    oip = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": row.tolist()}]})
+    calls = {
+        "grpc-infer": grpc_call("/inference.GRPCInferenceService/ModelInfer", infer.SerializeToString()),
+        "grpc-predict": grpc_call("/modelserving.ModelService/Predict", predict.SerializeToString()),
+        "http-infer": http_call("/v2/models/digits/infer", oip.encode()),
+        "http-predict": http_call("/predict", json.dumps({"inputs": [row.tolist()]}).encode()),
+    }
+    return core, calls
+
+
+async def run_calls(call: Any, calls: int, concurrency: int) -> float:
+    """CPU seconds of the event loop's thread per call, ``calls`` calls with ``concurrency`` in
+    flight. CPU time rather than wall time: on a machine shared with other work, wall time
+    measures the neighbours too (threads the model's library starts are not counted)."""
+    remaining = calls
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await call()
+
+    started = time.thread_time()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return (time.thread_time() - started) / calls
+
+
+async def measure(paths: list[str], calls: int, concurrency: int, profile: str | None) -> dict[str, float]:
+    from servekit.demo import write_demo_repository
+
+    with tempfile.TemporaryDirectory() as scratch:
+        repository = Path(scratch)
+        write_demo_repository(repository, include_torch=False)
+        core, factories = await build(repository)
+        try:
+            results = {}
+            for path in paths:
+                await run_calls(factories[path], min(2000, calls), concurrency)  # warm-up
+                if profile == path:
+                    profiler = cProfile.Profile()
+                    profiler.enable()
+                    results[path] = await run_calls(factories[path], calls, concurrency)
+                    profiler.disable()
+                    stats = pstats.Stats(profiler, stream=sys.stderr)
+                    stats.sort_stats("tottime").print_stats(35)
+                else:
+                    results[path] = await run_calls(factories[path], calls, concurrency)
+            return results
+        finally:
+            await core.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=20000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--paths", default=",".join(PATHS))
+    parser.add_argument("--profile", choices=PATHS, help="cProfile this path (stderr), one round")
+    parser.add_argument("--compare-src", type=Path, help="also run a copy of src/ (put first on PYTHONPATH)")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one round, as JSON (children)
+    args = parser.parse_args()
+    paths = args.paths.split(",")
+    if args.json or args.profile:
+        result = asyncio.run(measure(paths, args.calls, args.concurrency, args.profile))
+        print(json.dumps(result) if args.json else "\n".join(f"{p}: {s * 1e6:.1f} us/call" for p, s in
+                                                              result.items()))
+        return 0
+    sources = {"current": None, **({"before": args.compare_src.resolve()} if args.compare_src else {})}
+    figures: dict[str, dict[str, list[float]]] = {name: {p: [] for p in paths} for name in sources}
+    for round_number in range(args.rounds):
+        for name, src in sources.items():
+            env = dict(os.environ)
+            if src is not None:
+                env["PYTHONPATH"] = f"{src}:{env.get('PYTHONPATH', '')}"
+            command = [sys.executable, __file__, "--json", "--calls", str(args.calls), "--concurrency",
+                       str(args.concurrency), "--paths", args.paths]
+            completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900, check=True)
+            for path, seconds in json.loads(completed.stdout.strip().splitlines()[-1]).items():
+                figures[name][path].append(seconds * 1e6)
+            print(f"round {round_number + 1} {name}: " + ", ".join(
+                f"{p} {figures[name][p][-1]:.1f}" for p in paths), flush=True)
+    print(f"\nCPU us per call, median (min-max) of {args.rounds} rounds; {args.calls} calls, {args.concurrency} in"
+          " flight")
+    for path in paths:
+        cells = [f"{name} {statistics.median(v[path]):.1f} ({min(v[path]):.1f}-{max(v[path]):.1f})"
+                 for name, v in figures.items()]
+        print(f"{path}: " + "; ".join(cells))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
