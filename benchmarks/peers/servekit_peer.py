@@ -19,6 +19,14 @@ class ServekitPeer(Peer):
         self.extra_config = extra_config  # appended to every config.yaml (YAML, top-level keys)
         self.name = name or self.name
 
+    def command(self, python: Path, repository: Path, port: int, grpc_port: int) -> list[str]:
+        """``servekit serve`` on ``repository``, bound to 127.0.0.1, metrics and management off."""
+        return [
+            str(python), "-m", "servekit", "serve", str(repository),
+            "--host", "127.0.0.1", "--http-port", str(port), "--grpc-port", str(grpc_port),
+            "--metrics-port", "0", "--management-port", "0", "--log-level", "warning", *self.extra_args,
+        ]
+
     def launch(self, python: Path, workload: Workload, workdir: Path, port: int) -> Launch:
         model_dir = workdir / "repository" / workload.name
         (model_dir / "1").mkdir(parents=True)
@@ -37,11 +45,7 @@ class ServekitPeer(Peer):
         )
         base = f"http://127.0.0.1:{port}"
         grpc_port = free_port()
-        command = [
-            str(python), "-m", "servekit", "serve", str(workdir / "repository"),
-            "--host", "127.0.0.1", "--http-port", str(port), "--grpc-port", str(grpc_port),
-            "--metrics-port", "0", "--management-port", "0", "--log-level", "warning", *self.extra_args,
-        ]
+        command = self.command(python, workdir / "repository", port, grpc_port)
         return Launch(
             command=command, url=f"{base}/v2/models/{workload.name}/infer", body=workload.oip_json_body(),
             ready_url=f"{base}/v2/health/ready", parse=parse_oip_json, grpc_port=grpc_port,
@@ -68,11 +72,7 @@ class ServekitTritonRepoPeer(ServekitPeer):
         repository = write_python_repository(workload, workdir / "repository")
         base = f"http://127.0.0.1:{port}"
         grpc_port = free_port()
-        command = [
-            str(python), "-m", "servekit", "serve", str(repository),
-            "--host", "127.0.0.1", "--http-port", str(port), "--grpc-port", str(grpc_port),
-            "--metrics-port", "0", "--management-port", "0", "--log-level", "warning", *self.extra_args,
-        ]
+        command = self.command(python, repository, port, grpc_port)
         return Launch(
             command=command, url=f"{base}/v2/models/{workload.name}/infer", body=workload.oip_json_body(),
             ready_url=f"{base}/v2/health/ready", parse=parse_oip_json, grpc_port=grpc_port,
