@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -210,3 +211,11 @@ def test_http1_client_reads_chunked_and_length_framed_answers() -> None:
         return [(answer.status, answer.body) for answer in answers]
 
     assert asyncio.run(run()) == [(200, b"hello"), (503, b"abcde")]
+
+
+def test_grpc_without_grpcio_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from servekit.toolkit import clients
+
+    monkeypatch.setitem(sys.modules, "grpc", None)  # as in a core install: `import grpc` fails
+    with pytest.raises(ToolkitError, match=r"pip install 'servekit\[grpc\]'"):
+        clients._grpc_module()

@@ -156,8 +156,17 @@ def _json_data(array: np.ndarray[Any, Any]) -> Any:
     return array.reshape(-1).tolist()
 
 
+def _grpc_module() -> Any:
+    """grpcio, or a ToolkitError that names the extra to install (a core install leaves it out)."""
+    try:
+        import grpc
+    except ImportError:
+        raise ToolkitError("--protocol grpc needs grpcio: pip install 'servekit[grpc]'") from None
+    return grpc
+
+
 async def _grpc_inputs(endpoint: Endpoint, timeout_s: float) -> list[TensorSpec]:
-    import grpc
+    grpc = _grpc_module()
 
     from servekit.grpc.generated import inference_pb2 as pb
     from servekit.grpc.generated import inference_pb2_grpc
@@ -173,7 +182,7 @@ async def _grpc_inputs(endpoint: Endpoint, timeout_s: float) -> list[TensorSpec]
 
 
 def _grpc_client(endpoint: Endpoint, inputs: Arrays, channels: int, timeout_s: float) -> Client:
-    import grpc
+    grpc = _grpc_module()
 
     from servekit.codecs.raw import array_to_bytes
     from servekit.grpc.generated import inference_pb2 as pb
