@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 
 from servekit.handler import BaseHandler, HandlerContext
 from servekit.runtimes.base import Arrays, Runtime, imported_torch_gpus
+from servekit.runtimes.modules import import_file
 from servekit.runtimes.placement import place_instance
 
 __all__ = ["PythonHandlerRuntime", "handler_path", "load_handler_class"]
@@ -28,16 +28,7 @@ def load_handler_class(path: Path, class_name: str | None, module_name: str) -> 
     """Import ``path`` and return the named class, or its one BaseHandler subclass."""
     if not path.is_file():
         raise FileNotFoundError(f"handler file {path} does not exist")
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import handler file {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    sys.path.insert(0, str(path.parent))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(path.parent))
+    module = import_file(path, module_name)
     if class_name is not None:
         found = getattr(module, class_name, None)
         if not (inspect.isclass(found) and issubclass(found, BaseHandler)):

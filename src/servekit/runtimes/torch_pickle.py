@@ -18,10 +18,8 @@ says to move it into a file.
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import pickle
-import sys
 import types
 import zipfile
 from collections.abc import Sequence
@@ -31,6 +29,7 @@ from typing import Any
 import torch
 
 from servekit.errors import ConfigError
+from servekit.runtimes.modules import import_file
 
 __all__ = ["is_pickled_module", "load_pickled_module"]
 
@@ -97,7 +96,7 @@ def _unpickler_for(path: Path, folders: list[Path]) -> type[pickle.Unpickler]:
                         "in the model folder"
                     ) from None
             if module not in loaded:
-                loaded[module] = _import_file(local, f"servekit_torch_pickle_{next(_LOADS)}_{module.replace('.', '_')}")
+                loaded[module] = import_file(local, f"servekit_torch_pickle_{next(_LOADS)}_{module.replace('.', '_')}")
             target: Any = loaded[module]
             for part in name.split("."):
                 target = getattr(target, part)
@@ -115,15 +114,3 @@ def _local_file(module: str, folders: list[Path]) -> Path | None:
     return None
 
 
-def _import_file(path: Path, name: str) -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # a unique name; tracers (torch.export) look classes' modules up there
-    folder = str(path.parent.resolve())
-    sys.path.insert(0, folder)  # the file may import its neighbours
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(folder)
-    return module

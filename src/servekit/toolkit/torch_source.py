@@ -18,11 +18,9 @@ here at module level: import this module only when a torch source is given.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import inspect
 import io
 import logging
-import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ import numpy as np
 import torch
 
 from servekit.errors import ConfigError
+from servekit.runtimes.modules import import_file
 from servekit.runtimes.torch_pickle import is_pickled_module, load_pickled_module
 from servekit.toolkit.errors import ToolkitError
 from servekit.toolkit.onnx_tools import BATCH_DIM, target_opset
@@ -181,14 +180,7 @@ def _load_module(source: Path, module_ref: str) -> torch.nn.Module:
         raise ToolkitError(f"--module {module_ref!r}: expected FILE.py:NAME, e.g. net.py:TinyNet")
     if not path.is_file():
         raise ToolkitError(f"--module {module_ref!r}: no such file {path}")
-    spec = importlib.util.spec_from_file_location(f"servekit_convert_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    python_module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.parent.resolve()))  # so the file can import its neighbours
-    try:
-        spec.loader.exec_module(python_module)
-    finally:
-        sys.path.remove(str(path.parent.resolve()))
+    python_module = import_file(path, f"servekit_convert_{path.stem}")
     factory = getattr(python_module, attribute, None)
     if not callable(factory):
         raise ToolkitError(f"--module {module_ref!r}: {path} defines no class or function {attribute!r}")

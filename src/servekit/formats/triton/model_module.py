@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import ast
 import builtins
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from servekit.formats.triton import pb_utils
+from servekit.runtimes.modules import import_file
 
 __all__ = ["COMPAT_MODULE", "defines_auto_complete", "load_model_module", "model_class"]
 
@@ -51,21 +50,7 @@ def load_model_module(path: Path, module_name: str) -> ModuleType:
     the caller removes it), with its folder importable while it runs."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the python backend's model file does not exist")
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    module.__dict__["__builtins__"] = _scoped_builtins()
-    sys.modules[module_name] = module
-    sys.path.insert(0, str(path.parent))
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(module_name, None)
-        raise
-    finally:
-        sys.path.remove(str(path.parent))
-    return module
+    return import_file(path, module_name, namespace={"__builtins__": _scoped_builtins()})
 
 
 def model_class(module: ModuleType, path: Path) -> type:
