@@ -1,5 +1,9 @@
 """Build hook: generate servekit's gRPC Python code from proto/*.proto with grpcio-tools.
 
+It also compiles the native gRPC front end's C extension (``src/servekit/grpc/native/_h2.c``,
+see ``build_native``) when a C compiler and libnghttp2's headers are there; without them the wheel
+is built without it (pure Python) and ``--grpc-frontend native`` says what to install.
+
 Runs on every wheel build, editable installs included (``pip install -e .``), so a clean
 clone never needs generated code in git. Output goes to ``src/servekit/grpc/generated/``
 (git-ignored, added to the wheel as an artifact) and is never edited by hand.
@@ -23,7 +27,12 @@ What it does beyond plain ``python -m grpc_tools.protoc``:
 from __future__ import annotations
 
 import hashlib
+import os
+import shlex
 import shutil
+import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +108,34 @@ def generate(root: Path) -> list[Path]:
     return sorted(target.iterdir())
 
 
+NATIVE = Path("src/servekit/grpc/native")
+
+
+def build_native(root: Path) -> Path | None:
+    """Compile ``_h2.c`` against libnghttp2 into ``src/servekit/grpc/native/``; returns the module
+    written, or None when it cannot be built here (no compiler or no ``nghttp2/nghttp2.h``: Debian's
+    libnghttp2-dev). ``SERVEKIT_NATIVE=require`` makes that an error (CI sets it: scripts/install test)."""
+    source = root / NATIVE / "_h2.c"
+    target = root / NATIVE / f"_h2{sysconfig.get_config_var('EXT_SUFFIX')}"
+    compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    command = [*compiler, "-shared", "-fPIC", "-O2", "-Wall", f"-I{sysconfig.get_paths()['include']}",
+               str(source), "-lnghttp2", "-o", str(target)]
+    target.unlink(missing_ok=True)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        result = subprocess.CompletedProcess(command, 1, "", str(exc))
+    if result.returncode != 0:
+        why = (result.stderr.strip().splitlines() or ["unknown error"])[-1]
+        message = (f"servekit: the native gRPC front end was not built ({why}); it needs a C compiler and "
+                   "libnghttp2's headers (Debian/Ubuntu: apt-get install libnghttp2-dev)")
+        if os.environ.get("SERVEKIT_NATIVE") == "require":
+            raise RuntimeError(message)
+        print(message, file=sys.stderr)
+        return None
+    return target
+
+
 class ProtoBuildHook(BuildHookInterface):  # type: ignore[type-arg]
     PLUGIN_NAME = "custom"
 
@@ -107,3 +144,8 @@ class ProtoBuildHook(BuildHookInterface):  # type: ignore[type-arg]
             return  # an sdist ships proto/ and this hook; its wheel build generates
         generate(Path(self.root))
         build_data["artifacts"].append(f"/{GENERATED.as_posix()}/")
+        native = build_native(Path(self.root))
+        if native is not None:
+            build_data["artifacts"].append(f"/{NATIVE.as_posix()}/{native.name}")
+            build_data["pure_python"] = False  # a wheel tagged for this Python and platform
+            build_data["infer_tag"] = True

@@ -447,6 +447,10 @@ class ServerSettings(BaseSettings):
     drain_idle_grace_s: float = Field(default=2.0, ge=0, description="after SIGTERM, seconds an idle HTTP "
                                       "connection stays open for a request already on its way (it is answered "
                                       "with Connection: close); 0 closes idle connections at once")
+    grpc_frontend: Literal["grpcio", "native"] = Field(
+        default="grpcio", description="what serves the gRPC port: grpcio (every RPC, streams and reflection "
+        "included) or native (unary RPCs only, over nghttp2: several times grpcio's calls per second; needs the "
+        "C extension built at install from libnghttp2's headers)")
     grpc_max_message_bytes: int = Field(
         default=65 * 1024 * 1024, ge=1024, description="largest gRPC message either way: a 64 MiB tensor and the rest"
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import missing
 from tests.gate import Gate
 
 from .grpc_repos import build_grpc_repository
@@ -57,21 +58,36 @@ def simple_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
         server.stop()
 
 
+@pytest.fixture(scope="session", params=["grpcio", "native"])
+def grpc_frontend(request: pytest.FixtureRequest) -> str:
+    """What serves the gRPC tests' port (``--grpc-frontend``): every gRPC test runs against both."""
+    if request.param == "native":
+        from servekit.grpc.native import available
+
+        if not available():
+            missing("servekit's native gRPC front end (the C extension built from libnghttp2's headers)",
+                    "apt-get install libnghttp2-dev && pip install -e .")
+    return str(request.param)
+
+
 @pytest.fixture(scope="session")
-def grpc_gates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Gate]:
+def grpc_gates(grpc_frontend: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Gate]:
     """The gates of the gRPC server's ``slow_classifier`` and ``gated`` models, open: a test that holds
-    batches closes its gate and opens it again before it ends (``Gate.held``)."""
-    folder = tmp_path_factory.mktemp("gates")
+    batches closes its gate and opens it again before it ends (``Gate.held``). One set per front end."""
+    folder = tmp_path_factory.mktemp(f"gates-{grpc_frontend}")
     return {name: Gate(folder / name, opened=True) for name in ("slow_classifier", "gated")}
 
 
 @pytest.fixture(scope="session")
-def grpc_server(grpc_gates: dict[str, Gate], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """The gRPC tests' server: tests/e2e/grpc_repos.py's models, slow_classifier as the default model."""
+def grpc_server(grpc_gates: dict[str, Gate], grpc_frontend: str,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The gRPC tests' server: tests/e2e/grpc_repos.py's models, slow_classifier as the default model,
+    once per gRPC front end."""
     repository = build_grpc_repository(tmp_path_factory.mktemp("grpc") / "models",
                                        {name: gate.folder for name, gate in grpc_gates.items()})
     server = ServerProcess(repository, tmp_path_factory.mktemp("logs") / "grpc.log",
-                           "--default-model", "slow_classifier", "--repository-control", "open")
+                           "--default-model", "slow_classifier", "--repository-control", "open",
+                           "--grpc-frontend", grpc_frontend)
     server.start()
     try:
         yield server

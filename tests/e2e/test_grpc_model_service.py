@@ -12,7 +12,7 @@ from servekit.grpc.generated import model_service_pb2 as pb
 from servekit.grpc.generated import model_service_pb2_grpc
 from tests.gate import Gate, wait_for
 
-from .harness import ServerProcess
+from .harness import ServerProcess, unary_only
 from .repos import onnx_expected
 from .scrape import gauge
 
@@ -54,8 +54,8 @@ def test_predict_errors_name_the_width_and_the_model(stub: model_service_pb2_grp
 
 
 def test_predict_stream_answers_each_row_in_order(
-    stub: model_service_pb2_grpc.ModelServiceStub, grpc_gates: dict[str, Gate]
-) -> None:
+    stub: model_service_pb2_grpc.ModelServiceStub, grpc_gates: dict[str, Gate], grpc_frontend: str) -> None:
+    unary_only(grpc_frontend)
     gate = grpc_gates["slow_classifier"]
     before = len(gate.batches())
     rows = [[1.0, 0.0], [0.0, 1.0], [5.0, 2.0], [2.0, 7.0]]
@@ -68,8 +68,10 @@ def test_predict_stream_answers_each_row_in_order(
 
 
 def test_a_cancelled_stream_leaves_its_queued_rows_unrun(
-    stub: model_service_pb2_grpc.ModelServiceStub, grpc_gates: dict[str, Gate], grpc_server: ServerProcess
+    stub: model_service_pb2_grpc.ModelServiceStub, grpc_gates: dict[str, Gate], grpc_server: ServerProcess,
+    grpc_frontend: str,
 ) -> None:
+    unary_only(grpc_frontend)
     gate = grpc_gates["slow_classifier"]
     rows = [[100.0 + i, 0.0] for i in range(20)]
     with gate.held() as before:
@@ -88,8 +90,10 @@ def test_a_cancelled_stream_leaves_its_queued_rows_unrun(
 
 
 def test_predict_bidi_pipelines_answers_in_order_and_ends_on_error(
-    stub: model_service_pb2_grpc.ModelServiceStub, grpc_gates: dict[str, Gate], grpc_server: ServerProcess
+    stub: model_service_pb2_grpc.ModelServiceStub, grpc_gates: dict[str, Gate], grpc_server: ServerProcess,
+    grpc_frontend: str,
 ) -> None:
+    unary_only(grpc_frontend)
     gate = grpc_gates["slow_classifier"]
     rows = [[200.0, 300.0], [201.0, 0.0], [0.0, 202.0], [203.0, 0.0]]
     with gate.held() as before:

@@ -57,9 +57,18 @@ def create_app(settings: ServerSettings, core: ServingCore | None = None, *, ser
                 if not grpc_installed():
                     raise RuntimeError(f"gRPC port {settings.grpc_port} asked for, but serving gRPC needs the grpc "
                                        f"extra: {GRPC_HINT} (or grpc_port 0)")
-                from servekit.grpc.server import GrpcServer  # only a server that serves gRPC imports grpc
+                if settings.grpc_frontend == "native":
+                    from servekit.grpc.native import NATIVE_HINT, available
 
-                await serving.attach(GrpcServer(serving.plane, serving.simple, settings))
+                    if not available():
+                        raise RuntimeError(f"--grpc-frontend native: {NATIVE_HINT}")
+                    from servekit.grpc.native.server import NativeGrpcServer
+
+                    await serving.attach(NativeGrpcServer(serving.plane, serving.simple, settings))
+                else:
+                    from servekit.grpc.server import GrpcServer  # only a server that serves gRPC imports grpc
+
+                    await serving.attach(GrpcServer(serving.plane, serving.simple, settings))
             if serve_management and settings.management_enabled:
                 from servekit.http.management_server import ManagementServer
 
