@@ -55,7 +55,8 @@ STATUS = {"OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLIN
           "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9,
           "ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14,
           "DATA_LOSS": 15, "UNAUTHENTICATED": 16}
-_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+# grpc-timeout units: seconds = digits * multiplier / divisor
+_TIMEOUT_UNITS = {"H": (3600, 1), "M": (60, 1), "S": (1, 1), "m": (1, 10**3), "u": (1, 10**6), "n": (1, 10**9)}
 _OK_TRAILER = (b"grpc-status", b"0")
 
 Behaviour = Callable[[Any, "CallContext"], Awaitable[Message | bytes]]
@@ -104,7 +105,7 @@ def _timeout(value: bytes) -> float | None:
     digits = value[:-1]
     if unit is None or not digits.isdigit() or len(digits) > 8:
         return None
-    return int(digits) * unit
+    return int(digits) * unit[0] / unit[1]
 
 
 def _grpc_message(text: str) -> bytes:

@@ -1,0 +1,235 @@
+"""What only the native gRPC front end (``--grpc-frontend native``) does, over real sockets.
+
+Everything both front ends share runs against both: the gRPC tests' ``grpc_server`` fixture is
+parametrized over them (tests/e2e/conftest.py). Here: what the native one answers for what it does
+not serve, request ids in its trailers, HTTP/2 it cannot read, a call the client gives up on, the
+drain, TLS with ALPN (plain and mutual), and several workers on one port.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tritonclient.utils import InferenceServerException
+
+from servekit.grpc.generated import inference_pb2, inference_pb2_grpc
+from servekit.grpc.native.server import _grpc_message, _timeout
+from tests.gate import Gate, wait_for
+
+from .harness import ServerProcess
+from .repos import write_gated_model, write_onnx_model, write_whoami_model
+from .scrape import gauge
+from .test_tls import TlsServer
+from .tls import make_certificates
+
+pytestmark = pytest.mark.parametrize("grpc_frontend", ["native"], indirect=True)
+
+NATIVE = ("--grpc-frontend", "native")
+
+
+def _x(value: float = 1.0) -> list[grpcclient.InferInput]:
+    tensor = grpcclient.InferInput("x", [1, 4], "FP32")
+    tensor.set_data_from_numpy(np.full((1, 4), value, dtype=np.float32))
+    return [tensor]
+
+
+def _raw_method(channel: grpc.Channel, path: str) -> grpc.UnaryUnaryMultiCallable:
+    return channel.unary_unary(path, request_serializer=lambda raw: raw, response_deserializer=lambda raw: raw)
+
+
+def _live(url: str) -> bool:
+    with grpc.insecure_channel(url, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+        stub = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
+        return bool(stub.ServerLive(inference_pb2.ServerLiveRequest(), timeout=10).live)
+
+
+def test_streams_reflection_and_unknown_methods_are_unimplemented_naming_the_way_out(
+    grpc_server: ServerProcess, grpc_frontend: str
+) -> None:
+    with grpc.insecure_channel(grpc_server.grpc_url) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=10)
+        with pytest.raises(grpc.RpcError) as streamed:
+            next(watch)
+        assert streamed.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert "--grpc-frontend grpcio" in streamed.value.details()
+        with pytest.raises(grpc.RpcError) as unknown:
+            _raw_method(channel, "/no.Such/Method")(b"", timeout=10)
+        assert unknown.value.code() == grpc.StatusCode.UNIMPLEMENTED and "/no.Such/Method" in unknown.value.details()
+        # the connection goes on serving after both
+        assert inference_pb2_grpc.GRPCInferenceServiceStub(channel).ServerLive(
+            inference_pb2.ServerLiveRequest(), timeout=10).live
+
+
+def test_request_ids_travel_back_in_the_trailers_of_answers_and_errors(
+    grpc_server: ServerProcess, grpc_frontend: str
+) -> None:
+    with grpc.insecure_channel(grpc_server.grpc_url) as channel:
+        stub = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
+        _, call = stub.ServerLive.with_call(inference_pb2.ServerLiveRequest(), metadata=(("x-request-id", "mine-1"),),
+                                            timeout=10)
+        assert ("x-request-id", "mine-1") in call.trailing_metadata()
+        with pytest.raises(grpc.RpcError) as failed:
+            stub.ModelMetadata(inference_pb2.ModelMetadataRequest(name="no_such_model"),
+                               metadata=(("x-request-id", "mine-2"),), timeout=10)
+        assert failed.value.code() == grpc.StatusCode.NOT_FOUND
+        assert ("x-request-id", "mine-2") in failed.value.trailing_metadata()
+        _, fresh = stub.ServerLive.with_call(inference_pb2.ServerLiveRequest(), timeout=10)
+        assert dict(fresh.trailing_metadata())["x-request-id"]  # one is made up when the client sent none
+
+
+def test_compressed_and_unparsable_requests_are_refused_by_name(grpc_server: ServerProcess, grpc_frontend: str) -> None:
+    with grpc.insecure_channel(grpc_server.grpc_url) as channel:
+        live = inference_pb2_grpc.GRPCInferenceServiceStub(channel).ServerLive
+        with pytest.raises(grpc.RpcError) as compressed:
+            live(inference_pb2.ServerLiveRequest(), compression=grpc.Compression.Gzip, timeout=10)
+        assert compressed.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert "grpc-encoding gzip" in compressed.value.details()
+        with pytest.raises(grpc.RpcError) as garbage:
+            _raw_method(channel, "/inference.GRPCInferenceService/ModelInfer")(b"\xff" * 4, timeout=10)
+        assert garbage.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert garbage.value.details() == "the request is not a valid inference.ModelInferRequest message"
+
+
+def test_bytes_that_are_not_http2_close_that_connection_only(grpc_server: ServerProcess, grpc_frontend: str) -> None:
+    host, port = grpc_server.grpc_url.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"\x00" * 64)
+        received = b""
+        while chunk := raw.recv(4096):  # the server writes its SETTINGS and a GOAWAY, then closes
+            received += chunk
+    assert received, "the server closed without a word"
+    assert _live(grpc_server.grpc_url)
+
+
+def test_a_call_the_client_gives_up_on_leaves_the_server_serving(
+    grpc_server: ServerProcess, grpc_gates: dict[str, Gate], grpc_frontend: str
+) -> None:
+    gate = grpc_gates["gated"]
+    request = inference_pb2.ModelInferRequest(model_name="gated")
+    request.inputs.add(name="x", datatype="INT32", shape=[1, 1])
+    request.raw_input_contents.append(np.array([[41]], dtype="<i4").tobytes())
+    with grpc.insecure_channel(grpc_server.grpc_url) as channel, gate.held() as before:
+        stub = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
+        future = stub.ModelInfer.future(request, timeout=30)
+        gate.wait_batches(before + 1)
+        future.cancel()  # RST_STREAM while the model holds the call
+        assert future.cancelled()
+        assert stub.ServerLive(inference_pb2.ServerLiveRequest(), timeout=10).live
+    with grpcclient.InferenceServerClient(grpc_server.grpc_url) as client:
+        assert client.infer("onnx_linear", _x()).as_numpy("y").shape == (1, 3)
+
+
+@pytest.mark.parametrize(("value", "seconds"), [(b"100m", 0.1), (b"2S", 2.0), (b"1H", 3600.0), (b"5u", 5e-6),
+                                                (b"", None), (b"10", None), (b"123456789S", None), (b"-1S", None)])
+def test_grpc_timeout_headers_are_read_as_the_spec_writes_them(value: bytes, seconds: float | None,
+                                                              grpc_frontend: str) -> None:
+    assert _timeout(value) == seconds
+
+
+def test_grpc_message_is_percent_encoded_outside_printable_ascii(grpc_frontend: str) -> None:
+    assert _grpc_message("shape [2, 3]: 100% wrong") == b"shape [2, 3]: 100%25 wrong"
+    assert _grpc_message("gr\u00fc\u00dfe\nnext") == b"gr%C3%BC%C3%9Fe%0Anext"
+
+
+# -- servers of their own: drain, TLS, workers -------------------------------------------------------------
+
+
+@pytest.fixture()
+def gated_native(tmp_path: Path) -> Iterator[tuple[ServerProcess, Gate]]:
+    gate = Gate(tmp_path / "gate")
+    write_gated_model(tmp_path / "models", gate.folder)
+    server = ServerProcess(tmp_path / "models", tmp_path / "server.log", *NATIVE).start()
+    try:
+        yield server, gate
+    finally:
+        gate.open()
+        server.stop()
+
+
+def _infer_gated(url: str, value: int) -> int:
+    request = inference_pb2.ModelInferRequest(model_name="gated")
+    request.inputs.add(name="x", datatype="INT32", shape=[1, 1])
+    request.raw_input_contents.append(np.array([[value]], dtype="<i4").tobytes())
+    with grpc.insecure_channel(url, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+        response = inference_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=60)
+    return int(np.frombuffer(response.raw_output_contents[0], dtype="<i4")[0])
+
+
+def _refused(url: str) -> bool:
+    try:
+        _live(url)
+    except grpc.RpcError as error:
+        return error.code() == grpc.StatusCode.UNAVAILABLE
+    return False
+
+
+def test_sigterm_answers_the_calls_in_flight_refuses_new_ones_and_exits_0(
+    gated_native: tuple[ServerProcess, Gate], grpc_frontend: str
+) -> None:
+    server, gate = gated_native
+    with ThreadPoolExecutor(4) as pool:
+        calls = [pool.submit(_infer_gated, server.grpc_url, 600 + n) for n in range(4)]
+        gate.wait_batches(1)
+        wait_for(lambda: gauge(server.metrics_url, "servekit_inflight_requests", "gated") == 4, "every call accepted")
+        server.terminate()
+        wait_for(lambda: _refused(server.grpc_url), "gRPC to stop accepting")
+        gate.open()
+        assert [call.result(timeout=30) for call in calls] == [600, 601, 602, 603]
+    assert server.wait(30) == 0, server.log()
+
+
+def test_tls_with_alpn_and_mutual_tls(tmp_path: Path, grpc_frontend: str) -> None:
+    certificates = make_certificates(tmp_path / "certificates")
+    write_onnx_model(tmp_path / "plain" / "models")
+    write_onnx_model(tmp_path / "mutual" / "models")
+    plain = TlsServer(tmp_path / "plain", certificates, mutual=False)
+    mutual = TlsServer(tmp_path / "mutual", certificates, mutual=True)
+    for server in (plain, mutual):
+        server.args = [*server.args, *NATIVE]
+    try:
+        plain.start()
+        mutual.start()
+        secure = grpcclient.InferenceServerClient(plain.grpc_url, ssl=True, root_certificates=str(certificates.ca))
+        assert secure.infer("onnx_linear", _x()).as_numpy("y").shape == (1, 3)
+        with pytest.raises(InferenceServerException):
+            grpcclient.InferenceServerClient(plain.grpc_url).is_server_live()  # no plain text beside TLS
+        anonymous = grpcclient.InferenceServerClient(mutual.grpc_url, ssl=True, root_certificates=str(certificates.ca))
+        with pytest.raises(InferenceServerException):
+            anonymous.is_server_live()
+        known = grpcclient.InferenceServerClient(mutual.grpc_url, ssl=True, root_certificates=str(certificates.ca),
+                                                 private_key=str(certificates.client_key),
+                                                 certificate_chain=str(certificates.client_cert))
+        assert known.infer("onnx_linear", _x()).as_numpy("y").shape == (1, 3)
+    finally:
+        plain.stop()
+        mutual.stop()
+
+
+def test_every_worker_serves_the_shared_port(tmp_path: Path, grpc_frontend: str) -> None:
+    write_whoami_model(tmp_path / "models")
+    server = ServerProcess(tmp_path / "models", tmp_path / "server.log", "--workers", "2", *NATIVE).start()
+    try:
+        answered: set[int] = set()
+        deadline = time.monotonic() + 20
+        request = inference_pb2.ModelInferRequest(model_name="whoami")
+        request.inputs.add(name="x", datatype="INT32", shape=[1, 1])
+        request.raw_input_contents.append(np.array([[1]], dtype="<i4").tobytes())
+        while len(answered) < 2 and time.monotonic() < deadline:
+            # a channel of its own per call: the kernel spreads connections, not calls, over the workers
+            with grpc.insecure_channel(server.grpc_url, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+                response = inference_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+            answered.add(int(np.frombuffer(response.raw_output_contents[0], dtype="<i8")[0]))
+        assert len(answered) == 2, f"only {answered} answered over gRPC"
+        assert server.pid not in answered  # workers, not the supervising process
+    finally:
+        code = server.stop()
+    assert code == 0, server.log()
