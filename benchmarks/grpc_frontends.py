@@ -19,6 +19,9 @@ Front ends (the third-party ones are installed into ``--venvs``/grpc-frontends, 
 - ``grpclib``: pure-Python HTTP/2 (h2) on asyncio, a raw-bytes codec.
 - ``hypercorn``: an ASGI app on Hypercorn's HTTP/2 (h2), sending grpc-status as an HTTP trailer
   (ASGI's ``http.response.trailers`` extension).
+- ``servekit native``: servekit's own ``--grpc-frontend native`` (nghttp2 in a C extension, calls on
+  servekit's event loop): ModelInfer and Predict as above, and ServerLive, which touches no model:
+  the native front end's own per-call ceiling inside servekit.
 - ``granian``: an ASGI app on Granian (Rust: hyper over PyO3) over HTTP/2. Granian cannot send
   trailers, so this is not a gRPC server: its row measures what a Rust HTTP/2 front end calling
   one Python coroutine per request costs, the question behind a native front end.
@@ -199,10 +202,16 @@ def targets(scratch: Path, own: str, other: str, repository: Path) -> list[Targe
     infer, predict = servekit_bodies()
     serve = [own, "-m", "servekit", "serve", str(repository), "--host", "127.0.0.1", "--http-port", "{http}",
              "--grpc-port", "{port}", "--metrics-port", "0", "--management-port", "0", "--log-level", "warning"]
+    native = [*serve, "--grpc-frontend", "native"]
     return [
         Target("grpcio aio (uvloop)", [own, str(scratch / "grpcio_aio.py"), "{port}", "uvloop"], NOOP_PATH, empty),
         Target("servekit ModelInfer (digits MLP)", serve, "/inference.GRPCInferenceService/ModelInfer", infer),
         Target("servekit ModelService/Predict (digits MLP)", serve, "/modelserving.ModelService/Predict", predict),
+        Target("servekit native ModelInfer (digits MLP)", native, "/inference.GRPCInferenceService/ModelInfer", infer),
+        Target("servekit native ModelService/Predict (digits MLP)", native, "/modelserving.ModelService/Predict",
+               predict),
+        Target("servekit native ServerLive (no model: the front end's own ceiling)", native,
+               "/inference.GRPCInferenceService/ServerLive", empty),
         Target("grpcio aio (asyncio loop)", [own, str(scratch / "grpcio_aio.py"), "{port}", "asyncio"], NOOP_PATH,
                empty),
         Target("grpcio sync, 8 threads", [own, str(scratch / "grpcio_sync.py"), "{port}"], NOOP_PATH, empty),

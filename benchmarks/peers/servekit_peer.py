@@ -61,6 +61,14 @@ class ServekitTwoWorkersPeer(ServekitPeer):
         super().__init__(extra_args=("--workers", "2"), name="servekit-2w")
 
 
+class ServekitNativePeer(ServekitPeer):
+    """servekit with ``--grpc-frontend native``: the gRPC port served by nghttp2 (a C extension)
+    instead of grpcio; HTTP is the same as the ``servekit`` peer's."""
+
+    def __init__(self) -> None:
+        super().__init__(extra_args=("--grpc-frontend", "native"), name="servekit-native")
+
+
 class ServekitTritonRepoPeer(ServekitPeer):
     """servekit serving the very repository ``triton-server`` serves (config.pbtxt, python-backend
     model.py): issue 13's comparison, where only the server differs."""
