@@ -448,9 +448,9 @@ class ServerSettings(BaseSettings):
                                       "connection stays open for a request already on its way (it is answered "
                                       "with Connection: close); 0 closes idle connections at once")
     grpc_frontend: Literal["grpcio", "native"] = Field(
-        default="grpcio", description="what serves the gRPC port: grpcio (every RPC, streams and reflection "
-        "included) or native (unary RPCs only, over nghttp2: several times grpcio's calls per second; needs the "
-        "C extension built at install from libnghttp2's headers)")
+        default="grpcio", description="what serves the gRPC port: grpcio, or native (HTTP/2 by nghttp2 in a C "
+        "extension built at install from libnghttp2's headers: several times grpcio's calls per second; "
+        "compressed messages are refused)")
     grpc_max_message_bytes: int = Field(
         default=65 * 1024 * 1024, ge=1024, description="largest gRPC message either way: a 64 MiB tensor and the rest"
     )

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 __all__ = ["HOST", "SIMPLE_MAX_REQUEST_BYTES", "ServerProcess", "free_port", "servekit_command"]
 
@@ -138,10 +137,3 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)  # the group is this server and its workers only
             return self.process.wait(timeout_s)
-
-
-def unary_only(frontend: str) -> None:
-    """Skip a test of streaming RPCs or reflection on the native front end, which serves unary calls
-    only (its UNIMPLEMENTED answer to them is tested in test_grpc_native.py)."""
-    if frontend == "native":
-        pytest.skip("the native gRPC front end serves unary RPCs only")

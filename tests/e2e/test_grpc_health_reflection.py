@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from servekit.grpc.generated import model_service_pb2, model_service_pb2_grpc
 
-from .harness import ServerProcess, unary_only
+from .harness import ServerProcess
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -71,9 +71,8 @@ def test_modelserving_health_answers_as_the_standard_one(channel: grpc.Channel, 
 
 
 def test_watch_follows_a_model_through_unload_and_load(
-    channel: grpc.Channel, grpc_server: ServerProcess, grpc_frontend: str
+    channel: grpc.Channel, grpc_server: ServerProcess
 ) -> None:
-    unary_only(grpc_frontend)
     seen: queue.Queue[int] = queue.Queue()
     watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service="reloadable"),
                                                        timeout=20)
@@ -101,7 +100,6 @@ def test_watch_follows_a_model_through_unload_and_load(
 
 
 def test_reflection_lists_every_service_and_describes_the_messages(channel: grpc.Channel, grpc_frontend: str) -> None:
-    unary_only(grpc_frontend)
     database = ProtoReflectionDescriptorDatabase(channel)
     assert set(database.get_services()) == {
         "inference.GRPCInferenceService",

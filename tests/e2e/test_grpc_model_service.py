@@ -12,7 +12,7 @@ from servekit.grpc.generated import model_service_pb2 as pb
 from servekit.grpc.generated import model_service_pb2_grpc
 from tests.gate import Gate, wait_for
 
-from .harness import ServerProcess, unary_only
+from .harness import ServerProcess
 from .repos import onnx_expected
 from .scrape import gauge
 
@@ -55,7 +55,6 @@ def test_predict_errors_name_the_width_and_the_model(stub: model_service_pb2_grp
 
 def test_predict_stream_answers_each_row_in_order(
     stub: model_service_pb2_grpc.ModelServiceStub, grpc_gates: dict[str, Gate], grpc_frontend: str) -> None:
-    unary_only(grpc_frontend)
     gate = grpc_gates["slow_classifier"]
     before = len(gate.batches())
     rows = [[1.0, 0.0], [0.0, 1.0], [5.0, 2.0], [2.0, 7.0]]
@@ -69,9 +68,7 @@ def test_predict_stream_answers_each_row_in_order(
 
 def test_a_cancelled_stream_leaves_its_queued_rows_unrun(
     stub: model_service_pb2_grpc.ModelServiceStub, grpc_gates: dict[str, Gate], grpc_server: ServerProcess,
-    grpc_frontend: str,
 ) -> None:
-    unary_only(grpc_frontend)
     gate = grpc_gates["slow_classifier"]
     rows = [[100.0 + i, 0.0] for i in range(20)]
     with gate.held() as before:
@@ -91,19 +88,20 @@ def test_a_cancelled_stream_leaves_its_queued_rows_unrun(
 
 def test_predict_bidi_pipelines_answers_in_order_and_ends_on_error(
     stub: model_service_pb2_grpc.ModelServiceStub, grpc_gates: dict[str, Gate], grpc_server: ServerProcess,
-    grpc_frontend: str,
 ) -> None:
-    unary_only(grpc_frontend)
     gate = grpc_gates["slow_classifier"]
     rows = [[200.0, 300.0], [201.0, 0.0], [0.0, 202.0], [203.0, 0.0]]
     with gate.held() as before:
         call = stub.PredictBidi(iter(pb.PredictRequest(features=row) for row in rows), timeout=60)
-        gate.wait_batches(before + 1)  # the first runs alone on the idle model
-        wait_for(lambda: gauge(grpc_server.metrics_url, "servekit_queue_depth", "slow_classifier") == 3,
-                 "the other three read off the stream and queued")  # in flight together: pipelined
+        # The first batch is what had arrived when the idle model took it (the first row, or more
+        # when several came in one read); the rest wait behind it, read off the stream: pipelined.
+        first = gate.wait_batches(before + 1)[before]
+        wait_for(lambda: gauge(grpc_server.metrics_url, "servekit_queue_depth", "slow_classifier") == 4 - len(first),
+                 "the other rows read off the stream and queued")
     answers = list(call)
     assert [a.prediction for a in answers] == [1, 0, 1, 0]
-    assert gate.batches()[before:] == [[200.0], [201.0, 0.0, 203.0]]
+    batches = gate.batches()[before:]
+    assert len(batches) == 2 and [value for batch in batches for value in batch] == [200.0, 201.0, 0.0, 203.0]
     requests = [pb.PredictRequest(features=[1.0, 0.0]), pb.PredictRequest(features=[1.0]),
                 pb.PredictRequest(features=[0.0, 1.0])]
     call = stub.PredictBidi(iter(requests), timeout=10)

@@ -1,17 +1,15 @@
 """What only the native gRPC front end (``--grpc-frontend native``) does, over real sockets.
 
 Everything both front ends share runs against both: the gRPC tests' ``grpc_server`` fixture is
-parametrized over them (tests/e2e/conftest.py). Here: what the native one answers for what it does
-not serve, request ids in its trailers, HTTP/2 it cannot read, a call the client gives up on, the
-drain, TLS with ALPN (plain and mutual), and several workers on one port.
+parametrized over them (tests/e2e/conftest.py), streams and reflection included, and so are the
+drain and several workers on one port (test_grpc_server_process.py). Here: unknown methods,
+request ids in the trailers, compression refused, bytes that are not HTTP/2, a call the client
+gives up on, and TLS with ALPN (plain and mutual).
 """
 
 from __future__ import annotations
 
 import socket
-import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -23,11 +21,10 @@ from tritonclient.utils import InferenceServerException
 
 from servekit.grpc.generated import inference_pb2, inference_pb2_grpc
 from servekit.grpc.native.server import _grpc_message, _timeout
-from tests.gate import Gate, wait_for
+from tests.gate import Gate
 
 from .harness import ServerProcess
-from .repos import write_gated_model, write_onnx_model, write_whoami_model
-from .scrape import gauge
+from .repos import write_onnx_model
 from .test_tls import TlsServer
 from .tls import make_certificates
 
@@ -52,19 +49,16 @@ def _live(url: str) -> bool:
         return bool(stub.ServerLive(inference_pb2.ServerLiveRequest(), timeout=10).live)
 
 
-def test_streams_reflection_and_unknown_methods_are_unimplemented_naming_the_way_out(
+def test_unknown_methods_are_unimplemented_and_the_connection_goes_on(
     grpc_server: ServerProcess, grpc_frontend: str
 ) -> None:
     with grpc.insecure_channel(grpc_server.grpc_url) as channel:
-        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=10)
-        with pytest.raises(grpc.RpcError) as streamed:
-            next(watch)
-        assert streamed.value.code() == grpc.StatusCode.UNIMPLEMENTED
-        assert "--grpc-frontend grpcio" in streamed.value.details()
         with pytest.raises(grpc.RpcError) as unknown:
             _raw_method(channel, "/no.Such/Method")(b"", timeout=10)
         assert unknown.value.code() == grpc.StatusCode.UNIMPLEMENTED and "/no.Such/Method" in unknown.value.details()
-        # the connection goes on serving after both
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=10)
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING  # a stream on the same connection
+        watch.cancel()
         assert inference_pb2_grpc.GRPCInferenceServiceStub(channel).ServerLive(
             inference_pb2.ServerLiveRequest(), timeout=10).live
 
@@ -93,6 +87,12 @@ def test_compressed_and_unparsable_requests_are_refused_by_name(grpc_server: Ser
             live(inference_pb2.ServerLiveRequest(), compression=grpc.Compression.Gzip, timeout=10)
         assert compressed.value.code() == grpc.StatusCode.UNIMPLEMENTED
         assert "grpc-encoding gzip" in compressed.value.details()
+        stream = inference_pb2_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(
+            iter([inference_pb2.ModelInferRequest(model_name="onnx_linear")]), compression=grpc.Compression.Gzip,
+            timeout=10)
+        with pytest.raises(grpc.RpcError) as compressed_stream:
+            next(stream)
+        assert compressed_stream.value.code() == grpc.StatusCode.UNIMPLEMENTED
         with pytest.raises(grpc.RpcError) as garbage:
             _raw_method(channel, "/inference.GRPCInferenceService/ModelInfer")(b"\xff" * 4, timeout=10)
         assert garbage.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -143,50 +143,6 @@ def test_grpc_message_is_percent_encoded_outside_printable_ascii(grpc_frontend: 
 # -- servers of their own: drain, TLS, workers -------------------------------------------------------------
 
 
-@pytest.fixture()
-def gated_native(tmp_path: Path) -> Iterator[tuple[ServerProcess, Gate]]:
-    gate = Gate(tmp_path / "gate")
-    write_gated_model(tmp_path / "models", gate.folder)
-    server = ServerProcess(tmp_path / "models", tmp_path / "server.log", *NATIVE).start()
-    try:
-        yield server, gate
-    finally:
-        gate.open()
-        server.stop()
-
-
-def _infer_gated(url: str, value: int) -> int:
-    request = inference_pb2.ModelInferRequest(model_name="gated")
-    request.inputs.add(name="x", datatype="INT32", shape=[1, 1])
-    request.raw_input_contents.append(np.array([[value]], dtype="<i4").tobytes())
-    with grpc.insecure_channel(url, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
-        response = inference_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=60)
-    return int(np.frombuffer(response.raw_output_contents[0], dtype="<i4")[0])
-
-
-def _refused(url: str) -> bool:
-    try:
-        _live(url)
-    except grpc.RpcError as error:
-        return error.code() == grpc.StatusCode.UNAVAILABLE
-    return False
-
-
-def test_sigterm_answers_the_calls_in_flight_refuses_new_ones_and_exits_0(
-    gated_native: tuple[ServerProcess, Gate], grpc_frontend: str
-) -> None:
-    server, gate = gated_native
-    with ThreadPoolExecutor(4) as pool:
-        calls = [pool.submit(_infer_gated, server.grpc_url, 600 + n) for n in range(4)]
-        gate.wait_batches(1)
-        wait_for(lambda: gauge(server.metrics_url, "servekit_inflight_requests", "gated") == 4, "every call accepted")
-        server.terminate()
-        wait_for(lambda: _refused(server.grpc_url), "gRPC to stop accepting")
-        gate.open()
-        assert [call.result(timeout=30) for call in calls] == [600, 601, 602, 603]
-    assert server.wait(30) == 0, server.log()
-
-
 def test_tls_with_alpn_and_mutual_tls(tmp_path: Path, grpc_frontend: str) -> None:
     certificates = make_certificates(tmp_path / "certificates")
     write_onnx_model(tmp_path / "plain" / "models")
@@ -212,24 +168,3 @@ def test_tls_with_alpn_and_mutual_tls(tmp_path: Path, grpc_frontend: str) -> Non
     finally:
         plain.stop()
         mutual.stop()
-
-
-def test_every_worker_serves_the_shared_port(tmp_path: Path, grpc_frontend: str) -> None:
-    write_whoami_model(tmp_path / "models")
-    server = ServerProcess(tmp_path / "models", tmp_path / "server.log", "--workers", "2", *NATIVE).start()
-    try:
-        answered: set[int] = set()
-        deadline = time.monotonic() + 20
-        request = inference_pb2.ModelInferRequest(model_name="whoami")
-        request.inputs.add(name="x", datatype="INT32", shape=[1, 1])
-        request.raw_input_contents.append(np.array([[1]], dtype="<i4").tobytes())
-        while len(answered) < 2 and time.monotonic() < deadline:
-            # a channel of its own per call: the kernel spreads connections, not calls, over the workers
-            with grpc.insecure_channel(server.grpc_url, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
-                response = inference_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
-            answered.add(int(np.frombuffer(response.raw_output_contents[0], dtype="<i8")[0]))
-        assert len(answered) == 2, f"only {answered} answered over gRPC"
-        assert server.pid not in answered  # workers, not the supervising process
-    finally:
-        code = server.stop()
-    assert code == 0, server.log()

@@ -58,10 +58,11 @@ def _grpc_refused(url: str) -> bool:
 
 
 @pytest.fixture()
-def gated_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, Gate]]:
+def gated_server(tmp_path: Path, grpc_frontend: str) -> Iterator[tuple[ServerProcess, Gate]]:
+    """A gated model's server, once per gRPC front end (``grpc_frontend``, tests/e2e/conftest.py)."""
     gate = Gate(tmp_path / "gate")
     write_gated_model(tmp_path / "models", gate.folder)
-    server = ServerProcess(tmp_path / "models", tmp_path / "server.log").start()
+    server = ServerProcess(tmp_path / "models", tmp_path / "server.log", "--grpc-frontend", grpc_frontend).start()
     try:
         yield server, gate
     finally:
@@ -115,9 +116,10 @@ def test_sigterm_lets_an_open_stream_finish_its_requests_then_exits_0(
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="SO_REUSEPORT spreading is Linux behaviour")
-def test_every_worker_serves_grpc_on_the_shared_port(tmp_path: Path) -> None:
+def test_every_worker_serves_grpc_on_the_shared_port(tmp_path: Path, grpc_frontend: str) -> None:
     write_whoami_model(tmp_path / "models")
-    server = ServerProcess(tmp_path / "models", tmp_path / "server.log", "--workers", "2").start()
+    server = ServerProcess(tmp_path / "models", tmp_path / "server.log", "--workers", "2",
+                           "--grpc-frontend", grpc_frontend).start()
     try:
         answered: set[int] = set()
         deadline = time.monotonic() + 20

@@ -17,7 +17,7 @@ import servekit
 from servekit.grpc.generated import inference_pb2, inference_pb2_grpc
 from tests.gate import Gate, wait_for
 
-from .harness import ServerProcess, unary_only
+from .harness import ServerProcess
 from .repos import DATATYPES, FAULTY_MAGIC, onnx_expected
 from .scrape import gauge
 
@@ -190,9 +190,7 @@ def test_message_size_limit_fits_a_64_mib_tensor(client: grpcclient.InferenceSer
 
 def test_stream_answers_many_in_flight_batches_them_and_survives_errors(
     client: grpcclient.InferenceServerClient, grpc_gates: dict[str, Gate], grpc_server: ServerProcess,
-    grpc_frontend: str,
 ) -> None:
-    unary_only(grpc_frontend)
     answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
     gate = grpc_gates["gated"]
     client.start_stream(callback=lambda result, error: answers.put((result, error)))

@@ -31,7 +31,7 @@ from servekit.serving.dataplane import DataPlane
 from servekit.serving.simple import SimpleAPI
 from servekit.tls import grpc_credentials
 
-__all__ = ["GrpcServer", "bind_address"]
+__all__ = ["GrpcServer", "add_to_reflection_pool", "bind_address"]
 
 log = logging.getLogger("servekit.grpc")
 
@@ -40,7 +40,7 @@ def bind_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
-def _reflect(files: list[FileDescriptor]) -> None:
+def add_to_reflection_pool(files: list[FileDescriptor]) -> None:
     """Make servekit's pool answer reflection for services whose descriptors live elsewhere."""
     for file in files:
         try:
@@ -74,7 +74,7 @@ class GrpcServer:
         health = HealthServicer(self._plane, server_services=names)
         for servicer in (inference, simple, health, ModelHealthServicer(health)):
             add_service(server, servicer.service, servicer)
-        _reflect([health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR])
+        add_to_reflection_pool([health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR])
         reflection.enable_server_reflection([*names, health.service.full_name, reflection.SERVICE_NAME], server,
                                             pool=POOL)
         address = bind_address(settings.host, settings.grpc_port)

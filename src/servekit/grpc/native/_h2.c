@@ -7,18 +7,24 @@
  * sockets, TLS and the event loop stay in Python (servekit/grpc/native/server.py): Python feeds
  * the bytes it read and writes the bytes this module wants sent.
  *
- * Session(max_message_bytes, max_concurrent_streams)
- *   feed(data) -> list of calls. A call is (stream_id, path, metadata, message):
+ * Session(max_message_bytes, max_concurrent_streams, streaming_paths=frozenset())
+ *   feed(data) -> list of events, 4-tuples. A unary call is (stream_id, path, metadata, message):
  *       path      bytes, the :path pseudo-header;
  *       metadata  list of (name, value) bytes pairs: every header that is not a pseudo-header;
  *       message   bytes: the whole request body (gRPC's 5-byte prefix included), or None when it
  *                 grew past max_message_bytes (the caller answers RESOURCE_EXHAUSTED).
- *     A client that resets a stream before its answer shows up as (stream_id, None, None, None).
+ *     A call to one of streaming_paths (bytes) is handed over as it arrives instead:
+ *       (stream_id, path, metadata, True) when its HEADERS are in, then
+ *       (stream_id, None, chunk, False) for each piece of DATA (gRPC framing is the caller's), then
+ *       (stream_id, None, b"", True) when the client has half-closed.
+ *     A client that resets a stream before its answer is complete shows up as (stream_id, None, None, None).
  *     Raises H2Error when the peer broke the protocol: the connection is then done.
  *   respond(stream_id, message, trailers) -> bool
  *       message   bytes (one gRPC message, sent with the 5-byte prefix) or None (trailers-only);
  *       trailers  sequence of (name, value) bytes pairs (grpc-status first).
  *     False when the stream is gone (reset by the client, or the connection closed).
+ *   start(stream_id) -> bool; send(stream_id, message) -> bool; finish(stream_id, trailers) -> bool:
+ *     a streamed answer: the HEADERS, then any number of messages (each framed here), then trailers.
  *   data_to_send() -> bytes: everything nghttp2 has queued (b"" when nothing).
  *   want_read() / want_write() -> bool: both False once the session is over.
  *   shutdown_notice(): a graceful GOAWAY (new streams refused; the ones open finish).
@@ -39,7 +45,8 @@ typedef struct Stream {
     PyObject *body;      /* bytes used as a growable buffer (refcount 1, resized), or NULL */
     Py_ssize_t len;
     int too_large;
-    int handed;          /* END_STREAM seen and the call given to Python */
+    int streaming;       /* a streaming method: its DATA goes to Python as it arrives */
+    int handed;          /* END_STREAM seen and the call given to Python (streaming: opened) */
     int answered;        /* respond() was called */
     /* the answer's DATA: the 5-byte prefix, then out */
     unsigned char prefix[5];
@@ -48,6 +55,10 @@ typedef struct Stream {
     nghttp2_nv *trailers;
     size_t ntrailers;
     char *trailer_bytes; /* one block holding every trailer name and value */
+    /* a streamed answer: messages queued by send(), read by read_streamed */
+    char *queue;
+    size_t queued, queue_cap, queue_read;
+    int finished;        /* finish() was called: after the queue, the trailers */
 } Stream;
 
 typedef struct {
@@ -55,6 +66,7 @@ typedef struct {
     nghttp2_session *session;
     PyObject *calls;     /* list being filled during feed(), else NULL */
     Py_ssize_t max_message;
+    PyObject *streaming_paths; /* frozenset of the paths whose calls stream (bytes) */
     Stream *streams;     /* head of the open streams' list */
     int failed;          /* a callback raised a Python exception */
 } Session;
@@ -66,6 +78,7 @@ static void stream_free(Stream *stream) {
     Py_XDECREF(stream->out);
     PyMem_Free(stream->trailers);
     PyMem_Free(stream->trailer_bytes);
+    PyMem_Free(stream->queue);
     PyMem_Free(stream);
 }
 
@@ -139,6 +152,17 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
     Stream *stream = nghttp2_session_get_stream_user_data(session, stream_id);
     if (stream == NULL || stream->too_large || len == 0)
         return 0;
+    if (stream->streaming) {
+        if (self->calls == NULL)
+            return 0;
+        PyObject *chunk = Py_BuildValue("(iOy#O)", stream_id, Py_None, data, (Py_ssize_t)len, Py_False);
+        if (chunk == NULL || PyList_Append(self->calls, chunk) < 0) {
+            Py_XDECREF(chunk);
+            return fail(self);
+        }
+        Py_DECREF(chunk);
+        return 0;
+    }
     Py_ssize_t needed = stream->len + (Py_ssize_t)len;
     if (needed > self->max_message + 5) {  /* the message's prefix does not count against the limit */
         stream->too_large = 1;
@@ -190,13 +214,39 @@ static int hand_over(Session *self, Stream *stream) {
     return rc < 0 ? fail(self) : 0;
 }
 
+static int append_event(Session *self, PyObject *event) {
+    if (event == NULL)
+        return fail(self);
+    int rc = PyList_Append(self->calls, event);
+    Py_DECREF(event);
+    return rc < 0 ? fail(self) : 0;
+}
+
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data) {
     Session *self = (Session *)user_data;
-    if ((frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) ||
-        !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+    if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
         return 0;
     Stream *stream = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
-    if (stream == NULL || stream->handed || self->calls == NULL)
+    if (stream == NULL || self->calls == NULL)
+        return 0;
+    int end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST && stream->path != NULL &&
+        self->streaming_paths != NULL) {
+        int found = PySet_Contains(self->streaming_paths, stream->path);
+        if (found < 0)
+            return fail(self);
+        if (found) {
+            stream->streaming = 1;
+            stream->handed = 1;
+            if (append_event(self, Py_BuildValue("(iOOO)", stream->id, stream->path, stream->metadata, Py_True)) < 0)
+                return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
+    }
+    if (!end)
+        return 0;
+    if (stream->streaming)
+        return append_event(self, Py_BuildValue("(iOy#O)", stream->id, Py_None, "", (Py_ssize_t)0, Py_True));
+    if (stream->handed)
         return 0;
     return hand_over(self, stream);
 }
@@ -209,7 +259,7 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
         return 0;
     nghttp2_session_set_stream_user_data(session, stream_id, NULL);
     int rc = 0;
-    if (stream->handed && !stream->answered && self->calls != NULL) {
+    if (stream->handed && (!stream->answered || (stream->streaming && !stream->finished)) && self->calls != NULL) {
         /* the client gave up on a call Python is still running: tell it */
         PyObject *gone = Py_BuildValue("(iOOO)", stream_id, Py_None, Py_None, Py_None);
         if (gone == NULL || PyList_Append(self->calls, gone) < 0)
@@ -248,14 +298,47 @@ static ssize_t read_answer(nghttp2_session *session, int32_t stream_id, uint8_t 
     return (ssize_t)n;
 }
 
+static ssize_t read_streamed(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+                             uint32_t *data_flags, nghttp2_data_source *source, void *user_data) {
+    (void)user_data;
+    Stream *stream = source->ptr;
+    size_t n = stream->queued - stream->queue_read;
+    if (n > length)
+        n = length;
+    if (n > 0) {
+        memcpy(buf, stream->queue + stream->queue_read, n);
+        stream->queue_read += n;
+        if (stream->queue_read == stream->queued)
+            stream->queued = stream->queue_read = 0;
+    }
+    if (stream->queued == stream->queue_read) {
+        if (stream->finished) {
+            *data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            if (nghttp2_submit_trailer(session, stream_id, stream->trailers, stream->ntrailers) != 0)
+                return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        } else if (n == 0) {
+            return NGHTTP2_ERR_DEFERRED;
+        }
+    }
+    return (ssize_t)n;
+}
+
 /* ---- the Python type ----------------------------------------------------------------------- */
 
 static int Session_init(Session *self, PyObject *args, PyObject *kwargs) {
-    static char *keywords[] = {"max_message_bytes", "max_concurrent_streams", NULL};
+    static char *keywords[] = {"max_message_bytes", "max_concurrent_streams", "streaming_paths", NULL};
     Py_ssize_t max_message = 4 * 1024 * 1024;
     unsigned int max_streams = 1024;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|nI", keywords, &max_message, &max_streams))
+    PyObject *paths = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|nIO", keywords, &max_message, &max_streams, &paths))
         return -1;
+    if (paths != NULL && paths != Py_None) {
+        if (!PyFrozenSet_Check(paths)) {
+            PyErr_SetString(PyExc_TypeError, "streaming_paths must be a frozenset of bytes");
+            return -1;
+        }
+        Py_XSETREF(self->streaming_paths, Py_NewRef(paths));
+    }
     if (self->session != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Session is already initialised");
         return -1;
@@ -305,6 +388,7 @@ static void Session_dealloc(Session *self) {
         self->streams = stream->next;
         stream_free(stream);
     }
+    Py_CLEAR(self->streaming_paths);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -369,6 +453,38 @@ static void set_nv(nghttp2_nv *nv, const char *name, size_t namelen, const char 
 #define STATUS_200 ":status", 7, "200", 3
 #define CONTENT_TYPE "content-type", 12, "application/grpc", 16
 
+/* Copy (name, value) pairs into stream->trailers, to be submitted after the last DATA. */
+static int keep_trailers(Stream *stream, PyObject *pairs) {
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(pairs);
+    size_t bytes = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *name, *value;
+        if (pair_at(pairs, i, &name, &value) < 0)
+            return -1;
+        bytes += (size_t)(PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value));
+    }
+    PyMem_Free(stream->trailers);
+    PyMem_Free(stream->trailer_bytes);
+    stream->trailers = PyMem_Calloc((size_t)count + 1, sizeof(nghttp2_nv));
+    stream->trailer_bytes = PyMem_Malloc(bytes + 1);
+    if (stream->trailers == NULL || stream->trailer_bytes == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    char *at = stream->trailer_bytes;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *name, *value;
+        pair_at(pairs, i, &name, &value);
+        size_t namelen = (size_t)PyBytes_GET_SIZE(name), valuelen = (size_t)PyBytes_GET_SIZE(value);
+        memcpy(at, PyBytes_AS_STRING(name), namelen);
+        memcpy(at + namelen, PyBytes_AS_STRING(value), valuelen);
+        set_nv(&stream->trailers[i], at, namelen, at + namelen, valuelen);
+        at += namelen + valuelen;
+    }
+    stream->ntrailers = (size_t)count;
+    return 0;
+}
+
 static PyObject *Session_respond(Session *self, PyObject *args) {
     int stream_id;
     PyObject *message, *trailers;
@@ -409,30 +525,8 @@ static PyObject *Session_respond(Session *self, PyObject *args) {
         PyMem_Free(nva);
     } else {
         /* the trailers are submitted by read_answer once the last byte of DATA is out: keep a copy */
-        size_t bytes = 0;
-        for (Py_ssize_t i = 0; i < count; i++) {
-            PyObject *name, *value;
-            if (pair_at(pairs, i, &name, &value) < 0)
-                goto done;
-            bytes += (size_t)(PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value));
-        }
-        stream->trailers = PyMem_Calloc((size_t)count + 1, sizeof(nghttp2_nv));
-        stream->trailer_bytes = PyMem_Malloc(bytes + 1);
-        if (stream->trailers == NULL || stream->trailer_bytes == NULL) {
-            PyErr_NoMemory();
+        if (keep_trailers(stream, pairs) < 0)
             goto done;
-        }
-        char *at = stream->trailer_bytes;
-        for (Py_ssize_t i = 0; i < count; i++) {
-            PyObject *name, *value;
-            pair_at(pairs, i, &name, &value);
-            size_t namelen = (size_t)PyBytes_GET_SIZE(name), valuelen = (size_t)PyBytes_GET_SIZE(value);
-            memcpy(at, PyBytes_AS_STRING(name), namelen);
-            memcpy(at + namelen, PyBytes_AS_STRING(value), valuelen);
-            set_nv(&stream->trailers[i], at, namelen, at + namelen, valuelen);
-            at += namelen + valuelen;
-        }
-        stream->ntrailers = (size_t)count;
         Py_ssize_t length = PyBytes_GET_SIZE(message);
         if (length > 0xFFFFFFFFLL) {
             PyErr_SetString(PyExc_ValueError, "a gRPC message is at most 4 GiB");
@@ -462,6 +556,85 @@ static PyObject *Session_respond(Session *self, PyObject *args) {
 done:
     Py_DECREF(pairs);
     return result;
+}
+
+/* start(stream_id) -> bool: the answer's HEADERS now; its messages follow with send(), then finish(). */
+static PyObject *Session_start(Session *self, PyObject *args) {
+    int stream_id;
+    if (!ready(self) || !PyArg_ParseTuple(args, "i", &stream_id))
+        return NULL;
+    Stream *stream = nghttp2_session_get_stream_user_data(self->session, stream_id);
+    if (stream == NULL || stream->answered)
+        Py_RETURN_FALSE;
+    nghttp2_nv nva[2];
+    set_nv(&nva[0], STATUS_200);
+    set_nv(&nva[1], CONTENT_TYPE);
+    nghttp2_data_provider provider;
+    provider.source.ptr = stream;
+    provider.read_callback = read_streamed;
+    if (nghttp2_submit_response(self->session, stream_id, nva, 2, &provider) != 0)
+        Py_RETURN_FALSE;
+    stream->answered = 1;
+    Py_RETURN_TRUE;
+}
+
+/* send(stream_id, message) -> bool: one message of a started answer (framed here). */
+static PyObject *Session_send(Session *self, PyObject *args) {
+    int stream_id;
+    Py_buffer view;
+    if (!ready(self) || !PyArg_ParseTuple(args, "iy*", &stream_id, &view))
+        return NULL;
+    Stream *stream = nghttp2_session_get_stream_user_data(self->session, stream_id);
+    if (stream == NULL || !stream->answered || stream->finished || stream->out != NULL) {
+        PyBuffer_Release(&view);
+        Py_RETURN_FALSE;
+    }
+    size_t needed = stream->queued + 5 + (size_t)view.len;
+    if (needed > stream->queue_cap) {
+        size_t capacity = stream->queue_cap ? stream->queue_cap * 2 : 4096;
+        while (capacity < needed)
+            capacity *= 2;
+        char *grown = PyMem_Realloc(stream->queue, capacity);
+        if (grown == NULL) {
+            PyBuffer_Release(&view);
+            return PyErr_NoMemory();
+        }
+        stream->queue = grown;
+        stream->queue_cap = capacity;
+    }
+    unsigned char *at = (unsigned char *)stream->queue + stream->queued;
+    size_t length = (size_t)view.len;
+    at[0] = 0;
+    at[1] = (unsigned char)((length >> 24) & 0xFF);
+    at[2] = (unsigned char)((length >> 16) & 0xFF);
+    at[3] = (unsigned char)((length >> 8) & 0xFF);
+    at[4] = (unsigned char)(length & 0xFF);
+    memcpy(at + 5, view.buf, length);
+    stream->queued = needed;
+    PyBuffer_Release(&view);
+    nghttp2_session_resume_data(self->session, stream_id);
+    Py_RETURN_TRUE;
+}
+
+/* finish(stream_id, trailers) -> bool: end a started answer with its trailers. */
+static PyObject *Session_finish(Session *self, PyObject *args) {
+    int stream_id;
+    PyObject *trailers;
+    if (!ready(self) || !PyArg_ParseTuple(args, "iO", &stream_id, &trailers))
+        return NULL;
+    Stream *stream = nghttp2_session_get_stream_user_data(self->session, stream_id);
+    if (stream == NULL || !stream->answered || stream->finished || stream->out != NULL)
+        Py_RETURN_FALSE;
+    PyObject *pairs = PySequence_Fast(trailers, "trailers must be a sequence of (bytes, bytes) pairs");
+    if (pairs == NULL)
+        return NULL;
+    int rc = keep_trailers(stream, pairs);
+    Py_DECREF(pairs);
+    if (rc < 0)
+        return NULL;
+    stream->finished = 1;
+    nghttp2_session_resume_data(self->session, stream_id);
+    Py_RETURN_TRUE;
 }
 
 static PyObject *Session_data_to_send(Session *self, PyObject *Py_UNUSED(ignored)) {
@@ -539,6 +712,9 @@ static PyObject *Session_goaway(Session *self, PyObject *args) {
 static PyMethodDef Session_methods[] = {
     {"feed", (PyCFunction)Session_feed, METH_O, "Take bytes read from the peer; return the calls they completed."},
     {"respond", (PyCFunction)Session_respond, METH_VARARGS, "Answer a call: respond(stream_id, message, trailers)."},
+    {"start", (PyCFunction)Session_start, METH_VARARGS, "Start a streamed answer: start(stream_id)."},
+    {"send", (PyCFunction)Session_send, METH_VARARGS, "One message of a streamed answer: send(stream_id, message)."},
+    {"finish", (PyCFunction)Session_finish, METH_VARARGS, "End a streamed answer: finish(stream_id, trailers)."},
     {"data_to_send", (PyCFunction)Session_data_to_send, METH_NOARGS, "The bytes to write to the peer now."},
     {"want_read", (PyCFunction)Session_want_read, METH_NOARGS, "Whether the session still reads."},
     {"want_write", (PyCFunction)Session_want_write, METH_NOARGS, "Whether the session has something to write."},

@@ -8,32 +8,39 @@ PING, GOAWAY) to nghttp2 through a small C extension (``_h2.c``, built at instal
 libnghttp2's headers are present). Python sees whole calls: a path, the metadata and the message.
 
 It serves the same servicers as the grpcio server (``InferenceServicer``, ``ModelServicer``, both
-Health services) through the same descriptors, with the same error mapping (a ServekitError ends a
-call with its ``grpc_code`` and message, anything else is logged and answered INTERNAL), request
-ids in the trailing metadata, ``grpc-timeout`` as the deadline, and tracing spans. What it does not
-serve: the streaming RPCs (ModelStreamInfer, PredictStream, PredictBidi, Health/Watch) and server
-reflection; those answer UNIMPLEMENTED naming the grpcio front end, which serves everything. Nor
-compressed messages (``grpc-encoding`` other than identity: UNIMPLEMENTED, as the spec asks).
+Health services, server reflection) through the same descriptors, with the same error mapping (a
+ServekitError ends a call with its ``grpc_code`` and message, anything else is logged and answered
+INTERNAL), request ids in the trailing metadata, ``grpc-timeout`` as the deadline, and tracing
+spans. Unary calls arrive whole; streaming ones (ModelStreamInfer, PredictStream, PredictBidi,
+Health/Watch, reflection) arrive as they are sent, each request message handed to the servicer
+as soon as it is complete, each answer sent as soon as it is made. Compressed messages
+(``grpc-encoding`` other than identity) are not served: UNIMPLEMENTED, as the spec asks.
 
-Drain: ``begin_stop`` closes the listening socket and sends every connection a graceful GOAWAY;
-calls in flight get ``drain_timeout_s`` to finish, then are cancelled and the connections closed.
+Drain: ``begin_stop`` closes the listening socket and sends every connection a graceful GOAWAY.
+Calls already on their way are still taken for ``drain_idle_grace_s``; then each connection gets
+the final GOAWAY and closes once its calls are answered. Whatever is left after
+``drain_timeout_s`` is cancelled and its connection closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
 from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+from grpc_reflection.v1alpha._async import ReflectionServicer  # reflection's asyncio servicer (grpc.aio's own)
 
 from servekit.config import ServerSettings
 from servekit.errors import InvalidInput, ServekitError
@@ -41,6 +48,8 @@ from servekit.grpc.health import HealthServicer, ModelHealthServicer
 from servekit.grpc.inference import InferenceServicer
 from servekit.grpc.model_service import ModelServicer
 from servekit.grpc.native import _h2  # type: ignore[attr-defined]  # the C extension
+from servekit.grpc.pool import POOL
+from servekit.grpc.server import add_to_reflection_pool
 from servekit.observability import request_ids, tracing
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.simple import SimpleAPI
@@ -59,9 +68,6 @@ STATUS = {"OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLIN
 _TIMEOUT_UNITS = {"H": (3600, 1), "M": (60, 1), "S": (1, 1), "m": (1, 10**3), "u": (1, 10**6), "n": (1, 10**9)}
 _OK_TRAILER = (b"grpc-status", b"0")
 
-Behaviour = Callable[[Any, "CallContext"], Awaitable[Message | bytes]]
-
-
 class CallContext:
     """What a servicer method reads of its call: the deadline and the metadata (grpc.aio's names)."""
 
@@ -79,12 +85,19 @@ class CallContext:
 
 
 class _Method:
-    __slots__ = ("behaviour", "message_class", "name", "path", "streaming")
+    __slots__ = ("behaviour", "client_streaming", "message_class", "name", "path", "server_streaming")
 
-    def __init__(self, path: str, behaviour: Behaviour | None, message_class: Any, name: str,
-                 streaming: bool) -> None:
+    def __init__(self, path: str, behaviour: Any, message_class: Any, name: str, client_streaming: bool,
+                 server_streaming: bool) -> None:
         self.path, self.behaviour, self.message_class = path, behaviour, message_class
-        self.name, self.streaming = name, streaming
+        self.name, self.client_streaming, self.server_streaming = name, client_streaming, server_streaming
+
+    def parse(self, raw: bytes | memoryview) -> Message:
+        try:
+            message: Message = self.message_class.FromString(raw)
+        except Exception:  # DecodeError, or anything protobuf raises on bytes it cannot read
+            raise InvalidInput(f"the request is not a valid {self.name} message") from None
+        return message
 
 
 def _methods(servicers: list[tuple[ServiceDescriptor, object]]) -> dict[bytes, _Method]:
@@ -92,11 +105,67 @@ def _methods(servicers: list[tuple[ServiceDescriptor, object]]) -> dict[bytes, _
     for service, servicer in servicers:
         for method in service.methods:
             path = f"/{service.full_name}/{method.name}"
-            streaming = method.client_streaming or method.server_streaming
-            table[path.encode()] = _Method(path, None if streaming else getattr(servicer, method.name),
+            table[path.encode()] = _Method(path, getattr(servicer, method.name),
                                            message_factory.GetMessageClass(method.input_type),
-                                           method.input_type.full_name, streaming)
+                                           method.input_type.full_name, method.client_streaming,
+                                           method.server_streaming)
     return table
+
+
+class _Incoming:
+    """A streaming call's request messages, cut out of its DATA as it arrives (gRPC's 5-byte framing)."""
+
+    def __init__(self, max_message_bytes: int) -> None:
+        self._limit = max_message_bytes
+        self._buffer = bytearray()
+        self._messages: asyncio.Queue[bytes | ServekitError | None] = asyncio.Queue()
+        self._ended = False
+
+    def receive(self, chunk: bytes, end: bool) -> None:
+        if self._ended:
+            return
+        self._buffer += chunk
+        while len(self._buffer) >= 5:
+            if self._buffer[0] != 0:
+                self._fail(_Refused("UNIMPLEMENTED", "a compressed message (grpc-encoding is not served)"))
+                return
+            length = int.from_bytes(self._buffer[1:5], "big")
+            if length > self._limit:
+                self._fail(_Refused("RESOURCE_EXHAUSTED", f"received message larger than max ({self._limit} bytes)"))
+                return
+            if len(self._buffer) < 5 + length:
+                break
+            self._messages.put_nowait(bytes(self._buffer[5:5 + length]))
+            del self._buffer[:5 + length]
+        if end:
+            if self._buffer:
+                self._fail(_Refused("INTERNAL", "the request stream ended inside a message"))
+                return
+            self._ended = True
+            self._messages.put_nowait(None)
+
+    def _fail(self, error: ServekitError) -> None:
+        self._ended = True
+        self._buffer.clear()
+        self._messages.put_nowait(error)
+
+    async def next(self) -> bytes | None:
+        """The next message, None once the client has half-closed; raises what broke the stream."""
+        item = await self._messages.get()
+        if isinstance(item, ServekitError):
+            self._messages.put_nowait(item)  # every later read fails the same way
+            raise item
+        if item is None:
+            self._messages.put_nowait(None)
+        return item
+
+
+class _Refused(ServekitError):
+    """A request stream servekit cannot read, with the status the gRPC spec gives it."""
+
+    def __init__(self, grpc_code: str, message: str) -> None:
+        super().__init__(message)
+        self.grpc_code = grpc_code
 
 
 def _timeout(value: bytes) -> float | None:
@@ -106,6 +175,13 @@ def _timeout(value: bytes) -> float | None:
     if unit is None or not digits.isdigit() or len(digits) > 8:
         return None
     return int(digits) * unit[0] / unit[1]
+
+
+def _unbase64(value: bytes) -> bytes:
+    try:
+        return base64.b64decode(value + b"=" * (-len(value) % 4))
+    except ValueError:
+        return value
 
 
 def _grpc_message(text: str) -> bytes:
@@ -128,9 +204,10 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, server: NativeGrpcServer) -> None:
         self._server = server
-        self._session = _h2.Session(server.max_message_bytes)
+        self._session = _h2.Session(server.max_message_bytes, streaming_paths=server.streaming_paths)
         self._transport: asyncio.Transport | None = None
         self._calls: dict[int, asyncio.Task[None]] = {}
+        self._incoming: dict[int, _Incoming] = {}  # streaming calls' request messages
         self._flush_due = False
         self._closing = False
 
@@ -156,12 +233,20 @@ class _Connection(asyncio.Protocol):
             self._close()
             return
         for stream_id, path, metadata, message in calls:
-            if path is None:  # the client reset a stream whose call is running
-                task = self._calls.pop(stream_id, None)
-                if task is not None:
-                    task.cancel()
-                continue
-            self._start(stream_id, path, metadata, message)
+            if path is None:
+                if metadata is None:  # the client reset a stream whose call is running
+                    self._incoming.pop(stream_id, None)
+                    task = self._calls.pop(stream_id, None)
+                    if task is not None:
+                        task.cancel()
+                else:  # a streaming call's DATA (message: whether the client half-closed)
+                    incoming = self._incoming.get(stream_id)
+                    if incoming is not None:
+                        incoming.receive(metadata, message)
+            elif message is True:
+                self._open_stream(stream_id, path, metadata)
+            else:
+                self._start(stream_id, path, metadata, message)
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -174,19 +259,8 @@ class _Connection(asyncio.Protocol):
 
     # -- calls ---------------------------------------------------------------------------
 
-    def _start(self, stream_id: int, path: bytes, metadata: list[tuple[bytes, bytes]], message: bytes | None) -> None:
-        method = self._server.methods.get(path)
-        if method is None:
-            self._answer_error(stream_id, "UNIMPLEMENTED", f"Method not found: {path.decode('latin-1')}", None)
-            return
-        if method.behaviour is None:
-            self._answer_error(stream_id, "UNIMPLEMENTED", f"{method.path} streams; the native gRPC front end "
-                               "serves unary calls only (serve with --grpc-frontend grpcio for streams)", None)
-            return
-        if message is None:
-            self._answer_error(stream_id, "RESOURCE_EXHAUSTED", "received message larger than max "
-                               f"({self._server.max_message_bytes} bytes)", None)
-            return
+    def _context(self, stream_id: int, metadata: list[tuple[bytes, bytes]]) -> tuple[CallContext, str | None] | None:
+        """The call's context and incoming request id from its headers; None when the call was refused."""
         deadline, request_id, decoded = None, None, []
         for key, value in metadata:
             if key == b"grpc-timeout":
@@ -197,20 +271,52 @@ class _Connection(asyncio.Protocol):
             if key == b"grpc-encoding" and value != b"identity":
                 self._answer_error(stream_id, "UNIMPLEMENTED", f"grpc-encoding {value.decode('latin-1')} is not "
                                    "supported (send identity)", None)
-                return
+                return None
             if key.startswith(b"grpc-") or key in (b"te", b"content-type", b"user-agent"):
                 continue
             name = key.decode("latin-1")
             if name == request_ids.HEADER:
                 request_id = value.decode("latin-1")
-            decoded.append((name, value if name.endswith("-bin") else value.decode("latin-1")))
+            # -bin values travel base64-encoded (padding optional); servicers get the bytes, as from grpcio
+            decoded.append((name, _unbase64(value) if name.endswith("-bin") else value.decode("latin-1")))
+        return CallContext(tuple(decoded), deadline), request_id
+
+    def _method(self, stream_id: int, path: bytes) -> _Method | None:
+        method = self._server.methods.get(path)
+        if method is None:
+            self._answer_error(stream_id, "UNIMPLEMENTED", f"Method not found: {path.decode('latin-1')}", None)
+        return method
+
+    def _start(self, stream_id: int, path: bytes, metadata: list[tuple[bytes, bytes]], message: bytes | None) -> None:
+        method = self._method(stream_id, path)
+        if method is None:
+            return
+        if message is None:
+            self._answer_error(stream_id, "RESOURCE_EXHAUSTED", "received message larger than max "
+                               f"({self._server.max_message_bytes} bytes)", None)
+            return
+        found = self._context(stream_id, metadata)
+        if found is None:
+            return
         if len(message) < 5 or message[0] != 0 or int.from_bytes(message[1:5], "big") != len(message) - 5:
             problem = ("a compressed message without grpc-encoding" if message[:1] == b"\x01"
                        else "not exactly one length-prefixed message")
             self._answer_error(stream_id, "INTERNAL", f"the request body is {problem}", None)
             return
-        context = CallContext(tuple(decoded), deadline)
+        context, request_id = found
         task = asyncio.get_running_loop().create_task(self._run(stream_id, method, message, context, request_id))
+        self._calls[stream_id] = task
+
+    def _open_stream(self, stream_id: int, path: bytes, metadata: list[tuple[bytes, bytes]]) -> None:
+        method = self._method(stream_id, path)
+        found = self._context(stream_id, metadata) if method is not None else None
+        if method is None or found is None:
+            return
+        context, request_id = found
+        incoming = _Incoming(self._server.max_message_bytes)
+        self._incoming[stream_id] = incoming
+        task = asyncio.get_running_loop().create_task(
+            self._run_stream(stream_id, method, incoming, context, request_id))
         self._calls[stream_id] = task
 
     async def _run(self, stream_id: int, method: _Method, message: bytes, context: CallContext,
@@ -228,34 +334,87 @@ class _Connection(asyncio.Protocol):
         finally:
             request_ids.reset(token)
             self._calls.pop(stream_id, None)
-            self._server.call_done()
+            if self._closing:
+                self._flush_soon()  # a draining connection closes once its last call is answered
 
     async def _answer(self, stream_id: int, method: _Method, message: bytes, context: CallContext) -> int:
         """Run one call and answer it; returns the gRPC status number it ended with."""
         assert method.behaviour is not None
         try:
-            try:
-                request = method.message_class.FromString(memoryview(message)[5:])
-            except Exception:  # DecodeError, or anything protobuf raises on bytes it cannot read
-                raise InvalidInput(f"the request is not a valid {method.name} message") from None
+            request = method.parse(memoryview(message)[5:])
             response = await method.behaviour(request, context)
-            payload = response if type(response) is bytes else response.SerializeToString()  # type: ignore[union-attr]
+            payload = _serialized(response)
             if len(payload) > self._server.max_message_bytes:
                 raise _TooLarge(len(payload), self._server.max_message_bytes)
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            if isinstance(error, _TooLarge):
-                code, text, headers = "RESOURCE_EXHAUSTED", str(error), None
-            elif isinstance(error, ServekitError):
-                code, text, headers = error.grpc_code, error.message, error.headers()
-            else:
-                log.error("unexpected error in a gRPC call", exc_info=error)
-                code, text, headers = "INTERNAL", "internal server error", None
+            code, text, headers = _status_of(error)
             self._answer_error(stream_id, code, text, request_ids.ensure(), headers)
             return STATUS[code]
-        self._session.respond(stream_id, payload,
-                              (_OK_TRAILER, (b"x-request-id", request_ids.ensure().encode("latin-1", "replace"))))
+        self._session.respond(stream_id, payload, _ok_trailers())
+        self._flush_soon()
+        return 0
+
+    async def _run_stream(self, stream_id: int, method: _Method, incoming: _Incoming, context: CallContext,
+                          incoming_id: str | None) -> None:
+        token = request_ids.bind(incoming_id)
+        try:
+            if tracing.tracer is None:
+                await self._answer_stream(stream_id, method, incoming, context)
+            else:
+                with tracing.grpc_span(method.path, context.invocation_metadata()) as span:
+                    span.set_attribute("rpc.grpc.status_code",
+                                       await self._answer_stream(stream_id, method, incoming, context))
+        except asyncio.CancelledError:
+            pass  # the client reset the stream, or the connection went away
+        finally:
+            request_ids.reset(token)
+            self._calls.pop(stream_id, None)
+            self._incoming.pop(stream_id, None)
+            if self._closing:
+                self._flush_soon()
+
+    async def _answer_stream(self, stream_id: int, method: _Method, incoming: _Incoming,
+                             context: CallContext) -> int:
+        """Run one streaming call: request messages as they come, answers as they are made."""
+        session, started = self._session, False
+        try:
+            if method.client_streaming:
+                request: Any = _parsed_messages(incoming, method)
+            else:
+                raw = await incoming.next()
+                if raw is None or await incoming.next() is not None:
+                    raise _Refused("INTERNAL", f"{method.path} takes exactly one request message")
+                request = method.parse(raw)
+            if method.server_streaming:
+                async for response in method.behaviour(request, context):
+                    if not started:
+                        started = session.start(stream_id)
+                        if not started:
+                            return STATUS["CANCELLED"]  # the stream is gone
+                    session.send(stream_id, _serialized(response))
+                    self._flush_soon()
+            else:
+                response = await method.behaviour(request, context)
+                session.respond(stream_id, _serialized(response), _ok_trailers())
+                self._flush_soon()
+                return 0
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            code, text, headers = _status_of(error)
+            trailers = _error_trailers(code, text, request_ids.ensure(), headers)
+            if started:
+                session.finish(stream_id, trailers)
+            else:
+                session.respond(stream_id, None, trailers)
+            self._flush_soon()
+            return STATUS[code]
+        if started:
+            session.finish(stream_id, _ok_trailers())
+        else:
+            session.respond(stream_id, None, _ok_trailers())  # no answer at all: trailers only
         self._flush_soon()
         return 0
 
@@ -295,10 +454,15 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
-    def shut_down(self) -> None:
-        """Graceful GOAWAY now; the connection closes once its calls are answered."""
-        self._closing = True
+    def shut_down(self, grace_s: float) -> None:
+        """Graceful GOAWAY now: calls already on their way are still taken for ``grace_s``; after
+        it the final GOAWAY goes out and the connection closes once its calls are answered."""
         self._session.shutdown_notice()
+        self._flush()
+        asyncio.get_running_loop().call_later(grace_s, self._grace_over)
+
+    def _grace_over(self) -> None:
+        self._closing = True
         self._flush()
 
     def abort(self) -> None:
@@ -307,9 +471,28 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
-    @property
-    def busy(self) -> bool:
-        return bool(self._calls)
+
+def _ok_trailers() -> tuple[tuple[bytes, bytes], ...]:
+    return _OK_TRAILER, (b"x-request-id", request_ids.ensure().encode("latin-1", "replace"))
+
+
+def _serialized(message: Message | bytes) -> bytes:
+    return message if type(message) is bytes else message.SerializeToString()  # type: ignore[union-attr]
+
+
+def _status_of(error: Exception) -> tuple[str, str, dict[str, str] | None]:
+    """(gRPC code name, message, extra trailers) that ``error`` ends a call with: the error table."""
+    if isinstance(error, _TooLarge):
+        return "RESOURCE_EXHAUSTED", str(error), None
+    if isinstance(error, ServekitError):
+        return error.grpc_code, error.message, error.headers()
+    log.error("unexpected error in a gRPC call", exc_info=error)
+    return "INTERNAL", "internal server error", None
+
+
+async def _parsed_messages(incoming: _Incoming, method: _Method) -> AsyncIterator[Message]:
+    while (raw := await incoming.next()) is not None:
+        yield method.parse(raw)
 
 
 class _TooLarge(Exception):
@@ -328,8 +511,13 @@ class NativeGrpcServer:
         inference, model = InferenceServicer(plane), ModelServicer(simple)
         names = [inference.service.full_name, model.service.full_name, ModelHealthServicer.service.full_name]
         health = HealthServicer(plane, server_services=names)
+        add_to_reflection_pool([health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR])
+        reflecting = ReflectionServicer([*names, health.service.full_name, reflection.SERVICE_NAME], pool=POOL)
         self.methods = _methods([(inference.service, inference), (model.service, model),
-                                 (health.service, health), (ModelHealthServicer.service, ModelHealthServicer(health))])
+                                 (health.service, health), (ModelHealthServicer.service, ModelHealthServicer(health)),
+                                 (reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"], reflecting)])
+        self.streaming_paths = frozenset(path for path, method in self.methods.items()
+                                         if method.client_streaming or method.server_streaming)
         self.connections: set[_Connection] = set()
         self.stopping = False
         self._server: asyncio.Server | None = None
@@ -365,14 +553,8 @@ class NativeGrpcServer:
             context.verify_mode = ssl.CERT_REQUIRED
         return context
 
-    def call_done(self) -> None:
-        if self.stopping:
-            for connection in list(self.connections):
-                connection._flush()  # a draining connection closes once its last call is answered
-            self.connection_closed()
-
     def connection_closed(self) -> None:
-        if self.stopping and not any(connection.busy for connection in self.connections):
+        if self.stopping and not self.connections:
             self._idle.set()
 
     def begin_stop(self) -> None:
@@ -382,7 +564,7 @@ class NativeGrpcServer:
             self.stopping = True
             self._server.close()
             for connection in list(self.connections):
-                connection.shut_down()
+                connection.shut_down(self._settings.drain_idle_grace_s)
             self.connection_closed()
             self._stopping = asyncio.ensure_future(self._drain())
 
