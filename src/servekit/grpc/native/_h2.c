@@ -25,6 +25,8 @@
  *     False when the stream is gone (reset by the client, or the connection closed).
  *   start(stream_id) -> bool; send(stream_id, message) -> bool; finish(stream_id, trailers) -> bool:
  *     a streamed answer: the HEADERS, then any number of messages (each framed here), then trailers.
+ *   consume(stream_id, nbytes): a streaming call's DATA was taken by Python: credit the flow-control
+ *     window back (unary bodies are credited at once; a streaming call's only as Python reads it).
  *   data_to_send() -> bytes: everything nghttp2 has queued (b"" when nothing).
  *   want_read() / want_write() -> bool: both False once the session is over.
  *   shutdown_notice(): a graceful GOAWAY (new streams refused; the ones open finish).
@@ -150,6 +152,10 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
     Session *self = (Session *)user_data;
     (void)flags;
     Stream *stream = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (stream == NULL || !stream->streaming) {
+        /* a unary call's body (or DATA of no call): window credit back at once; its size is capped */
+        (void)nghttp2_session_consume(session, stream_id, len);
+    }
     if (stream == NULL || stream->too_large || len == 0)
         return 0;
     if (stream->streaming) {
@@ -354,7 +360,17 @@ static int Session_init(Session *self, PyObject *args, PyObject *kwargs) {
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
     nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
-    int rc = nghttp2_session_server_new(&self->session, callbacks, self);
+    /* Flow control by hand: a streaming call's DATA is credited back only as Python takes its
+     * messages (consume()), so a client cannot push more than the window ahead of the servicer. */
+    nghttp2_option *option;
+    if (nghttp2_option_new(&option) != 0) {
+        nghttp2_session_callbacks_del(callbacks);
+        PyErr_NoMemory();
+        return -1;
+    }
+    nghttp2_option_set_no_auto_window_update(option, 1);
+    int rc = nghttp2_session_server_new2(&self->session, callbacks, self, option);
+    nghttp2_option_del(option);
     nghttp2_session_callbacks_del(callbacks);
     if (rc != 0) {
         PyErr_Format(H2Error, "nghttp2_session_server_new: %s", nghttp2_strerror(rc));
@@ -673,6 +689,17 @@ static PyObject *Session_data_to_send(Session *self, PyObject *Py_UNUSED(ignored
     return out;
 }
 
+/* consume(stream_id, nbytes): a streaming call's DATA was taken; credit the window back. */
+static PyObject *Session_consume(Session *self, PyObject *args) {
+    int stream_id;
+    Py_ssize_t nbytes;
+    if (!ready(self) || !PyArg_ParseTuple(args, "in", &stream_id, &nbytes))
+        return NULL;
+    if (nbytes > 0 && nghttp2_session_get_stream_user_data(self->session, stream_id) != NULL)
+        nghttp2_session_consume(self->session, stream_id, (size_t)nbytes);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Session_want_read(Session *self, PyObject *Py_UNUSED(ignored)) {
     if (!ready(self))
         return NULL;
@@ -716,6 +743,7 @@ static PyMethodDef Session_methods[] = {
     {"send", (PyCFunction)Session_send, METH_VARARGS, "One message of a streamed answer: send(stream_id, message)."},
     {"finish", (PyCFunction)Session_finish, METH_VARARGS, "End a streamed answer: finish(stream_id, trailers)."},
     {"data_to_send", (PyCFunction)Session_data_to_send, METH_NOARGS, "The bytes to write to the peer now."},
+    {"consume", (PyCFunction)Session_consume, METH_VARARGS, "Credit back a streaming call's DATA."},
     {"want_read", (PyCFunction)Session_want_read, METH_NOARGS, "Whether the session still reads."},
     {"want_write", (PyCFunction)Session_want_write, METH_NOARGS, "Whether the session has something to write."},
     {"shutdown_notice", (PyCFunction)Session_shutdown_notice, METH_NOARGS, "Send a graceful GOAWAY."},

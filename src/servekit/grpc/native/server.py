@@ -31,7 +31,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -113,15 +113,25 @@ def _methods(servicers: list[tuple[ServiceDescriptor, object]]) -> dict[bytes, _
 
 
 class _Incoming:
-    """A streaming call's request messages, cut out of its DATA as it arrives (gRPC's 5-byte framing)."""
+    """A streaming call's request messages, cut out of its DATA as it arrives (gRPC's 5-byte framing).
 
-    def __init__(self, max_message_bytes: int) -> None:
+    Flow control: the DATA received is credited back to the client (``credit``, HTTP/2's window)
+    while fewer than ``AHEAD`` whole messages wait for the servicer; past that the credit waits
+    until the servicer takes one, so a client cannot run further ahead than its window."""
+
+    AHEAD = 4
+
+    def __init__(self, max_message_bytes: int, credit: Callable[[int], None]) -> None:
         self._limit = max_message_bytes
+        self._credit = credit
+        self._owed = 0
         self._buffer = bytearray()
         self._messages: asyncio.Queue[bytes | ServekitError | None] = asyncio.Queue()
         self._ended = False
 
     def receive(self, chunk: bytes, end: bool) -> None:
+        self._owed += len(chunk)
+        self._settle()
         if self._ended:
             return
         self._buffer += chunk
@@ -144,6 +154,11 @@ class _Incoming:
             self._ended = True
             self._messages.put_nowait(None)
 
+    def _settle(self) -> None:
+        if self._owed and (self._ended or self._messages.qsize() < self.AHEAD):
+            self._credit(self._owed)
+            self._owed = 0
+
     def _fail(self, error: ServekitError) -> None:
         self._ended = True
         self._buffer.clear()
@@ -152,6 +167,7 @@ class _Incoming:
     async def next(self) -> bytes | None:
         """The next message, None once the client has half-closed; raises what broke the stream."""
         item = await self._messages.get()
+        self._settle()
         if isinstance(item, ServekitError):
             self._messages.put_nowait(item)  # every later read fails the same way
             raise item
@@ -313,7 +329,7 @@ class _Connection(asyncio.Protocol):
         if method is None or found is None:
             return
         context, request_id = found
-        incoming = _Incoming(self._server.max_message_bytes)
+        incoming = _Incoming(self._server.max_message_bytes, lambda taken: self._credit(stream_id, taken))
         self._incoming[stream_id] = incoming
         task = asyncio.get_running_loop().create_task(
             self._run_stream(stream_id, method, incoming, context, request_id))
@@ -417,6 +433,10 @@ class _Connection(asyncio.Protocol):
             session.respond(stream_id, None, _ok_trailers())  # no answer at all: trailers only
         self._flush_soon()
         return 0
+
+    def _credit(self, stream_id: int, taken: int) -> None:
+        self._session.consume(stream_id, taken)
+        self._flush_soon()
 
     def _answer_error(self, stream_id: int, code: str, message: str, request_id: str | None,
                       headers: dict[str, str] | None = None) -> None:
