@@ -84,9 +84,11 @@ def test_the_sklearn_model_answers_as_mlservers_runtime_names_it(
         server: ServerProcess, mlserver_repository: tuple[Path, LogisticRegression]) -> None:
     classifier = mlserver_repository[1]
     with httpx.Client(base_url=server.base_url, timeout=10) as client:
-        both = _outputs(client.post("/v2/models/iris/infer", json=_body()))
-        np.testing.assert_array_equal(both["predict"], classifier.predict(ROWS))
-        np.testing.assert_allclose(both["predict_proba"], classifier.predict_proba(ROWS), rtol=1e-5)
+        default = _outputs(client.post("/v2/models/iris/infer", json=_body()))
+        assert list(default) == ["predict"]  # as MLServer: predict alone, as a column
+        np.testing.assert_array_equal(default["predict"], classifier.predict(ROWS).reshape(-1, 1))
+        both = _outputs(client.post("/v2/models/iris/infer", json=_body(["predict", "predict_proba"])))
+        np.testing.assert_allclose(both["predict_proba"], classifier.predict_proba(ROWS), rtol=1e-12)
         only = _outputs(client.post("/v2/models/iris/infer", json=_body(["predict_proba"])))
         assert list(only) == ["predict_proba"]
         wrong = client.post("/v2/models/iris/infer", json=_body(["label"]))

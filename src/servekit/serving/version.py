@@ -126,6 +126,11 @@ def _choose_signature(config: ModelConfig, derived: Signature | None, where: Pat
         unknown = [spec.name for spec in inputs if spec.name not in known]
         if unknown:
             raise ConfigError(f"{where}: inputs: the model has no input named {', '.join(unknown)}")
+    if config.any_input and len(inputs) != 1:
+        raise ConfigError(f"{where}: any_input: the model has {len(inputs)} inputs; any_input needs exactly one")
+    unknown = [name for name in config.default_outputs or () if name not in {spec.name for spec in outputs}]
+    if unknown:
+        raise ConfigError(f"{where}: default_outputs: the model has no output named {', '.join(unknown)}")
     return Signature(inputs, outputs)
 
 
