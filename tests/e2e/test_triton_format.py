@@ -166,6 +166,22 @@ def test_statistics_count_rows_and_requests(http: httpclient.InferenceServerClie
     assert rows["inference_count"] >= rows["inference_stats"]["success"]["count"] + 2 > 2
 
 
+def test_without_dynamic_batching_statistics_still_count_rows(http: httpclient.InferenceServerClient) -> None:
+    """As tritonserver 2.51 counts them: two requests of 3 rows to a max_batch_size 4 model without
+    dynamic_batching make inference_count 6, execution_count 2, and two batches of size 3."""
+    before = http.get_inference_statistics("pyplain")["model_stats"][0]
+    x = httpclient.InferInput("X", [3, 2], "FP32")
+    x.set_data_from_numpy(np.arange(6, dtype=np.float32).reshape(3, 2))
+    for _ in range(2):
+        assert http.infer("pyplain", [x]).as_numpy("Y").tolist() == [[0, 2], [4, 6], [8, 10]]
+    after = http.get_inference_statistics("pyplain")["model_stats"][0]
+    assert after["inference_count"] - before["inference_count"] == 6
+    assert after["execution_count"] - before["execution_count"] == 2
+    sizes = {entry["batch_size"]: int(entry["compute_infer"]["count"]) for entry in after["batch_stats"]}
+    earlier = {entry["batch_size"]: int(entry["compute_infer"]["count"]) for entry in before["batch_stats"]}
+    assert sizes.get(3, 0) - earlier.get(3, 0) == 2 and 1 not in sizes
+
+
 def test_onnx_version_outside_the_policy_is_not_found(http: httpclient.InferenceServerClient,
                                                       grpc: grpcclient.InferenceServerClient) -> None:
     x = httpclient.InferInput("x", [1, 4], "FP32")

@@ -178,8 +178,8 @@ def load_version(name: str, model_dir: Path, version: int, config: ModelConfig) 
         max_queue_size=batching.max_queue_size,
     )
     if max_batch_size > 0 and not batching.enabled:
-        # Requests still carry a batch dimension; each runs alone.
-        policy = BatchPolicy(max_rows=None, max_queue_size=batching.max_queue_size)
+        # Requests still carry a batch dimension (their rows are counted, as Triton counts them); each runs alone.
+        policy = BatchPolicy(max_rows=None, max_queue_size=batching.max_queue_size, counts_rows=True)
     stats = ModelStats()
     # A call that can be timed out must run on a thread: one on the event loop cannot be abandoned.
     # An isolated model's call waits on another process: never on the event loop either.
