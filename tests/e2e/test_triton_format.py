@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -204,3 +205,55 @@ def test_libtorch_tensors_by_index(grpc: grpcclient.InferenceServerClient) -> No
     second = grpcclient.InferInput("INPUT__1", [1, 2], "FP32")
     second.set_data_from_numpy(np.array([[3.0, 4.0]], dtype=np.float32))
     assert grpc.infer("libtorch", [second, first]).as_numpy("OUTPUT__0").tolist() == [[31.0, 42.0]]
+
+
+AUTO_COMPLETED = '''
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    @staticmethod
+    def auto_complete_config(config):
+        config.set_max_batch_size(4)
+        config.add_input({"name": "NAME", "data_type": "TYPE_FP32", "dims": [2]})
+        config.add_output({"name": "Y", "data_type": "TYPE_FP32", "dims": [2]})
+        return config
+
+    def execute(self, requests):
+        doubled = [pb_utils.get_input_tensor_by_name(r, "NAME").as_numpy() * 2 for r in requests]
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("Y", y)]) for y in doubled]
+'''
+
+
+def _input_names(client: httpclient.InferenceServerClient) -> list[str]:
+    return [tensor["name"] for tensor in client.get_model_metadata("auto")["inputs"]]
+
+
+@pytest.mark.parametrize("reload", ["repository load", "poll"])
+def test_auto_complete_config_runs_again_when_the_model_is_reloaded(tmp_path: Path, reload: str) -> None:
+    """As tritonserver 2.51 does on a repository load (checked: an edited model.py's hook renamed the input):
+    the hook of the model.py on disk runs again when the model is loaded through the repository
+    extension, and when the poller reloads it."""
+    model_file = tmp_path / "models" / "auto" / "1" / "model.py"
+    model_file.parent.mkdir(parents=True)
+    (tmp_path / "models" / "auto" / "config.pbtxt").write_text('backend: "python"\n')
+    model_file.write_text(AUTO_COMPLETED.replace("NAME", "X"))
+    how = ("--repository-control", "open") if reload == "repository load" else ("--poll-interval", "0.2")
+    process = ServerProcess(tmp_path / "models", tmp_path / "server.log", *how)
+    process.start()
+    client = httpclient.InferenceServerClient(process.url)
+    try:
+        assert _input_names(client) == ["X"]
+        model_file.write_text(AUTO_COMPLETED.replace("NAME", "Z"))
+        if reload == "repository load":
+            client.load_model("auto")
+        deadline = time.monotonic() + 60
+        while _input_names(client) != ["Z"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _input_names(client) == ["Z"]
+        x = httpclient.InferInput("Z", [1, 2], "FP32")
+        x.set_data_from_numpy(np.array([[1.0, 2.0]], dtype=np.float32))
+        assert client.infer("auto", [x]).as_numpy("Y").tolist() == [[2.0, 4.0]]
+    finally:
+        client.close()
+        process.stop()
