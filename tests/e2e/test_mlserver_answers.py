@@ -9,19 +9,23 @@ error documents' ``error`` field must be MLServer's too.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-from tests.formats.mlserver.record_answers import CALLS, send
+from servekit.grpc.generated import inference_pb2
+from tests.formats.mlserver.record_answers import CALLS, GRPC_CALLS, call_grpc, send
 from tests.formats.mlserver.repository import ANSWERS, build
 
 from .harness import ServerProcess
 
 RECORDED: list[dict[str, Any]] = json.loads(ANSWERS.read_text())["answers"]
+GRPC_RECORDED: list[dict[str, Any]] = json.loads(ANSWERS.read_text())["grpc_answers"]
 # call -> servekit's status where it answers otherwise on purpose (see the README's list).
 KEPT = {
     "infer_wrong_width": 400,  # MLServer 500: the estimator raised; servekit checks the shape first
@@ -34,18 +38,34 @@ KEPT = {
     "unloaded_ready": 503,  # MLServer 404: it forgets an unloaded model; servekit keeps it, not ready
     "unloaded_infer": 503,
 }
+# The same for gRPC status codes.
+GRPC_KEPT = {
+    "infer_wrong_width": "INVALID_ARGUMENT",  # MLServer INTERNAL: the estimator's ValueError
+    "model_ready_unknown": "NOT_FOUND",  # MLServer UNKNOWN ("Unexpected <class 'mlserver.errors.ModelNotFound'>")
+}
 
 
 @pytest.fixture(scope="module")
-def answers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict[str, Any]]]:
-    """servekit's answer to every recorded call, made in the recording's order."""
+def both_answers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """servekit's answer to every recorded call, made in the recording's order: (HTTP, gRPC)."""
     root = build(tmp_path_factory.mktemp("mlserver") / "models")
     process = ServerProcess(root, tmp_path_factory.mktemp("logs") / "server.log", "--repository-control", "open")
     process.start()
     try:
-        yield {entry["name"]: send(process.port, entry) for entry in CALLS}
+        grpc_answers = {entry["name"]: call_grpc(process.grpc_port, entry, inference_pb2) for entry in GRPC_CALLS}
+        yield {entry["name"]: send(process.port, entry) for entry in CALLS}, grpc_answers
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="module")
+def answers(both_answers: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return both_answers[0]
+
+
+@pytest.fixture(scope="module")
+def grpc_answers(both_answers: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return both_answers[1]
 
 
 def test_the_recording_and_the_calls_are_the_same() -> None:
@@ -120,3 +140,60 @@ def test_an_error_is_a_json_document_with_an_error_message(entry: dict[str, Any]
 
 def test_the_recording_is_mlserver_1_7_1() -> None:
     assert json.loads(Path(ANSWERS).read_text())["mlserver"] == "1.7.1"
+
+
+def test_the_grpc_recording_and_the_calls_are_the_same() -> None:
+    assert [(e["name"], e["method"], e["request"]) for e in GRPC_RECORDED] == \
+        [(e["name"], e["method"], e["request"]) for e in GRPC_CALLS]
+
+
+@pytest.mark.parametrize("entry", GRPC_RECORDED, ids=[entry["name"] for entry in GRPC_RECORDED])
+def test_the_grpc_status_code_is_mlservers(entry: dict[str, Any], grpc_answers: dict[str, dict[str, Any]]) -> None:
+    ours = grpc_answers[entry["name"]]
+    assert ours["code"] == GRPC_KEPT.get(entry["name"], entry["response"]["code"]), ours
+
+
+_CONTENTS = {"INT64": "int64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents"}
+_RAW = {"INT64": "<i8", "FP32": "<f4", "FP64": "<f8"}
+
+
+def _grpc_outputs(message: dict[str, Any]) -> dict[str, tuple[str, list[int], list[float]]]:
+    """Each output's datatype, shape and values, whether sent as contents or as raw_output_contents."""
+    raw = [base64.b64decode(blob) for blob in message.get("raw_output_contents", [])]
+    found = {}
+    for index, output in enumerate(message["outputs"]):
+        datatype = output["datatype"]
+        if raw:
+            values = np.frombuffer(raw[index], dtype=_RAW[datatype]).tolist()
+        else:
+            values = [float(value) for value in output["contents"][_CONTENTS[datatype]]]
+        found[output["name"]] = (datatype, [int(n) for n in output["shape"]], values)
+    return found
+
+
+GRPC_INFERRED = [e for e in GRPC_RECORDED if e["method"] == "ModelInfer" and e["response"]["code"] == "OK"]
+
+
+@pytest.mark.parametrize("entry", GRPC_INFERRED, ids=[entry["name"] for entry in GRPC_INFERRED])
+def test_a_grpc_inference_answer_carries_mlservers_outputs(entry: dict[str, Any],
+                                                           grpc_answers: dict[str, dict[str, Any]]) -> None:
+    theirs, ours = entry["response"]["message"], grpc_answers[entry["name"]]["message"]
+    assert (ours["model_name"], ours.get("model_version", "1")) == (theirs["model_name"],
+                                                                    theirs.get("model_version", "1"))
+    expected, got = _grpc_outputs(theirs), _grpc_outputs(ours)
+    assert list(got) == list(expected)
+    for name, (datatype, shape, data) in expected.items():
+        assert got[name][:2] == (datatype, shape), name
+        assert got[name][2] == pytest.approx(data, rel=1e-6, abs=1e-12), name
+
+
+def test_grpc_health_metadata_and_index_are_mlservers(grpc_answers: dict[str, dict[str, Any]]) -> None:
+    recorded = {entry["name"]: entry["response"] for entry in GRPC_RECORDED}
+    for name in ("server_live", "server_ready", "model_ready"):
+        assert grpc_answers[name]["message"] == recorded[name]["message"], name
+    theirs, ours = recorded["model_metadata_declared"]["message"], grpc_answers["model_metadata_declared"]["message"]
+    assert (ours["inputs"], ours["outputs"]) == (theirs["inputs"], theirs["outputs"])
+    # MLServer writes its state enum as "State.READY" over gRPC (and "READY" over HTTP); servekit "READY".
+    rows = recorded["repository_index"]["message"]["models"]
+    index = {(row["name"], row["state"].removeprefix("State.")) for row in rows}
+    assert {(row["name"], row["state"]) for row in grpc_answers["repository_index"]["message"]["models"]} == index

@@ -11,11 +11,13 @@ has no ONNX runtime), scikit-learn, numpy and joblib pinned to servekit's, Pytho
     /tmp/mlserver-venv/bin/python -m tests.formats.mlserver.record_answers build /tmp/mlsrec
     MLSERVER_HOST=127.0.0.1 MLSERVER_HTTP_PORT=18080 MLSERVER_GRPC_PORT=18081 MLSERVER_METRICS_PORT=18082 \\
         setsid /tmp/mlserver-venv/bin/mlserver start /tmp/mlsrec &
-    /tmp/mlserver-venv/bin/python -m tests.formats.mlserver.record_answers record 18080 \\
+    /tmp/mlserver-venv/bin/python -m tests.formats.mlserver.record_answers record 18080 18081 \\
         tests/formats/mlserver/mlserver_answers.json
     kill -- -PID_OF_MLSERVER
 
-Each call is sent as written in ``CALLS``; the answers keep status, reason, content-type and body.
+Each HTTP call is sent as written in ``CALLS``; the answers keep status, reason, content-type and
+body. Each gRPC call of ``GRPC_CALLS`` is built with MLServer's own generated messages and kept as
+protobuf JSON (or the status code and details).
 """
 
 from __future__ import annotations
@@ -125,6 +127,48 @@ def calls() -> list[dict[str, Any]]:
 CALLS = calls()
 
 
+def _grpc_infer(name: str = "predict", outputs: list[str] | None = None, model: str = "digits", version: str = "",
+                datatype: str = "FP32", width: int = 64) -> dict[str, Any]:
+    data = rows()[:, :width]
+    field = {"FP32": "fp32_contents", "INT64": "int64_contents"}[datatype]
+    values = data.ravel().tolist() if datatype == "FP32" else [int(v) for v in data.ravel()]
+    request: dict[str, Any] = {"model_name": model, "model_version": version,
+                               "inputs": [{"name": name, "datatype": datatype, "shape": list(data.shape),
+                                           "contents": {field: values}}]}
+    if outputs is not None:
+        request["outputs"] = [{"name": output} for output in outputs]
+    return request
+
+
+def grpc_calls() -> list[dict[str, Any]]:
+    """(name, GRPCInferenceService method, request as protobuf JSON with the proto's field names)."""
+    def call(name: str, method: str, request: dict[str, Any]) -> dict[str, Any]:
+        return {"name": name, "method": method, "request": request}
+
+    return [
+        call("server_live", "ServerLive", {}),
+        call("server_ready", "ServerReady", {}),
+        call("model_ready", "ModelReady", {"name": "digits"}),
+        call("model_ready_unknown", "ModelReady", {"name": "nope"}),
+        call("model_metadata_declared", "ModelMetadata", {"name": "declared"}),
+        call("model_metadata_unknown", "ModelMetadata", {"name": "nope"}),
+        call("infer_default_outputs", "ModelInfer", _grpc_infer()),
+        call("infer_any_input_name", "ModelInfer", _grpc_infer(name="whatever")),
+        call("infer_both", "ModelInfer", _grpc_infer(outputs=["predict", "predict_proba"])),
+        call("infer_int64_data", "ModelInfer", _grpc_infer(datatype="INT64")),
+        call("infer_version", "ModelInfer", _grpc_infer(version="v1")),
+        call("infer_declared", "ModelInfer", _grpc_infer(name="pixels", model="declared")),
+        call("infer_unknown_output", "ModelInfer", _grpc_infer(outputs=["label"])),
+        call("infer_unknown_model", "ModelInfer", _grpc_infer(model="nope")),
+        call("infer_unknown_version", "ModelInfer", _grpc_infer(version="v9")),
+        call("infer_wrong_width", "ModelInfer", _grpc_infer(width=3)),
+        call("repository_index", "RepositoryIndex", {}),
+    ]
+
+
+GRPC_CALLS = grpc_calls()
+
+
 def send(port: int, entry: dict[str, Any]) -> dict[str, Any]:
     """One call over a fresh connection: status, reason, content-type and body of the answer."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -137,18 +181,44 @@ def send(port: int, entry: dict[str, Any]) -> dict[str, Any]:
             "content_type": response.getheader("content-type"), "body": body}
 
 
-def record(port: int, out: Path) -> None:
+def call_grpc(port: int, entry: dict[str, Any], messages: Any) -> dict[str, Any]:
+    """One GRPCInferenceService call, ``messages`` the generated module of package ``inference`` to
+    build it with (MLServer's dataplane_pb2 when recording, servekit's inference_pb2 when replaying):
+    the answer as protobuf JSON, or the status code's name and details."""
+    import grpc
+    from google.protobuf import json_format
+
+    request = json_format.ParseDict(entry["request"], getattr(messages, f"{entry['method']}Request")())
+    answer_type = getattr(messages, f"{entry['method']}Response")
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        method = channel.unary_unary(f"/inference.GRPCInferenceService/{entry['method']}",
+                                     request_serializer=lambda message: message.SerializeToString(),
+                                     response_deserializer=answer_type.FromString)
+        try:
+            answer = method(request, timeout=60)
+        except grpc.RpcError as error:
+            return {"code": error.code().name, "details": error.details()}
+    return {"code": "OK", "message": json_format.MessageToDict(answer, preserving_proto_field_name=True)}
+
+
+def record(port: int, out: Path, grpc_port: int) -> None:
     import mlserver
     import sklearn
+    from mlserver.grpc import dataplane_pb2
 
     answers = []
     for entry in CALLS:
         answer = send(port, entry)
         print(entry["name"], answer["status"], answer["body"][:160])
         answers.append({**entry, "response": answer})
+    grpc_answers = []
+    for entry in GRPC_CALLS:
+        answer = call_grpc(grpc_port, entry, dataplane_pb2)
+        print("grpc", entry["name"], str(answer)[:160])
+        grpc_answers.append({**entry, "response": answer})
     document = {"mlserver": mlserver.__version__, "scikit_learn": sklearn.__version__,
                 "made_by": "tests/formats/mlserver/record_answers.py (its docstring has the commands)",
-                "variable": VARIABLE, "answers": answers}
+                "variable": VARIABLE, "answers": answers, "grpc_answers": grpc_answers}
     out.write_text(json.dumps(document, indent=1) + "\n")
 
 
@@ -156,6 +226,6 @@ if __name__ == "__main__":
     if sys.argv[1] == "build":
         build(Path(sys.argv[2]))
     elif sys.argv[1] == "record":
-        record(int(sys.argv[2]), Path(sys.argv[3]))
+        record(int(sys.argv[2]), Path(sys.argv[4]), int(sys.argv[3]))
     else:
-        raise SystemExit("usage: record_answers.py build REPO | record HTTP_PORT OUT.json")
+        raise SystemExit("usage: record_answers.py build REPO | record HTTP_PORT GRPC_PORT OUT.json")
