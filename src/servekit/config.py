@@ -234,6 +234,11 @@ class ModelConfig(_Strict):
                                               "model file tells, for ONNX and torch.export)")
     outputs: list[TensorConfig] | None = Field(default=None, description="the output tensors (default: what the "
                                                "model file tells)")
+    any_input: bool = Field(default=False, description="a model with one input takes a request's only input "
+                            "whatever its name, and in any numeric datatype (cast to the declared one), as "
+                            "MLServer's SKLearnModel does")
+    default_outputs: list[str] | None = Field(default=None, description="the outputs a request that names none "
+                                              "gets (default: every output)")
     max_batch_size: int | None = Field(default=None, ge=0, description="rows; 0 = no batching")
     batching: BatchingConfig = Field(default_factory=BatchingConfig, description="dynamic batching")
     instances: int = Field(default=1, ge=1, le=64, description="parallel copies of the model, each on its own "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 
 from tests.builders import WEIGHTS, write_onnx_model
 
-from .harness import ServerProcess
+from .harness import ServerProcess, servekit_command
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "triton.md"
 ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]], dtype=np.float32)
@@ -84,9 +85,11 @@ def test_the_sklearn_model_answers_as_mlservers_runtime_names_it(
         server: ServerProcess, mlserver_repository: tuple[Path, LogisticRegression]) -> None:
     classifier = mlserver_repository[1]
     with httpx.Client(base_url=server.base_url, timeout=10) as client:
-        both = _outputs(client.post("/v2/models/iris/infer", json=_body()))
-        np.testing.assert_array_equal(both["predict"], classifier.predict(ROWS))
-        np.testing.assert_allclose(both["predict_proba"], classifier.predict_proba(ROWS), rtol=1e-5)
+        default = _outputs(client.post("/v2/models/iris/infer", json=_body()))
+        assert list(default) == ["predict"]  # as MLServer: predict alone, as a column
+        np.testing.assert_array_equal(default["predict"], classifier.predict(ROWS).reshape(-1, 1))
+        both = _outputs(client.post("/v2/models/iris/infer", json=_body(["predict", "predict_proba"])))
+        np.testing.assert_allclose(both["predict_proba"], classifier.predict_proba(ROWS), rtol=1e-12)
         only = _outputs(client.post("/v2/models/iris/infer", json=_body(["predict_proba"])))
         assert list(only) == ["predict_proba"]
         wrong = client.post("/v2/models/iris/infer", json=_body(["label"]))
@@ -128,3 +131,21 @@ def test_what_cannot_be_mapped_fails_its_own_model_with_the_reason(server: Serve
     assert "'mlserver_xgboost.XGBoostModel' (an XGBoost booster) has no servekit runtime" in rows["booster"]["reason"]
     assert rows["untrusted"]["state"] == "UNAVAILABLE"
     assert '"trust_pickle": true' in rows["untrusted"]["reason"]
+
+
+def test_the_repositorys_settings_json_sets_the_ports(mlserver_repository: tuple[Path, LogisticRegression],
+                                                      tmp_path: Path) -> None:
+    """``servekit serve REPO`` with no port flags listens where MLServer's settings.json says."""
+    root = tmp_path / "models"
+    shutil.copytree(mlserver_repository[0] / "iris", root / "iris")
+    process = ServerProcess(root, tmp_path / "server.log")
+    (root / "settings.json").write_text(json.dumps({"host": "127.0.0.1", "http_port": process.port, "grpc_port": 0,
+                                                    "metrics_port": 0, "debug": False, "server_name": "iris-server"}))
+    process.args = servekit_command("serve", str(root), "--management-port", "0")
+    process.start()
+    try:
+        with httpx.Client(base_url=process.base_url, timeout=10) as client:
+            assert _outputs(client.post("/v2/models/iris/infer", json=_body(["predict"])))["predict"].shape == (3, 1)
+    finally:
+        process.stop()
+    assert "skipped MLServer settings servekit does not read: server_name" in process.log()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,22 @@ def test_statistics_count_rows_and_requests(http: httpclient.InferenceServerClie
     assert rows["inference_count"] >= rows["inference_stats"]["success"]["count"] + 2 > 2
 
 
+def test_without_dynamic_batching_statistics_still_count_rows(http: httpclient.InferenceServerClient) -> None:
+    """As tritonserver 2.51 counts them: two requests of 3 rows to a max_batch_size 4 model without
+    dynamic_batching make inference_count 6, execution_count 2, and two batches of size 3."""
+    before = http.get_inference_statistics("pyplain")["model_stats"][0]
+    x = httpclient.InferInput("X", [3, 2], "FP32")
+    x.set_data_from_numpy(np.arange(6, dtype=np.float32).reshape(3, 2))
+    for _ in range(2):
+        assert http.infer("pyplain", [x]).as_numpy("Y").tolist() == [[0, 2], [4, 6], [8, 10]]
+    after = http.get_inference_statistics("pyplain")["model_stats"][0]
+    assert after["inference_count"] - before["inference_count"] == 6
+    assert after["execution_count"] - before["execution_count"] == 2
+    sizes = {entry["batch_size"]: int(entry["compute_infer"]["count"]) for entry in after["batch_stats"]}
+    earlier = {entry["batch_size"]: int(entry["compute_infer"]["count"]) for entry in before["batch_stats"]}
+    assert sizes.get(3, 0) - earlier.get(3, 0) == 2 and 1 not in sizes
+
+
 def test_onnx_version_outside_the_policy_is_not_found(http: httpclient.InferenceServerClient,
                                                       grpc: grpcclient.InferenceServerClient) -> None:
     x = httpclient.InferInput("x", [1, 4], "FP32")
@@ -188,3 +205,55 @@ def test_libtorch_tensors_by_index(grpc: grpcclient.InferenceServerClient) -> No
     second = grpcclient.InferInput("INPUT__1", [1, 2], "FP32")
     second.set_data_from_numpy(np.array([[3.0, 4.0]], dtype=np.float32))
     assert grpc.infer("libtorch", [second, first]).as_numpy("OUTPUT__0").tolist() == [[31.0, 42.0]]
+
+
+AUTO_COMPLETED = '''
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    @staticmethod
+    def auto_complete_config(config):
+        config.set_max_batch_size(4)
+        config.add_input({"name": "NAME", "data_type": "TYPE_FP32", "dims": [2]})
+        config.add_output({"name": "Y", "data_type": "TYPE_FP32", "dims": [2]})
+        return config
+
+    def execute(self, requests):
+        doubled = [pb_utils.get_input_tensor_by_name(r, "NAME").as_numpy() * 2 for r in requests]
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("Y", y)]) for y in doubled]
+'''
+
+
+def _input_names(client: httpclient.InferenceServerClient) -> list[str]:
+    return [tensor["name"] for tensor in client.get_model_metadata("auto")["inputs"]]
+
+
+@pytest.mark.parametrize("reload", ["repository load", "poll"])
+def test_auto_complete_config_runs_again_when_the_model_is_reloaded(tmp_path: Path, reload: str) -> None:
+    """As tritonserver 2.51 does on a repository load (checked: an edited model.py's hook renamed the input):
+    the hook of the model.py on disk runs again when the model is loaded through the repository
+    extension, and when the poller reloads it."""
+    model_file = tmp_path / "models" / "auto" / "1" / "model.py"
+    model_file.parent.mkdir(parents=True)
+    (tmp_path / "models" / "auto" / "config.pbtxt").write_text('backend: "python"\n')
+    model_file.write_text(AUTO_COMPLETED.replace("NAME", "X"))
+    how = ("--repository-control", "open") if reload == "repository load" else ("--poll-interval", "0.2")
+    process = ServerProcess(tmp_path / "models", tmp_path / "server.log", *how)
+    process.start()
+    client = httpclient.InferenceServerClient(process.url)
+    try:
+        assert _input_names(client) == ["X"]
+        model_file.write_text(AUTO_COMPLETED.replace("NAME", "Z"))
+        if reload == "repository load":
+            client.load_model("auto")
+        deadline = time.monotonic() + 60
+        while _input_names(client) != ["Z"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _input_names(client) == ["Z"]
+        x = httpclient.InferInput("Z", [1, 2], "FP32")
+        x.set_data_from_numpy(np.array([[1.0, 2.0]], dtype=np.float32))
+        assert client.infer("auto", [x]).as_numpy("Y").tolist() == [[2.0, 4.0]]
+    finally:
+        client.close()
+        process.stop()

@@ -6,6 +6,8 @@
   holding 13 with ``TritonError(INVALID_ARG)``.
 - ``pyfull``: python backend, max_batch_size 0 (full shapes): ``Y = X + OFFSET`` for an INT32 [2, 3],
   OFFSET an optional input (1 when left out).
+- ``pyplain``: python backend, max_batch_size 4 without dynamic_batching (Triton's default
+  scheduler: each request runs alone): ``Y = 2 * X``.
 - ``onnx_policy``: platform onnxruntime_onnx, versions 1-3 on disk, version_policy specific [1, 3].
 - ``libtorch``: platform pytorch_libtorch (TorchScript ``model.pt``), ``OUTPUT__0 = INPUT__0 +
   10 * INPUT__1``, the inputs listed out of order in the config (Triton orders them by index).
@@ -84,6 +86,23 @@ class TritonPythonModel:
         return responses
 '''
 
+PYPLAIN_CONFIG = """
+backend: "python"
+max_batch_size: 4
+input [ { name: "X" data_type: TYPE_FP32 dims: [ 2 ] } ]
+output [ { name: "Y" data_type: TYPE_FP32 dims: [ 2 ] } ]
+"""
+
+PYPLAIN_MODEL = '''
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        doubled = [pb_utils.get_input_tensor_by_name(r, "X").as_numpy() * 2 for r in requests]
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("Y", y)]) for y in doubled]
+'''
+
 ONNX_CONFIG = """
 platform: "onnxruntime_onnx"
 max_batch_size: 16
@@ -125,9 +144,10 @@ def _write_libtorch(model_dir: Path) -> None:
 
 
 def build_triton_repository(root: Path, marker: Path) -> Path:
-    """The four models above under ``root``; ``marker`` collects pybatch's execute sizes."""
+    """The five models above under ``root``; ``marker`` collects pybatch's execute sizes."""
     _write(root / "pybatch", PYBATCH_CONFIG.replace("MARKER", str(marker)), {"1/model.py": PYBATCH_MODEL})
     _write(root / "pyfull", PYFULL_CONFIG, {"1/model.py": PYFULL_MODEL})
+    _write(root / "pyplain", PYPLAIN_CONFIG, {"1/model.py": PYPLAIN_MODEL})
     _write(root / "onnx_policy", ONNX_CONFIG)
     for version in (1, 2, 3):
         write_onnx_model(root / "onnx_policy" / str(version))

@@ -59,6 +59,21 @@ def test_classifier_signature_and_predict(tmp_path: Path) -> None:
     np.testing.assert_allclose(outputs["probabilities"], estimator.predict_proba(FEATURES[:4]), rtol=1e-6)
 
 
+def test_labels_as_a_column_and_float64_probabilities_when_the_parameters_ask(tmp_path: Path) -> None:
+    estimator = LogisticRegression().fit(FEATURES, CLASSES)
+    _save(estimator, tmp_path)
+    runtime = _runtime(tmp_path, ModelConfig(parameters={"label_column": True, "probabilities_datatype": "FP64"}))
+    assert [spec.shape for spec in runtime.signature().outputs] == [(-1, 1), (-1, 3)]
+    outputs = runtime.predict({"input": FEATURES[:4]})
+    np.testing.assert_array_equal(outputs["label"], estimator.predict(FEATURES[:4]).reshape(-1, 1))
+    assert outputs["probabilities"].dtype == np.float64
+    np.testing.assert_array_equal(outputs["probabilities"], estimator.predict_proba(FEATURES[:4]))
+    for parameters, said in (({"label_column": "yes"}, "label_column must be true or false"),
+                             ({"probabilities_datatype": "FP16"}, "probabilities_datatype must be FP32 or FP64")):
+        with pytest.raises(ConfigError, match=said):
+            _runtime(tmp_path, ModelConfig(parameters=parameters))
+
+
 def test_string_classes_come_back_as_bytes_and_no_proba_without_predict_proba(tmp_path: Path) -> None:
     names = np.array(["zero", "one", "two"])[CLASSES]
     _save(SVC().fit(FEATURES, names), tmp_path)  # SVC has predict_proba only with probability=True

@@ -106,3 +106,14 @@ def test_the_model_config_chooses_identity_for_scores_that_are_not_probabilities
     asyncio.run(registry.load_all())
     result = asyncio.run(SimpleAPI(DataPlane(registry)).predict(np.ones((1, 2), dtype=np.float32), True))
     assert result.probabilities is not None and result.probabilities.tolist() == [[2.0]]
+
+
+def test_probabilities_are_read_from_a_model_whose_default_outputs_leave_them_out(tmp_path: Path) -> None:
+    (tmp_path / "scores" / "1").mkdir(parents=True)
+    (tmp_path / "scores" / "handler.py").write_text(HANDLER)
+    (tmp_path / "scores" / "config.yaml").write_text(CONFIG + "default_outputs: [name]\n")
+    registry = Registry(tmp_path)
+    asyncio.run(registry.load_all())
+    result = asyncio.run(SimpleAPI(DataPlane(registry)).predict(np.ones((1, 2), dtype=np.float32), True))
+    assert result.predictions.tolist() == [b"row"]
+    assert result.probabilities is not None and result.probabilities.tolist() == [[1.0]]

@@ -21,12 +21,15 @@ __all__ = ["BatchPolicy", "BatchQueue", "QueuedItem", "TakenBatch", "should_disp
 
 @dataclass(frozen=True, slots=True)
 class BatchPolicy:
-    """max_rows None means each batch is exactly one request (no batching)."""
+    """max_rows None means each batch is exactly one request (no batching). ``counts_rows``: with
+    max_rows None, requests still carry a batch dimension, so an item counts its rows (Triton's
+    inference_count) although it runs alone; otherwise such an item is one row."""
 
     max_rows: int | None
     max_delay_s: float = 0.0
     preferred_sizes: tuple[int, ...] = ()
     max_queue_size: int = 2048
+    counts_rows: bool = False
 
 
 @dataclass(eq=False, slots=True)

@@ -278,13 +278,13 @@ class Batcher:
             raise ModelNotReady(f"model {self.label} is unloading")
         max_rows = self.policy.max_rows
         if self.per_request:
-            rows = 1 if max_rows is None else count_rows(inputs)
+            rows = count_rows(inputs) if max_rows is not None or self.policy.counts_rows else 1
             if max_rows is not None and rows > max_rows:
                 raise InvalidInput(f"the request has {rows} rows; this model takes at most {max_rows} per request")
             request = RuntimeRequest(inputs, parameters or {}, outputs, request_id)
             return await self._submit_one(request, rows, deadline)
         if max_rows is None:
-            return await self._submit_one(inputs, 1, deadline)
+            return await self._submit_one(inputs, count_rows(inputs) if self.policy.counts_rows else 1, deadline)
         rows = count_rows(inputs)
         if rows == 0:
             raise InvalidInput("the request has no rows (batch dimension is 0)")

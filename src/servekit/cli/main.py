@@ -199,6 +199,7 @@ def _settings(flags: dict[str, Any], repository: Path | None) -> tuple[ServerSet
             origins[field] = f"env {found[0]}"
         else:
             origins[field] = "default"
+    from_file = _mlserver_settings(given, origins)
     try:
         return ServerSettings(**given), origins
     except ValidationError as exc:
@@ -208,9 +209,38 @@ def _settings(flags: dict[str, Any], repository: Path | None) -> tuple[ServerSet
             origin = origins.get(field, "")
             value = given.get(field) if field in given else (environment_source(field) or ("", ""))[1]
             where = f"{origin.removeprefix('env ')}={value!r}" if origin.startswith(("env", "--")) else field
+            if field in from_file:
+                where = f"{origin}: {field}={from_file[field]!r}"
             message = str(error["msg"]).removeprefix("Value error, ")
             problems.append(f"{where}: {message}" if where else message)
         raise click.UsageError("; ".join(problems)) from None
+
+
+def _mlserver_settings(given: dict[str, Any], origins: dict[str, str]) -> dict[str, Any]:
+    """Add to ``given`` what an MLServer settings.json at the repository's root sets and no flag or
+    SERVEKIT_* variable does (servekit.formats.mlserver.server_settings); warn once for what it skips.
+    Returns the fields it added."""
+    from servekit.config import environment_source
+    from servekit.errors import ConfigError
+    from servekit.formats.mlserver.server_settings import read_server_settings
+
+    found = environment_source("repository")
+    root = Path(given.get("repository") or (found[1] if found is not None else "models"))
+    try:
+        read = read_server_settings(root)
+    except ConfigError as exc:
+        raise click.UsageError(exc.message) from None
+    if read is None:
+        return {}
+    added = {name: value for name, value in read.fields.items() if origins[name] == "default"}
+    given.update(added)
+    origins.update({name: str(read.path) for name in added})
+    if read.skipped:
+        click.echo(f"servekit: {read.path}: skipped MLServer settings servekit does not read: "
+                   f"{', '.join(read.skipped)}", err=True)
+    for note in read.notes:
+        click.echo(f"servekit: {read.path}: {note}", err=True)
+    return added
 
 
 def _flag(field: str) -> str:

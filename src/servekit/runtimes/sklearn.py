@@ -11,7 +11,9 @@ and gives up to two outputs:
 config.yaml may declare the input under another name, and may declare a subset of
 these outputs (to drop one, or to pin a datatype the arrays are then cast to).
 ``parameters: {output_names: {label: ..., probabilities: ...}}`` serves the outputs under
-other names (an MLServer model's ``predict`` and ``predict_proba``: servekit.formats.mlserver).
+other names (an MLServer model's ``predict`` and ``predict_proba``: servekit.formats.mlserver);
+``label_column: true`` answers a one-dimensional label as a column ``[-1, 1]``, and
+``probabilities_datatype: FP64`` keeps predict_proba's float64 (both as MLServer answers).
 """
 
 from __future__ import annotations
@@ -47,7 +49,12 @@ class SklearnRuntime(Runtime):
         if not callable(getattr(estimator, "predict", None)):
             raise ConfigError(f"{path}: holds a {type(estimator).__name__}, which has no predict()")
         self._estimator = estimator
-        self._signature = _renamed(_derive_signature(estimator), config.parameters, path)
+        self._label_column = _flag(config.parameters, "label_column", path)
+        derived = _derive_signature(estimator, _probabilities_datatype(config.parameters, path))
+        if self._label_column:
+            derived = _as_column(derived)
+        self._signature = _renamed(derived, config.parameters, path)
+        self._label_name = self._signature.outputs[0].name
         # Derived outputs: the label, then the probabilities when the estimator has predict_proba.
         methods = (estimator.predict, getattr(estimator, "predict_proba", None))
         self._methods: dict[str, Any] = {spec.name: methods[i] for i, spec in enumerate(self._signature.outputs)}
@@ -77,7 +84,10 @@ class SklearnRuntime(Runtime):
             raise InvalidInput(f"input {name!r} must be 2-D (rows x features), got shape {features.shape}")
         outputs: Arrays = {}
         for spec in self._signature.outputs:
-            outputs[spec.name] = _as_datatype(np.asarray(self._methods[spec.name](features)), spec.datatype)
+            array = np.asarray(self._methods[spec.name](features))
+            if self._label_column and spec.name == self._label_name and array.ndim == 1:
+                array = array.reshape(-1, 1)
+            outputs[spec.name] = _as_datatype(array, spec.datatype)
         return outputs
 
     def unload(self) -> None:
@@ -93,6 +103,28 @@ def _renamed(signature: Signature, parameters: dict[str, Any], path: Path) -> Si
         raise ConfigError(f"{path}: parameters.output_names maps '{_LABEL}' and '{_PROBABILITIES}' to other names")
     return Signature(signature.inputs, tuple(TensorSpec(names.get(spec.name, spec.name), spec.datatype, spec.shape)
                                              for spec in signature.outputs))
+
+
+def _flag(parameters: dict[str, Any], key: str, path: Path) -> bool:
+    value = parameters.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}: parameters.{key} must be true or false")
+    return value
+
+
+def _probabilities_datatype(parameters: dict[str, Any], path: Path) -> str:
+    datatype = parameters.get("probabilities_datatype", "FP32")
+    if datatype not in ("FP32", "FP64"):
+        raise ConfigError(f"{path}: parameters.probabilities_datatype must be FP32 or FP64")
+    return str(datatype)
+
+
+def _as_column(signature: Signature) -> Signature:
+    """The signature with a one-dimensional label ``[-1]`` as a column ``[-1, 1]``."""
+    label, *others = signature.outputs
+    if len(label.shape) == 1:
+        label = TensorSpec(label.name, label.datatype, (-1, 1))
+    return Signature(signature.inputs, (label, *others))
 
 
 def _trusted_types(parameters: dict[str, Any], path: Path) -> list[str]:
@@ -127,7 +159,7 @@ def _load_pickle(path: Path, trust_pickle: bool) -> Any:
     return joblib.load(path)
 
 
-def _derive_signature(estimator: Any) -> Signature:
+def _derive_signature(estimator: Any, probabilities_datatype: str) -> Signature:
     n_features = getattr(estimator, "n_features_in_", None)
     width = int(n_features) if isinstance(n_features, int | np.integer) else -1
     inputs = (TensorSpec("input", "FP32", (-1, width)),)
@@ -135,7 +167,7 @@ def _derive_signature(estimator: Any) -> Signature:
     classes = getattr(estimator, "classes_", None)
     # Multi-output classifiers keep a list of class arrays and return a list of probabilities.
     if callable(getattr(estimator, "predict_proba", None)) and isinstance(classes, np.ndarray) and classes.ndim == 1:
-        outputs.append(TensorSpec(_PROBABILITIES, "FP32", (-1, len(classes))))
+        outputs.append(TensorSpec(_PROBABILITIES, probabilities_datatype, (-1, len(classes))))
     return Signature(inputs, tuple(outputs))
 
 

@@ -37,12 +37,12 @@ EXTENSIONS = ("binary_tensor_data", "model_repository", "statistics", "model_con
 
 def _check_tensor(spec: TensorSpec, tensor: Tensor) -> None:
     if tensor.datatype != spec.datatype:
-        raise InvalidInput(f"input {spec.name!r} has datatype {tensor.datatype}; the model expects {spec.datatype}")
+        raise InvalidInput(f"input {tensor.name!r} has datatype {tensor.datatype}; the model expects {spec.datatype}")
     shape, wanted = tensor.shape, spec.shape
     if shape == wanted:
         return
     if len(shape) != len(wanted) or any(want != -1 and want != got for want, got in zip(wanted, shape, strict=True)):
-        raise InvalidInput(f"input {spec.name!r} has shape {list(shape)}; the model expects {list(spec.shape)}")
+        raise InvalidInput(f"input {tensor.name!r} has shape {list(shape)}; the model expects {list(spec.shape)}")
 
 
 class DataPlane:
@@ -181,7 +181,9 @@ class DataPlane:
             version.stats.record_request(ok, started, time.perf_counter_ns())
         specs = version.output_by_name
         tensors = [Tensor.from_array(name, _conform(_output(outputs, name), specs[name])) for name in wanted]
-        return InferenceResponse(request.model_name, str(version.version), tensors, id=request.id)
+        # A model whose settings name its version (MLServer's parameters.version) answers under that name.
+        answered_as = version.config.version_label or str(version.version)
+        return InferenceResponse(request.model_name, answered_as, tensors, id=request.id)
 
     async def _cached_answer(self, cache: ResponseCache, version: ModelVersion, arrays: Arrays,
                              request: InferenceRequest, seen: RequestObservation) -> Arrays:
@@ -203,6 +205,8 @@ def _validated_inputs(version: ModelVersion, request: InferenceRequest) -> Array
     """The request's arrays by input name, in the model's input order, each checked against its spec."""
     specs = version.input_by_name
     tensors = request.inputs
+    if version.config.any_input:
+        return _the_only_input(version, tensors)
     if len(tensors) == len(specs):  # the usual request: every input, in the model's order
         arrays: Arrays = {}
         for tensor, spec in zip(tensors, specs.values(), strict=True):
@@ -231,10 +235,25 @@ def _validated_inputs(version: ModelVersion, request: InferenceRequest) -> Array
     return {name: given[name].data for name in specs}
 
 
+def _the_only_input(version: ModelVersion, tensors: list[Tensor]) -> Arrays:
+    """A one-input ``any_input`` model's input: the request's only tensor, whatever its name; a numeric
+    datatype other than the declared one is cast to it (MLServer's SKLearnModel decodes any as numpy)."""
+    (spec,) = version.inputs
+    if len(tensors) != 1:
+        raise InvalidInput(f"model {version.name!r} takes exactly one input; the request has {len(tensors)}")
+    tensor = tensors[0]
+    data = tensor.data
+    if tensor.datatype != spec.datatype and "BYTES" not in (tensor.datatype, spec.datatype):
+        data = data.astype(DATATYPES[spec.datatype])
+        tensor = Tensor(tensor.name, spec.datatype, tensor.shape, data)
+    _check_tensor(spec, tensor)
+    return {spec.name: data}
+
+
 def _requested_outputs(version: ModelVersion, request: InferenceRequest) -> list[str]:
     names = [spec.name for spec in version.outputs]
     if not request.outputs:
-        return names
+        return list(version.config.default_outputs or names)
     asked = [output.name for output in request.outputs]
     unknown = [name for name in asked if name not in names]
     if unknown:

@@ -24,7 +24,7 @@ from servekit.observability.metrics import Protocol
 from servekit.observability.requests import RequestObservation
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.version import ModelVersion
-from servekit.types import Arrays, InferenceRequest, SimplePrediction, Tensor
+from servekit.types import Arrays, InferenceRequest, RequestedOutput, SimplePrediction, Tensor
 
 __all__ = ["SimpleAPI", "as_distribution", "read_prediction"]
 
@@ -96,7 +96,9 @@ class SimpleAPI:
         spec = version.inputs[0]
         data = rows.astype(np.float64) if spec.datatype == "FP64" else rows
         tensor = Tensor(spec.name, "FP64" if spec.datatype == "FP64" else "FP32", tuple(data.shape), data)
-        request = InferenceRequest(version.name, [tensor], model_version=str(version.version))
+        # Every output, named: a model's default_outputs may leave out the probabilities /predict reads.
+        request = InferenceRequest(version.name, [tensor], model_version=str(version.version),
+                                   outputs=[RequestedOutput(spec.name) for spec in version.outputs])
         response = await self._plane.answer(version, request, seen)
         outputs = {t.name: t.data for t in response.outputs}
         predictions, probabilities = read_prediction(version, outputs, return_probabilities)

@@ -126,6 +126,11 @@ def _choose_signature(config: ModelConfig, derived: Signature | None, where: Pat
         unknown = [spec.name for spec in inputs if spec.name not in known]
         if unknown:
             raise ConfigError(f"{where}: inputs: the model has no input named {', '.join(unknown)}")
+    if config.any_input and len(inputs) != 1:
+        raise ConfigError(f"{where}: any_input: the model has {len(inputs)} inputs; any_input needs exactly one")
+    unknown = [name for name in config.default_outputs or () if name not in {spec.name for spec in outputs}]
+    if unknown:
+        raise ConfigError(f"{where}: default_outputs: the model has no output named {', '.join(unknown)}")
     return Signature(inputs, outputs)
 
 
@@ -173,8 +178,8 @@ def load_version(name: str, model_dir: Path, version: int, config: ModelConfig) 
         max_queue_size=batching.max_queue_size,
     )
     if max_batch_size > 0 and not batching.enabled:
-        # Requests still carry a batch dimension; each runs alone.
-        policy = BatchPolicy(max_rows=None, max_queue_size=batching.max_queue_size)
+        # Requests still carry a batch dimension (their rows are counted, as Triton counts them); each runs alone.
+        policy = BatchPolicy(max_rows=None, max_queue_size=batching.max_queue_size, counts_rows=True)
     stats = ModelStats()
     # A call that can be timed out must run on a thread: one on the event loop cannot be abandoned.
     # An isolated model's call waits on another process: never on the event loop either.

@@ -31,10 +31,22 @@ def test_an_sklearn_model_maps_onto_the_sklearn_runtime_with_mlservers_output_na
                                inputs=[{"name": "predict", "datatype": "FP32", "shape": [-1, 4]}]))
     assert config.runtime == "sklearn"
     assert (config.version_folder, config.model_file, config.version_label) == (".", "model.skops", "v0.1.0")
-    assert config.parameters == {"output_names": {"label": "predict", "probabilities": "predict_proba"}}
+    assert config.parameters == {"output_names": {"label": "predict", "probabilities": "predict_proba"},
+                                 "label_column": True, "probabilities_datatype": "FP64"}
+    assert config.any_input and config.default_outputs == ["predict"]
     assert config.max_batch_size == 8
     assert config.batching.enabled and config.batching.max_queue_delay_ms == 500
     assert [(t.name, t.datatype, t.shape) for t in config.inputs or []] == [("predict", "FP32", [-1, 4])]
+
+
+def test_extra_predict_fn_chooses_what_a_request_naming_no_outputs_gets() -> None:
+    config = _config(_settings(parameters={"extra": {"predict_fn": "predict_proba"}}))
+    assert config.default_outputs == ["predict_proba"]
+    with pytest.raises(ConfigError, match=r"parameters.extra.predict_fn 'transform': servekit's sklearn runtime "
+                                          r"answers predict and predict_proba"):
+        _config(_settings(parameters={"extra": {"predict_fn": "transform"}}))
+    only_proba = _config(_settings(outputs=[{"name": "predict_proba", "datatype": "FP64", "shape": [-1, 3]}]))
+    assert only_proba.default_outputs is None  # every declared output
 
 
 def test_without_adaptive_batching_each_request_runs_alone() -> None:

@@ -6,9 +6,12 @@ ModelConfig knows the model came from an MLServer repository. Errors are ConfigE
 
 What maps to what:
 
-- ``implementation``: ``mlserver_sklearn.SKLearnModel`` -> runtime ``sklearn``, with its
-  outputs named as MLServer names them (``predict``, ``predict_proba``);
-  ``mlserver_onnx.OnnxModel`` -> ``onnx`` (the graph's own names). Any other implementation
+- ``implementation``: ``mlserver_sklearn.SKLearnModel`` -> runtime ``sklearn``, answering as
+  MLServer 1.7's SKLearnModel does: outputs named ``predict`` and ``predict_proba``, ``predict``
+  a column ``[N, 1]``, ``predict_proba`` FP64, only ``predict`` (or ``parameters.extra.predict_fn``)
+  for a request that names no outputs, and the request's one input taken whatever its name and
+  numeric datatype (``any_input``). ``mlserver_onnx.OnnxModel`` -> ``onnx`` (the graph's own
+  names; MLServer itself has no ONNX runtime: servekit accepts the name). Any other implementation
   (XGBoost, LightGBM, MLflow, Hugging Face, Alibi, CatBoost, MLlib, or a custom ``MLModel``
   class) is refused with what to do instead: servekit does not run MLServer's ``MLModel`` API.
 - ``name``: must be the model folder's name (servekit serves a model under its folder's name).
@@ -81,6 +84,7 @@ class MLServerSettings:
     outputs: list[dict[str, Any]] | None
     cache_enabled: bool
     trust_pickle: bool
+    predict_fn: str | None
 
 
 def parse_settings(text: str, source: str) -> MLServerSettings:
@@ -109,6 +113,10 @@ def parse_settings(text: str, source: str) -> MLServerSettings:
     extra = parameters.get("extra") or {}
     if not isinstance(extra, dict):
         raise ConfigError(f"{source}: parameters.extra: expected an object")
+    predict_fn = extra.get("predict_fn")
+    if predict_fn not in (None, *_SKLEARN_OUTPUTS.values()):
+        raise ConfigError(f"{source}: parameters.extra.predict_fn {predict_fn!r}: servekit's sklearn runtime "
+                          f"answers {' and '.join(_SKLEARN_OUTPUTS.values())} (not transform)")
     return MLServerSettings(
         name=_optional(raw, "name", str, source),
         runtime=_runtime(raw.get("implementation"), source),
@@ -120,6 +128,7 @@ def parse_settings(text: str, source: str) -> MLServerSettings:
         outputs=_tensors(raw, "outputs", source),
         cache_enabled=bool(_optional(raw, "cache_enabled", bool, source)),
         trust_pickle=extra.get("trust_pickle") is True,
+        predict_fn=predict_fn,
     )
 
 
@@ -146,7 +155,12 @@ def to_model_config(settings: MLServerSettings, source: str, folder_name: str, v
         "cache": {"enabled": settings.cache_enabled},
     }
     if settings.runtime == "sklearn":
-        fields["parameters"] = {"output_names": dict(_SKLEARN_OUTPUTS)}
+        fields["parameters"] = {"output_names": dict(_SKLEARN_OUTPUTS), "label_column": True,
+                                "probabilities_datatype": "FP64"}
+        fields["any_input"] = True
+        default = settings.predict_fn or _SKLEARN_OUTPUTS["label"]
+        if not settings.outputs or default in {tensor.get("name") for tensor in settings.outputs}:
+            fields["default_outputs"] = [default]
     if settings.max_batch_size > 1:
         fields["max_batch_size"] = settings.max_batch_size
         fields["batching"] = {"max_queue_delay_ms": settings.max_batch_time * 1000}
