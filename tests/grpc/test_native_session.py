@@ -150,3 +150,67 @@ def test_bytes_that_are_not_http2_raise() -> None:
     session = _h2.Session()
     with pytest.raises(_h2.H2Error):
         session.feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+
+
+# -- fuzz: whatever a peer sends, the session answers or raises H2Error; it never crashes -------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.binary(max_size=200), max_size=8))
+def test_arbitrary_bytes_after_the_preface_never_crash_the_session(chunks: list[bytes]) -> None:
+    session = _h2.Session(streaming_paths=frozenset({STREAMING}))
+    try:
+        session.feed(PREFACE)
+        for chunk in chunks:
+            session.feed(chunk)
+            session.data_to_send()
+    except _h2.H2Error:
+        pass
+    session.data_to_send()
+
+
+_OPERATIONS = st.lists(st.tuples(
+    st.sampled_from(["open", "open_streaming", "data", "end", "reset", "respond", "fail", "start", "send", "finish",
+                     "consume"]),
+    st.integers(min_value=0, max_value=4), st.binary(max_size=64)), max_size=25)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_OPERATIONS)
+def test_any_order_of_client_and_server_steps_keeps_the_session_whole(operations: list[tuple[str, int, bytes]]) -> None:
+    pair = Pair(streaming_paths=frozenset({STREAMING}), max_message_bytes=1024)
+    streams: list[int] = []
+    for operation, which, payload in operations:
+        stream_id = streams[which % len(streams)] if streams else 1
+        try:
+            if operation in ("open", "open_streaming"):
+                streams.append(pair.open(STREAMING if operation == "open_streaming" else PATH))
+            elif operation == "data":
+                pair.client.send_data(stream_id, framed(payload))
+            elif operation == "end":
+                pair.client.end_stream(stream_id)
+            elif operation == "reset":
+                pair.client.reset_stream(stream_id)
+        except Exception:  # the client refuses a step its stream's state forbids: fine, skip it
+            continue
+        if operation == "respond":
+            pair.session.respond(stream_id, payload, OK)
+        elif operation == "fail":
+            pair.session.respond(stream_id, None, ((b"grpc-status", b"13"),))
+        elif operation == "start":
+            pair.session.start(stream_id)
+        elif operation == "send":
+            pair.session.send(stream_id, payload)
+        elif operation == "finish":
+            pair.session.finish(stream_id, OK)
+        elif operation == "consume":
+            pair.session.consume(stream_id, len(payload))
+        try:
+            pair.pump()
+        except Exception:  # h2 (the client) may object to what it receives; the session must not crash
+            return
