@@ -452,10 +452,10 @@ class ServerSettings(BaseSettings):
     drain_idle_grace_s: float = Field(default=2.0, ge=0, description="after SIGTERM, seconds an idle HTTP "
                                       "connection stays open for a request already on its way (it is answered "
                                       "with Connection: close); 0 closes idle connections at once")
-    grpc_frontend: Literal["grpcio", "native"] = Field(
-        default="grpcio", description="what serves the gRPC port: grpcio, or native (HTTP/2 by nghttp2 in a C "
-        "extension built at install from libnghttp2's headers: several times grpcio's calls per second; "
-        "compressed messages are refused)")
+    grpc_frontend: Literal["auto", "native", "grpcio"] = Field(
+        default="auto", description="what serves the gRPC port: native (HTTP/2 by nghttp2 in a C extension built "
+        "at install from libnghttp2's headers: several times grpcio's calls per second), grpcio, or auto (native "
+        "where the extension is installed, else grpcio)")
     grpc_max_message_bytes: int = Field(
         default=65 * 1024 * 1024, ge=1024, description="largest gRPC message either way: a 64 MiB tensor and the rest"
     )

@@ -80,23 +80,55 @@ def test_request_ids_travel_back_in_the_trailers_of_answers_and_errors(
         assert dict(fresh.trailing_metadata())["x-request-id"]  # one is made up when the client sent none
 
 
-def test_compressed_and_unparsable_requests_are_refused_by_name(grpc_server: ServerProcess, grpc_frontend: str) -> None:
+def test_gzip_and_deflate_requests_are_read_and_other_encodings_refused_by_name(
+    grpc_server: ServerProcess, grpc_frontend: str
+) -> None:
     with grpc.insecure_channel(grpc_server.grpc_url) as channel:
-        live = inference_pb2_grpc.GRPCInferenceServiceStub(channel).ServerLive
-        with pytest.raises(grpc.RpcError) as compressed:
-            live(inference_pb2.ServerLiveRequest(), compression=grpc.Compression.Gzip, timeout=10)
-        assert compressed.value.code() == grpc.StatusCode.UNIMPLEMENTED
-        assert "grpc-encoding gzip" in compressed.value.details()
-        stream = inference_pb2_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(
-            iter([inference_pb2.ModelInferRequest(model_name="onnx_linear")]), compression=grpc.Compression.Gzip,
-            timeout=10)
-        with pytest.raises(grpc.RpcError) as compressed_stream:
-            next(stream)
-        assert compressed_stream.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        stub = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
+        request = inference_pb2.ModelInferRequest(model_name="onnx_linear")
+        request.inputs.add(name="x", datatype="FP32", shape=[1, 4])
+        request.raw_input_contents.append(np.ones((1, 4), dtype="<f4").tobytes())
+        for compression in (grpc.Compression.Gzip, grpc.Compression.Deflate):
+            answer = stub.ModelInfer(request, compression=compression, timeout=10)
+            assert answer.outputs[0].name == "y"
+            streamed = stub.ModelStreamInfer(iter([request, request]), compression=compression, timeout=10)
+            assert [response.error_message for response in streamed] == ["", ""]
         with pytest.raises(grpc.RpcError) as garbage:
             _raw_method(channel, "/inference.GRPCInferenceService/ModelInfer")(b"\xff" * 4, timeout=10)
         assert garbage.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert garbage.value.details() == "the request is not a valid inference.ModelInferRequest message"
+    trailers = _raw_h2_call(grpc_server.grpc_url, "/inference.GRPCInferenceService/ServerLive",
+                            [(b"grpc-encoding", b"snappy")], b"\x01" + (3).to_bytes(4, "big") + b"abc")
+    assert trailers[b"grpc-status"] == b"12" and b"snappy" in trailers[b"grpc-message"]
+    assert trailers[b"grpc-accept-encoding"] == b"identity,deflate,gzip"
+
+
+def _raw_h2_call(url: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> dict[bytes, bytes]:
+    """One call by hand over HTTP/2 (h2, no gRPC library): the headers that ended it."""
+    import h2.connection
+    import h2.events
+
+    host, port = url.rsplit(":", 1)
+    client = h2.connection.H2Connection()
+    client.initiate_connection()
+    stream_id = client.get_next_available_stream_id()
+    client.send_headers(stream_id, [(b":method", b"POST"), (b":scheme", b"http"), (b":path", path.encode()),
+                                    (b":authority", host.encode()), (b"content-type", b"application/grpc"),
+                                    (b"te", b"trailers"), *headers])
+    client.send_data(stream_id, body, end_stream=True)
+    ended: dict[bytes, bytes] = {}
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(client.data_to_send())
+        while not ended:
+            data = raw.recv(65536)
+            assert data, "the server closed the connection"
+            for event in client.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
+                    fields = {bytes(k): bytes(v) for k, v in event.headers}
+                    if b"grpc-status" in fields:
+                        ended = fields
+            raw.sendall(client.data_to_send())
+    return ended
 
 
 def test_bytes_that_are_not_http2_close_that_connection_only(grpc_server: ServerProcess, grpc_frontend: str) -> None:

@@ -73,9 +73,9 @@ _SERVER_OPTIONS: list[Callable[[Any], Any]] = [
              shown_default="2"),
     _setting("--drain-timeout", "drain_timeout_s", type=click.FloatRange(min=0), help="After SIGTERM, seconds "
              "for requests and calls in flight (HTTP and gRPC together) to finish.", shown_default="30"),
-    _setting("--grpc-frontend", type=click.Choice(["grpcio", "native"]), help="What serves the gRPC port: "
-             "grpcio, or native (HTTP/2 by nghttp2: several times the calls per second; no compression).",
-             shown_default="grpcio"),
+    _setting("--grpc-frontend", type=click.Choice(["auto", "native", "grpcio"]), help="What serves the gRPC "
+             "port: native (HTTP/2 by nghttp2: several times grpcio's calls per second), grpcio, or auto.",
+             shown_default="auto: native where its extension is installed, else grpcio"),
     _setting("--grpc-max-message-bytes", type=int, help="Largest gRPC message, received or sent.",
              shown_default="65 MiB: a 64 MiB tensor and the rest"),
     _setting("--access-log", type=click.Choice(["text", "json", "off"]), help="One line per inference request.",

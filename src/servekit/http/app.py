@@ -57,15 +57,18 @@ def create_app(settings: ServerSettings, core: ServingCore | None = None, *, ser
                 if not grpc_installed():
                     raise RuntimeError(f"gRPC port {settings.grpc_port} asked for, but serving gRPC needs the grpc "
                                        f"extra: {GRPC_HINT} (or grpc_port 0)")
-                if settings.grpc_frontend == "native":
-                    from servekit.grpc.native import NATIVE_HINT, available
+                from servekit.grpc.native import NATIVE_HINT, available
 
-                    if not available():
-                        raise RuntimeError(f"--grpc-frontend native: {NATIVE_HINT}")
+                if settings.grpc_frontend == "native" and not available():
+                    raise RuntimeError(f"--grpc-frontend native: {NATIVE_HINT}")
+                if settings.grpc_frontend == "native" or (settings.grpc_frontend == "auto" and available()):
                     from servekit.grpc.native.server import NativeGrpcServer
 
                     await serving.attach(NativeGrpcServer(serving.plane, serving.simple, settings))
                 else:
+                    if settings.grpc_frontend == "auto":
+                        log.info("gRPC served by grpcio: the native front end is not built in this installation "
+                                 "(it needs libnghttp2's headers at install: apt-get install libnghttp2-dev)")
                     from servekit.grpc.server import GrpcServer  # only a server that serves gRPC imports grpc
 
                     await serving.attach(GrpcServer(serving.plane, serving.simple, settings))

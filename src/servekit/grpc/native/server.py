@@ -13,8 +13,9 @@ ServekitError ends a call with its ``grpc_code`` and message, anything else is l
 INTERNAL), request ids in the trailing metadata, ``grpc-timeout`` as the deadline, and tracing
 spans. Unary calls arrive whole; streaming ones (ModelStreamInfer, PredictStream, PredictBidi,
 Health/Watch, reflection) arrive as they are sent, each request message handed to the servicer
-as soon as it is complete, each answer sent as soon as it is made. Compressed messages
-(``grpc-encoding`` other than identity) are not served: UNIMPLEMENTED, as the spec asks.
+as soon as it is complete, each answer sent as soon as it is made. Requests compressed with gzip
+or deflate are read (answers go uncompressed, which the spec allows); another ``grpc-encoding``
+gets UNIMPLEMENTED, as the spec asks.
 
 Drain: ``begin_stop`` closes the listening socket and sends every connection a graceful GOAWAY.
 Calls already on their way are still taken for ``drain_idle_grace_s``; then each connection gets
@@ -31,6 +32,7 @@ import logging
 import socket
 import ssl
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import quote
@@ -121,8 +123,9 @@ class _Incoming:
 
     AHEAD = 4
 
-    def __init__(self, max_message_bytes: int, credit: Callable[[int], None]) -> None:
+    def __init__(self, max_message_bytes: int, credit: Callable[[int], None], wbits: int | None = None) -> None:
         self._limit = max_message_bytes
+        self._wbits = wbits
         self._credit = credit
         self._owed = 0
         self._buffer = bytearray()
@@ -136,8 +139,8 @@ class _Incoming:
             return
         self._buffer += chunk
         while len(self._buffer) >= 5:
-            if self._buffer[0] != 0:
-                self._fail(_Refused("UNIMPLEMENTED", "a compressed message (grpc-encoding is not served)"))
+            if self._buffer[0] > 1:
+                self._fail(_Refused("INTERNAL", "a message with an unknown flag byte"))
                 return
             length = int.from_bytes(self._buffer[1:5], "big")
             if length > self._limit:
@@ -145,7 +148,14 @@ class _Incoming:
                 return
             if len(self._buffer) < 5 + length:
                 break
-            self._messages.put_nowait(bytes(self._buffer[5:5 + length]))
+            message = bytes(self._buffer[5:5 + length])
+            if self._buffer[0] == 1:
+                try:
+                    message = _decompressed(message, self._wbits, self._limit)
+                except ServekitError as error:
+                    self._fail(error)
+                    return
+            self._messages.put_nowait(message)
             del self._buffer[:5 + length]
         if end:
             if self._buffer:
@@ -191,6 +201,27 @@ def _timeout(value: bytes) -> float | None:
     if unit is None or not digits.isdigit() or len(digits) > 8:
         return None
     return int(digits) * unit[0] / unit[1]
+
+
+# grpc-encoding -> zlib's wbits: gzip's header, or zlib's (gRPC's "deflate" is RFC 1950).
+_ENCODINGS = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
+
+
+def _decompressed(data: bytes | memoryview, wbits: int | None, limit: int) -> bytes:
+    """A compressed message's bytes, at most ``limit`` of them (a small message that inflates past the
+    limit is refused as a large one is)."""
+    if wbits is None:
+        raise _Refused("INTERNAL", "a compressed message without grpc-encoding")
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error:
+        raise _Refused("INTERNAL", "a compressed message that does not decompress") from None
+    if len(out) > limit:
+        raise _Refused("RESOURCE_EXHAUSTED", f"received message larger than max ({limit} bytes) once decompressed")
+    if not inflater.eof:
+        raise _Refused("INTERNAL", "a compressed message that ends early")
+    return out
 
 
 def _unbase64(value: bytes) -> bytes:
@@ -275,9 +306,11 @@ class _Connection(asyncio.Protocol):
 
     # -- calls ---------------------------------------------------------------------------
 
-    def _context(self, stream_id: int, metadata: list[tuple[bytes, bytes]]) -> tuple[CallContext, str | None] | None:
-        """The call's context and incoming request id from its headers; None when the call was refused."""
-        deadline, request_id, decoded = None, None, []
+    def _context(self, stream_id: int,
+                 metadata: list[tuple[bytes, bytes]]) -> tuple[CallContext, str | None, int | None] | None:
+        """The call's context, incoming request id and message encoding (zlib's ``wbits``, None for
+        identity) from its headers; None when the call was refused."""
+        deadline, request_id, decoded, wbits = None, None, [], None
         for key, value in metadata:
             if key == b"grpc-timeout":
                 seconds = _timeout(value)
@@ -285,9 +318,13 @@ class _Connection(asyncio.Protocol):
                     deadline = time.monotonic() + seconds
                 continue
             if key == b"grpc-encoding" and value != b"identity":
-                self._answer_error(stream_id, "UNIMPLEMENTED", f"grpc-encoding {value.decode('latin-1')} is not "
-                                   "supported (send identity)", None)
-                return None
+                wbits = _ENCODINGS.get(value)
+                if wbits is None:
+                    self._answer_error(stream_id, "UNIMPLEMENTED", f"grpc-encoding {value.decode('latin-1')} is not "
+                                       "supported (identity, deflate or gzip)", None,
+                                       {"grpc-accept-encoding": "identity,deflate,gzip"})
+                    return None
+                continue
             if key.startswith(b"grpc-") or key in (b"te", b"content-type", b"user-agent"):
                 continue
             name = key.decode("latin-1")
@@ -295,7 +332,7 @@ class _Connection(asyncio.Protocol):
                 request_id = value.decode("latin-1")
             # -bin values travel base64-encoded (padding optional); servicers get the bytes, as from grpcio
             decoded.append((name, _unbase64(value) if name.endswith("-bin") else value.decode("latin-1")))
-        return CallContext(tuple(decoded), deadline), request_id
+        return CallContext(tuple(decoded), deadline), request_id, wbits
 
     def _method(self, stream_id: int, path: bytes) -> _Method | None:
         method = self._server.methods.get(path)
@@ -314,13 +351,19 @@ class _Connection(asyncio.Protocol):
         found = self._context(stream_id, metadata)
         if found is None:
             return
-        if len(message) < 5 or message[0] != 0 or int.from_bytes(message[1:5], "big") != len(message) - 5:
-            problem = ("a compressed message without grpc-encoding" if message[:1] == b"\x01"
-                       else "not exactly one length-prefixed message")
-            self._answer_error(stream_id, "INTERNAL", f"the request body is {problem}", None)
+        context, request_id, wbits = found
+        if len(message) < 5 or message[0] > 1 or int.from_bytes(message[1:5], "big") != len(message) - 5:
+            self._answer_error(stream_id, "INTERNAL", "the request body is not exactly one length-prefixed message",
+                               None)
             return
-        context, request_id = found
-        task = asyncio.get_running_loop().create_task(self._run(stream_id, method, message, context, request_id))
+        payload: bytes | memoryview = memoryview(message)[5:]
+        if message[0] == 1:
+            try:
+                payload = _decompressed(payload, wbits, self._server.max_message_bytes)
+            except ServekitError as error:
+                self._answer_error(stream_id, error.grpc_code, error.message, None)
+                return
+        task = asyncio.get_running_loop().create_task(self._run(stream_id, method, payload, context, request_id))
         self._calls[stream_id] = task
 
     def _open_stream(self, stream_id: int, path: bytes, metadata: list[tuple[bytes, bytes]]) -> None:
@@ -328,14 +371,14 @@ class _Connection(asyncio.Protocol):
         found = self._context(stream_id, metadata) if method is not None else None
         if method is None or found is None:
             return
-        context, request_id = found
-        incoming = _Incoming(self._server.max_message_bytes, lambda taken: self._credit(stream_id, taken))
+        context, request_id, wbits = found
+        incoming = _Incoming(self._server.max_message_bytes, lambda taken: self._credit(stream_id, taken), wbits)
         self._incoming[stream_id] = incoming
         task = asyncio.get_running_loop().create_task(
             self._run_stream(stream_id, method, incoming, context, request_id))
         self._calls[stream_id] = task
 
-    async def _run(self, stream_id: int, method: _Method, message: bytes, context: CallContext,
+    async def _run(self, stream_id: int, method: _Method, message: bytes | memoryview, context: CallContext,
                    incoming_id: str | None) -> None:
         token = request_ids.bind(incoming_id)
         try:
@@ -353,11 +396,12 @@ class _Connection(asyncio.Protocol):
             if self._closing:
                 self._flush_soon()  # a draining connection closes once its last call is answered
 
-    async def _answer(self, stream_id: int, method: _Method, message: bytes, context: CallContext) -> int:
+    async def _answer(self, stream_id: int, method: _Method, message: bytes | memoryview,
+                      context: CallContext) -> int:
         """Run one call and answer it; returns the gRPC status number it ended with."""
         assert method.behaviour is not None
         try:
-            request = method.parse(memoryview(message)[5:])
+            request = method.parse(message)
             response = await method.behaviour(request, context)
             payload = _serialized(response)
             if len(payload) > self._server.max_message_bytes:
