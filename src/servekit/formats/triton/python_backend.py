@@ -159,13 +159,19 @@ class TritonPythonRuntime(Runtime):
         return [answer for answer in answers if answer is not None]
 
     def _model_request(self, request: RuntimeRequest) -> pb_utils.InferenceRequest:
-        tensors = [pb_utils.Tensor(name, self._reshaped_input(name, request.inputs[name]), _checked=True)
-                   for name in self._input_names if name in request.inputs]
+        inputs = request.inputs
+        if self._reshape_in:
+            tensors = [pb_utils.Tensor(name, self._reshaped_input(name, inputs[name]), _checked=True)
+                       for name in self._input_names if name in inputs]
+        else:
+            tensors = [pb_utils.Tensor(name, inputs[name], _checked=True) for name in self._input_names
+                       if name in inputs]
+        parameters = request.parameters
         return pb_utils.InferenceRequest(
             tensors,
             requested_output_names=request.requested_outputs or self._output_names,
             request_id=request.id or "",
-            parameters={k: v for k, v in request.parameters.items() if k not in _RESERVED_PARAMETERS},
+            parameters={k: v for k, v in parameters.items() if k not in _RESERVED_PARAMETERS} if parameters else None,
         )
 
     def _reshaped_input(self, name: str, array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -181,6 +187,8 @@ class TritonPythonRuntime(Runtime):
         error = response.error()
         if error is not None:
             return servekit_error(error)
+        if not self._reshape_out:
+            return {tensor.name(): tensor.as_numpy() for tensor in response.output_tensors()}
         outputs: Arrays = {}
         for tensor in response.output_tensors():
             array = tensor.as_numpy()
