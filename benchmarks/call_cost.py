@@ -197,11 +197,17 @@ def _thread_cpu(thread: threading.Thread) -> float:
     return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
 
 
-async def run_calls(call: Any, calls: int, concurrency: int, model: str) -> tuple[float, float]:
+def _batches(core: Any, model: str) -> tuple[int, int]:
+    """Requests (rows) and batches the model has run so far."""
+    stats = core.plane.model_statistics(model)["model_stats"][0]
+    return int(stats["inference_count"]), int(stats["execution_count"])
+
+
+async def run_calls(call: Any, calls: int, concurrency: int, core: Any, model: str) -> tuple[float, float, float]:
     """CPU seconds per call of the event loop's thread and of the model's instance threads,
-    ``calls`` calls with ``concurrency`` in flight. CPU time rather than wall time: on a machine
-    shared with other work, wall time measures the neighbours too (threads the model's library
-    starts are not counted)."""
+    and the mean rows per batch, ``calls`` calls with ``concurrency`` in flight. CPU time rather
+    than wall time: on a machine shared with other work, wall time measures the neighbours too
+    (threads the model's library starts are not counted)."""
     remaining = calls
 
     async def worker() -> None:
@@ -211,16 +217,18 @@ async def run_calls(call: Any, calls: int, concurrency: int, model: str) -> tupl
             await call()
 
     threads = _instance_threads(model)
+    rows, batches = _batches(core, model)
     started = time.thread_time()
     threads_started = sum(_thread_cpu(thread) for thread in threads)
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     loop = time.thread_time() - started
     instance = sum(_thread_cpu(thread) for thread in threads) - threads_started
-    return loop / calls, instance / calls
+    rows_after, batches_after = _batches(core, model)
+    return loop / calls, instance / calls, (rows_after - rows) / max(1, batches_after - batches)
 
 
 async def measure(model: str, paths: list[str], calls: int, concurrency: int, profile: str | None,
-                  execution: str | None = None) -> dict[str, tuple[float, float]]:
+                  execution: str | None = None) -> dict[str, tuple[float, float, float]]:
     with tempfile.TemporaryDirectory() as scratch:
         repository = Path(scratch) / "repository"
         repository.mkdir()
@@ -229,16 +237,16 @@ async def measure(model: str, paths: list[str], calls: int, concurrency: int, pr
         try:
             results = {}
             for path in paths:
-                await run_calls(factories[path], min(2000, calls), concurrency, name)  # warm-up
+                await run_calls(factories[path], min(2000, calls), concurrency, core, name)  # warm-up
                 if profile == path:
                     profiler = cProfile.Profile()
                     profiler.enable()
-                    results[path] = await run_calls(factories[path], calls, concurrency, name)
+                    results[path] = await run_calls(factories[path], calls, concurrency, core, name)
                     profiler.disable()
                     stats = pstats.Stats(profiler, stream=sys.stderr)
                     stats.sort_stats("tottime").print_stats(35)
                 else:
-                    results[path] = await run_calls(factories[path], calls, concurrency, name)
+                    results[path] = await run_calls(factories[path], calls, concurrency, core, name)
             return results
         finally:
             await core.stop()
@@ -278,11 +286,12 @@ def main() -> int:
                        str(args.concurrency), "--paths", ",".join(paths), "--model", args.model,
                        *(["--execution", args.execution] if args.execution else [])]
             completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900, check=True)
-            for path, (loop, instance) in json.loads(completed.stdout.strip().splitlines()[-1]).items():
+            round_figures = json.loads(completed.stdout.strip().splitlines()[-1])
+            for path, (loop, instance, _) in round_figures.items():
                 figures[name][path].append((loop + instance) * 1e6)
                 splits[name][path].append(instance * 1e6)
             print(f"round {round_number + 1} {name}: " + ", ".join(
-                f"{p} {figures[name][p][-1]:.1f}" for p in paths), flush=True)
+                f"{p} {figures[name][p][-1]:.1f} (batches of {round_figures[p][2]:.1f})" for p in paths), flush=True)
     print(f"\nCPU us per call (loop + instance threads), median (min-max) of {args.rounds} rounds; {args.calls} "
           f"calls, {args.concurrency} in flight; model {args.model}")
     for path in paths:
@@ -294,9 +303,9 @@ def main() -> int:
     return 0
 
 
-def _cost(loop: float, instance: float) -> str:
+def _cost(loop: float, instance: float, batch: float) -> str:
     split = f" (loop {loop * 1e6:.1f} + instance threads {instance * 1e6:.1f})" if instance else ""
-    return f"{(loop + instance) * 1e6:.1f} us/call{split}"
+    return f"{(loop + instance) * 1e6:.1f} us/call{split}, batches of {batch:.1f} requests"
 
 
 if __name__ == "__main__":
