@@ -22,7 +22,10 @@ The paths:
 - ``grpc-predict``: the same for ``modelserving.ModelService/Predict``;
 - ``http-infer`` / ``http-predict``: the ASGI hot routes (``HotRoutes``) with an OIP JSON
   body / a /predict body, ASGI ``receive``/``send`` stand-ins;
-- ``plane-infer``: ``DataPlane.infer`` itself with a decoded request (no transport).
+- ``plane-infer``: ``DataPlane.infer`` itself with a decoded request (no transport);
+- ``runtime-batch``: no server at all: a second instance of the model's runtime, called on
+  batches of ``--concurrency`` requests (a per-request runtime's ``predict_requests``, else
+  ``predict`` on the merged rows); the figure is that thread's CPU per request.
 
 Calls go ``--concurrency`` at a time (default 32, as a loaded server sees them: they batch),
 and the figure is CPU time over calls of the event loop's thread plus the model's instance
@@ -50,10 +53,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-PATHS = ("grpc-infer", "grpc-predict", "http-infer", "http-predict", "plane-infer")
+PATHS = ("grpc-infer", "grpc-predict", "http-infer", "http-predict", "plane-infer", "runtime-batch")
 MODELS = ("digits", "triton-python")
 # What each model serves by default: the simple API (Predict, /predict) needs one output to read.
-DEFAULT_PATHS = {"digits": PATHS[:4], "triton-python": ("plane-infer", "http-infer", "grpc-infer")}
+DEFAULT_PATHS = {"digits": PATHS[:4], "triton-python": ("runtime-batch", "plane-infer", "http-infer", "grpc-infer")}
 HERE = Path(__file__).resolve().parent
 
 
@@ -227,6 +230,35 @@ async def run_calls(call: Any, calls: int, concurrency: int, core: Any, model: s
     return loop / calls, instance / calls, (rows_after - rows) / max(1, batches_after - batches)
 
 
+def runtime_batch(repository: Path, model: str, calls: int, batch: int) -> tuple[float, float, float]:
+    """CPU seconds per request of the model's runtime on ``calls // batch`` batches of ``batch`` one-row
+    requests, called directly on this thread (a fresh instance: the server's own one is not disturbed)."""
+    import numpy as np
+
+    from servekit.runtimes import RuntimeContext, create_runtime
+    from servekit.runtimes.base import RuntimeRequest
+    from servekit.serving.entry import read_model_config
+
+    model_dir = repository / model
+    config = read_model_config(model_dir)
+    runtime = create_runtime(config.runtime or "onnx", RuntimeContext(model, 1, model_dir, model_dir / "1", config))
+    runtime.load()
+    try:
+        row = (np.arange(64) % 17).astype(np.float32).reshape(1, 64)
+        requests = [RuntimeRequest({"input": row.copy()}, {}, (), None) for _ in range(batch)]
+        merged = {"input": np.concatenate([row] * batch)}
+        batches = max(1, calls // batch)
+        started = time.thread_time()
+        for _ in range(batches):
+            if runtime.per_request:
+                runtime.predict_requests(requests)
+            else:
+                runtime.predict(merged)
+        return (time.thread_time() - started) / (batches * batch), 0.0, float(batch)
+    finally:
+        runtime.unload()
+
+
 async def measure(model: str, paths: list[str], calls: int, concurrency: int, profile: str | None,
                   execution: str | None = None) -> dict[str, tuple[float, float, float]]:
     with tempfile.TemporaryDirectory() as scratch:
@@ -237,16 +269,21 @@ async def measure(model: str, paths: list[str], calls: int, concurrency: int, pr
         try:
             results = {}
             for path in paths:
-                await run_calls(factories[path], min(2000, calls), concurrency, core, name)  # warm-up
-                if profile == path:
-                    profiler = cProfile.Profile()
+                direct = path == "runtime-batch"
+                if direct:
+                    runtime_batch(repository, name, min(2000, calls), concurrency)  # warm-up
+                else:
+                    await run_calls(factories[path], min(2000, calls), concurrency, core, name)  # warm-up
+                profiler = cProfile.Profile() if profile == path else None
+                if profiler is not None:
                     profiler.enable()
-                    results[path] = await run_calls(factories[path], calls, concurrency, core, name)
-                    profiler.disable()
-                    stats = pstats.Stats(profiler, stream=sys.stderr)
-                    stats.sort_stats("tottime").print_stats(35)
+                if direct:
+                    results[path] = runtime_batch(repository, name, calls, concurrency)
                 else:
                     results[path] = await run_calls(factories[path], calls, concurrency, core, name)
+                if profiler is not None:
+                    profiler.disable()
+                    pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(35)
             return results
         finally:
             await core.stop()
