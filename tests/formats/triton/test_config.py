@@ -121,6 +121,11 @@ def test_latest_and_all_version_policies() -> None:
     ('max_batch_size: 4\ndynamic_batching { preferred_batch_size: [ 8 ] }', r"preferred_batch_size: \[8\] not within"),
     ('max_batch_size: 0\ndynamic_batching { }', "dynamic_batching: needs max_batch_size > 0"),
     ('platform: "pytorch_libtorch"', "a TorchScript model cannot describe its tensors"),
+    ('parameters: { key: "servekit.execution" value: { string_value: "fast" } }',
+     "parameters servekit.execution: 'fast' is not one of auto, thread, inline"),
+    ('parameters: { key: "servekit.execution" value: { string_value: "inline" } }\n'
+     'instance_group [ { count: 2 kind: KIND_CPU } ]',
+     "parameters servekit.execution: inline runs one instance on the event loop; instance_group gives 2"),
 ])
 def test_refusals_name_the_file_and_the_field(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=f"^{SOURCE}: .*{message}"):
@@ -134,6 +139,15 @@ def test_unknown_fields_are_a_warning_naming_them(caplog: pytest.LogCaptureFixtu
     assert config.max_batch_size == 2
     assert [r.getMessage() for r in caplog.records] == [
         f"{SOURCE}: skipped fields servekit does not know: ModelConfig.fancy_new_thing, ModelInput.colour"]
+
+
+@pytest.mark.parametrize("execution", ["auto", "thread", "inline"])
+def test_the_servekit_execution_parameter_chooses_where_batches_run(execution: str) -> None:
+    config = _parse(f'backend: "python"\nmax_batch_size: 4\ndynamic_batching {{ }}\n'
+                    f'parameters: {{ key: "servekit.execution" value: {{ string_value: "{execution}" }} }}')
+    assert config.batching.execution == execution and config.batching.enabled is True
+    assert config.parameters == {"servekit.execution": execution}  # the model still sees its parameters
+    assert _parse('backend: "python"').batching.execution == "auto"
 
 
 def test_delay_timeout_action_never_rejects() -> None:

@@ -171,6 +171,11 @@ def test_a_request_with_more_rows_than_max_batch_size_is_refused_alone(tmp_path:
     big, small = runtime.predict_requests([_request([[1, 1]] * 5), _request([[1, 1]])])
     assert isinstance(big, InvalidInput) and "batch-size must be <= 4 for 'pymodel'" in big.message
     assert isinstance(small, dict) and runtime._model.calls == [1]
+    mixed = runtime.predict_requests([_request([[1, 1]]), _request([[2, 2]] * 5), _request([[3, 3]]),
+                                      _request([[4, 4]] * 6), _request([[5, 5]] * 9)])
+    assert [a["Y"][0][0] if isinstance(a, dict) else type(a) for a in mixed] == [  # each answer in its place
+        3.0, InvalidInput, 9.0, InvalidInput, InvalidInput]
+    assert runtime._model.calls == [1, 2]
 
 
 def test_finalize_runs_at_unload(tmp_path: Path) -> None:

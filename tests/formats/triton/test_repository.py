@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +102,46 @@ def test_a_model_without_auto_complete_is_not_imported_to_read_its_config(tmp_pa
     (model_dir / "config.pbtxt").write_text(PYTHON_CONFIG + 'max_batch_size: 2\n')
     (model_dir / "1" / "model.py").write_text("raise SystemExit('imported!')\nclass TritonPythonModel: pass\n")
     assert read_triton_config(model_dir).max_batch_size == 2
+
+
+THREAD_MODEL = '''
+import threading
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        name = np.array([[threading.current_thread().name.encode()]], dtype=np.object_)
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("THREAD", name)]) for _ in requests]
+'''
+
+
+def _execution_parameter_from_the_docs() -> str:
+    page = (Path(__file__).resolve().parents[3] / "docs" / "triton.md").read_text()
+    return next(line for line in page.splitlines() if "servekit.execution" in line and line.startswith("parameters"))
+
+
+@pytest.mark.parametrize("parameter", ["", "docs"])
+def test_a_python_model_runs_inline_only_when_its_config_pbtxt_says_so(tmp_path: Path, parameter: str) -> None:
+    model_dir = tmp_path / "where"
+    (model_dir / "1").mkdir(parents=True)
+    (model_dir / "config.pbtxt").write_text(
+        'backend: "python"\nmax_batch_size: 4\ndynamic_batching { }\n'
+        'input [ { name: "X" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
+        'output [ { name: "THREAD" data_type: TYPE_STRING dims: [ 1 ] } ]\n'
+        + (_execution_parameter_from_the_docs() + "\n" if parameter else ""))
+    (model_dir / "1" / "model.py").write_text(THREAD_MODEL)
+    version = load_version("where", model_dir, 1, read_model_config(model_dir))
+
+    async def ask() -> tuple[str, str]:
+        try:
+            outputs = await version.batcher.submit({"X": np.ones((1, 1), dtype=np.float32)})
+            return outputs["THREAD"][0][0].decode(), threading.current_thread().name
+        finally:
+            await version.batcher.close()
+
+    ran_on, loop_thread = asyncio.run(ask())
+    assert version.batcher.inline is bool(parameter)
+    assert (ran_on == loop_thread) is bool(parameter)  # inline: on the event loop's own thread

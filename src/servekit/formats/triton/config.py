@@ -25,6 +25,9 @@ What maps to what:
   the GPU when any group asks for one, else the CPU.
 - ``version_policy``, ``default_model_filename`` (-> model_file), ``parameters`` (their
   string values), ``optional`` inputs, ``response_cache``.
+- servekit's own knob, as a parameter (Triton ignores parameters it does not know, so the
+  folder still serves there): ``servekit.execution`` (``auto``, ``thread`` or ``inline``) ->
+  ``batching.execution``, where a config.yaml would say it (a folder holds one config only).
 - refused with a reason: sequence batching, ensembles, decoupled transaction policy, shape
   tensors, BF16, and ``reshape`` except for python backend models (whose runtime applies it).
 """
@@ -42,7 +45,8 @@ from servekit.errors import ConfigError
 from servekit.formats.triton.pbtxt import parse_pbtxt
 from servekit.grpc.generated import model_config_pb2 as pb
 
-__all__ = ["DATATYPES", "RUNTIMES", "parse_triton_config", "to_model_config", "tensor_index_order"]
+__all__ = ["DATATYPES", "EXECUTION_PARAMETER", "RUNTIMES", "parse_triton_config", "to_model_config",
+           "tensor_index_order"]
 
 log = logging.getLogger("servekit.formats.triton")
 
@@ -64,6 +68,10 @@ DATATYPES = {
 }
 
 _INDEXED_NAME = re.compile(r"^.+__(\d+)$")
+
+# The config.pbtxt parameter that sets batching.execution (see the module docstring).
+EXECUTION_PARAMETER = "servekit.execution"
+_EXECUTIONS = ("auto", "thread", "inline")
 
 
 def parse_triton_config(text: str, source: str, folder_name: str) -> ModelConfig:
@@ -94,12 +102,15 @@ def to_model_config(message: pb.ModelConfig, source: str, folder_name: str) -> M
         "inputs": [_tensor(t, "input", i, batched, where) for i, t in tensor_index_order(message.input)],
         "outputs": [_tensor(t, "output", i, batched, where) for i, t in tensor_index_order(message.output)],
         "max_batch_size": message.max_batch_size,
-        "batching": _batching(message, where),
+        "batching": {**_batching(message, where), **_execution(message, where)},
         "version_policy": _version_policy(message.version_policy, where),
         "parameters": {key: value.string_value for key, value in message.parameters.items()},
         "cache": {"enabled": message.response_cache.enable},
         **_instances(message.instance_group, where),
     }
+    if raw["batching"].get("execution") == "inline" and raw["instances"] > 1:
+        raise ConfigError(f"{where}parameters {EXECUTION_PARAMETER}: inline runs one instance on the event loop; "
+                          f"instance_group gives {raw['instances']}")
     if runtime == "torchscript" and not (raw["inputs"] and raw["outputs"]):
         raise ConfigError(f"{where}input/output: a TorchScript model cannot describe its tensors; declare both")
     try:
@@ -191,6 +202,16 @@ def _batching(message: pb.ModelConfig, where: str) -> dict[str, Any]:
     if policy.default_timeout_microseconds > 0 and policy.timeout_action == pb.ModelQueuePolicy.REJECT:
         batching["timeout_ms"] = policy.default_timeout_microseconds / 1000
     return batching
+
+
+def _execution(message: pb.ModelConfig, where: str) -> dict[str, Any]:
+    if EXECUTION_PARAMETER not in message.parameters:
+        return {}
+    value = message.parameters[EXECUTION_PARAMETER].string_value
+    if value not in _EXECUTIONS:
+        raise ConfigError(f"{where}parameters {EXECUTION_PARAMETER}: {value!r} is not one of "
+                          f"{', '.join(_EXECUTIONS)}")
+    return {"execution": value}
 
 
 def _version_policy(policy: pb.ModelVersionPolicy, where: str) -> dict[str, Any]:

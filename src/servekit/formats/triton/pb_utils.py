@@ -144,9 +144,10 @@ class Tensor:
 
     def __init__(self, name: str, numpy_array: Any, *, _checked: bool = False) -> None:
         array = numpy_array if _checked else np.asarray(numpy_array)
-        if array.dtype.kind == "U":  # str elements: Triton's TYPE_STRING holds bytes
+        kind = array.dtype.kind
+        if kind == "U":  # str elements: Triton's TYPE_STRING holds bytes
             array = np.vectorize(lambda item: item.encode("utf-8"), otypes=[np.object_])(array)
-        elif array.dtype.kind == "S":
+        elif kind == "S":
             array = array.astype(np.object_)
         self._name = name
         self._array: np.ndarray[Any, Any] = array
@@ -186,6 +187,28 @@ class Tensor:
         return f"Tensor({self._name!r}, shape={list(self._array.shape)}, dtype={self._array.dtype})"
 
 
+class _Parameters:
+    """A request's or response's parameters: JSON object text, or a mapping turned into that text
+    the first time a model asks (most never do; the mapping is copied at once, so changes to the
+    caller's own do not show)."""
+
+    __slots__ = ("_separators", "_text", "_values")
+
+    def __init__(self, given: Mapping[str, Any] | str | None, separators: tuple[str, str]) -> None:
+        self._separators = separators
+        self._values: dict[str, Any] | None = None
+        self._text: str | None = "{}"
+        if isinstance(given, str):
+            self._text = given
+        elif given:
+            self._values, self._text = dict(given), None
+
+    def text(self) -> str:
+        if self._text is None:
+            self._text = json.dumps(self._values, separators=self._separators)
+        return self._text
+
+
 class InferenceRequest:
     """One client request as ``execute`` receives it."""
 
@@ -195,8 +218,7 @@ class InferenceRequest:
         self._inputs = list(inputs)
         self._requested = set(requested_output_names)
         self._id = request_id
-        self._parameters = parameters if isinstance(parameters, str) else \
-            json.dumps(dict(parameters or {}), separators=(",", ":"))
+        self._parameters = _Parameters(parameters, (",", ":"))
         self._correlation_id = correlation_id
         self._flags = flags
         self.model_name = model_name
@@ -213,7 +235,7 @@ class InferenceRequest:
 
     def parameters(self) -> str:
         """The request's parameters as a JSON object text, e.g. ``{"p1":"v","p2":3}``."""
-        return self._parameters
+        return self._parameters.text()
 
     def correlation_id(self) -> int | str:
         return self._correlation_id
@@ -244,7 +266,7 @@ class InferenceResponse:
                  parameters: Mapping[str, Any] | str | None = None) -> None:
         self._outputs = list(output_tensors or [])
         self._error = TritonError(error) if isinstance(error, str) else error
-        self._parameters = parameters if isinstance(parameters, str) else json.dumps(dict(parameters or {}))
+        self._parameters = _Parameters(parameters, (", ", ": "))
 
     def output_tensors(self) -> list[Tensor]:
         return list(self._outputs)
@@ -256,16 +278,22 @@ class InferenceResponse:
         return self._error
 
     def parameters(self) -> str:
-        return self._parameters
+        return self._parameters.text()
 
 
 def get_input_tensor_by_name(inference_request: InferenceRequest, name: str) -> Tensor | None:
     """The request's input named ``name``, or None (an optional input the client left out)."""
-    return next((tensor for tensor in inference_request.inputs() if tensor.name() == name), None)
+    for tensor in inference_request._inputs:  # every model calls this per input per request: no list copy
+        if tensor._name == name:
+            return tensor
+    return None
 
 
 def get_output_tensor_by_name(inference_response: InferenceResponse, name: str) -> Tensor | None:
-    return next((tensor for tensor in inference_response.output_tensors() if tensor.name() == name), None)
+    for tensor in inference_response._outputs:
+        if tensor._name == name:
+            return tensor
+    return None
 
 
 def get_input_config_by_name(model_config: Mapping[str, Any], name: str) -> dict[str, Any] | None:

@@ -138,34 +138,40 @@ class TritonPythonRuntime(Runtime):
         raise NotImplementedError("the python backend runs batches as their requests (predict_requests)")
 
     def predict_requests(self, requests: Sequence[RuntimeRequest]) -> list[Arrays | Exception]:
-        answers: list[Arrays | Exception | None] = [None] * len(requests)
-        handed: list[int] = []
+        limit = self._max_batch_size
+        refused: dict[int, Exception] = {}  # position -> why; the model never sees these requests
         model_requests: list[pb_utils.InferenceRequest] = []
         for position, request in enumerate(requests):
-            rows = _rows(request.inputs)
-            if self._max_batch_size > 0 and rows > self._max_batch_size:
-                answers[position] = InvalidInput(f"inference request batch-size must be <= {self._max_batch_size} "
-                                                 f"for '{self.context.model_name}'")
-                continue
-            handed.append(position)
-            model_requests.append(self._model_request(request))
+            if limit > 0 and _rows(request.inputs) > limit:
+                refused[position] = InvalidInput(f"inference request batch-size must be <= {limit} for "
+                                                 f"'{self.context.model_name}'")
+            else:
+                model_requests.append(self._model_request(request))
+        answers: list[Arrays | Exception] = []
         if model_requests:
             responses = self._model.execute(model_requests)
             if not isinstance(responses, list | tuple) or len(responses) != len(model_requests):
                 got = len(responses) if isinstance(responses, list | tuple) else type(responses).__name__
                 raise ModelFailed(f"execute returned {got} responses for {len(model_requests)} requests")
-            for position, response in zip(handed, responses, strict=True):
-                answers[position] = self._answer(response)
-        return [answer for answer in answers if answer is not None]
+            answers = [self._answer(response) for response in responses]
+        for position, error in refused.items():  # in position order: each goes back where it was
+            answers.insert(position, error)
+        return answers
 
     def _model_request(self, request: RuntimeRequest) -> pb_utils.InferenceRequest:
-        tensors = [pb_utils.Tensor(name, self._reshaped_input(name, request.inputs[name]), _checked=True)
-                   for name in self._input_names if name in request.inputs]
+        inputs = request.inputs
+        if self._reshape_in:
+            tensors = [pb_utils.Tensor(name, self._reshaped_input(name, inputs[name]), _checked=True)
+                       for name in self._input_names if name in inputs]
+        else:
+            tensors = [pb_utils.Tensor(name, inputs[name], _checked=True) for name in self._input_names
+                       if name in inputs]
+        parameters = request.parameters
         return pb_utils.InferenceRequest(
             tensors,
             requested_output_names=request.requested_outputs or self._output_names,
             request_id=request.id or "",
-            parameters={k: v for k, v in request.parameters.items() if k not in _RESERVED_PARAMETERS},
+            parameters={k: v for k, v in parameters.items() if k not in _RESERVED_PARAMETERS} if parameters else None,
         )
 
     def _reshaped_input(self, name: str, array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -181,6 +187,8 @@ class TritonPythonRuntime(Runtime):
         error = response.error()
         if error is not None:
             return servekit_error(error)
+        if not self._reshape_out:
+            return {tensor.name(): tensor.as_numpy() for tensor in response.output_tensors()}
         outputs: Arrays = {}
         for tensor in response.output_tensors():
             array = tensor.as_numpy()
