@@ -202,11 +202,11 @@ def targets(scratch: Path, own: str, other: str, repository: Path) -> list[Targe
     infer, predict = servekit_bodies()
     serve = [own, "-m", "servekit", "serve", str(repository), "--host", "127.0.0.1", "--http-port", "{http}",
              "--grpc-port", "{port}", "--metrics-port", "0", "--management-port", "0", "--log-level", "warning"]
-    native = [*serve, "--grpc-frontend", "native"]
+    native, serve = [*serve, "--grpc-frontend", "native"], [*serve, "--grpc-frontend", "grpcio"]
     return [
         Target("grpcio aio (uvloop)", [own, str(scratch / "grpcio_aio.py"), "{port}", "uvloop"], NOOP_PATH, empty),
-        Target("servekit ModelInfer (digits MLP)", serve, "/inference.GRPCInferenceService/ModelInfer", infer),
-        Target("servekit ModelService/Predict (digits MLP)", serve, "/modelserving.ModelService/Predict", predict),
+        Target("servekit grpcio ModelInfer (digits MLP)", serve, "/inference.GRPCInferenceService/ModelInfer", infer),
+        Target("servekit grpcio ModelService/Predict (digits MLP)", serve, "/modelserving.ModelService/Predict", predict),
         Target("servekit native ModelInfer (digits MLP)", native, "/inference.GRPCInferenceService/ModelInfer", infer),
         Target("servekit native ModelService/Predict (digits MLP)", native, "/modelserving.ModelService/Predict",
                predict),

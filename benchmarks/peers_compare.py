@@ -46,7 +46,7 @@ from peers.base import Launch, Peer, Workload, ensure_venv
 PEERS = {
     "servekit": "servekit_peer:ServekitPeer",
     "servekit-2w": "servekit_peer:ServekitTwoWorkersPeer",
-    "servekit-native": "servekit_peer:ServekitNativePeer",
+    "servekit-grpcio": "servekit_peer:ServekitGrpcioPeer",
     "servekit-triton-repo": "servekit_peer:ServekitTritonRepoPeer",
     "triton-server": "triton_server:TritonServerPeer",
     "triton": "triton:TritonPeer",

@@ -61,12 +61,12 @@ class ServekitTwoWorkersPeer(ServekitPeer):
         super().__init__(extra_args=("--workers", "2"), name="servekit-2w")
 
 
-class ServekitNativePeer(ServekitPeer):
-    """servekit with ``--grpc-frontend native``: the gRPC port served by nghttp2 (a C extension)
-    instead of grpcio; HTTP is the same as the ``servekit`` peer's."""
+class ServekitGrpcioPeer(ServekitPeer):
+    """servekit with ``--grpc-frontend grpcio``: the gRPC port served by grpcio's asyncio server, as
+    before the native front end (nghttp2, the default where it is built) existed; HTTP is the same."""
 
     def __init__(self) -> None:
-        super().__init__(extra_args=("--grpc-frontend", "native"), name="servekit-native")
+        super().__init__(extra_args=("--grpc-frontend", "grpcio"), name="servekit-grpcio")
 
 
 class ServekitTritonRepoPeer(ServekitPeer):
