@@ -206,7 +206,8 @@ def targets(scratch: Path, own: str, other: str, repository: Path) -> list[Targe
     return [
         Target("grpcio aio (uvloop)", [own, str(scratch / "grpcio_aio.py"), "{port}", "uvloop"], NOOP_PATH, empty),
         Target("servekit grpcio ModelInfer (digits MLP)", serve, "/inference.GRPCInferenceService/ModelInfer", infer),
-        Target("servekit grpcio ModelService/Predict (digits MLP)", serve, "/modelserving.ModelService/Predict", predict),
+        Target("servekit grpcio ModelService/Predict (digits MLP)", serve, "/modelserving.ModelService/Predict",
+               predict),
         Target("servekit native ModelInfer (digits MLP)", native, "/inference.GRPCInferenceService/ModelInfer", infer),
         Target("servekit native ModelService/Predict (digits MLP)", native, "/modelserving.ModelService/Predict",
                predict),
