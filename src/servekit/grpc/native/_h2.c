@@ -501,6 +501,17 @@ static int keep_trailers(Stream *stream, PyObject *pairs) {
     return 0;
 }
 
+/* The answer's HEADERS (200, application/grpc), its DATA read from the stream by ``read``. */
+static int submit_with_data(Session *self, Stream *stream, nghttp2_data_source_read_callback read) {
+    nghttp2_nv nva[2];
+    set_nv(&nva[0], STATUS_200);
+    set_nv(&nva[1], CONTENT_TYPE);
+    nghttp2_data_provider provider;
+    provider.source.ptr = stream;
+    provider.read_callback = read;
+    return nghttp2_submit_response(self->session, stream->id, nva, 2, &provider);
+}
+
 static PyObject *Session_respond(Session *self, PyObject *args) {
     int stream_id;
     PyObject *message, *trailers;
@@ -555,13 +566,7 @@ static PyObject *Session_respond(Session *self, PyObject *args) {
         stream->prefix[4] = (unsigned char)(length & 0xFF);
         stream->out = Py_NewRef(message);
         stream->sent = 0;
-        nghttp2_nv nva[2];
-        set_nv(&nva[0], STATUS_200);
-        set_nv(&nva[1], CONTENT_TYPE);
-        nghttp2_data_provider provider;
-        provider.source.ptr = stream;
-        provider.read_callback = read_answer;
-        rc = nghttp2_submit_response(self->session, stream_id, nva, 2, &provider);
+        rc = submit_with_data(self, stream, read_answer);
     }
     if (rc != 0) {
         result = Py_NewRef(Py_False);  /* the stream is closing or gone: nothing to answer */
@@ -582,13 +587,7 @@ static PyObject *Session_start(Session *self, PyObject *args) {
     Stream *stream = nghttp2_session_get_stream_user_data(self->session, stream_id);
     if (stream == NULL || stream->answered)
         Py_RETURN_FALSE;
-    nghttp2_nv nva[2];
-    set_nv(&nva[0], STATUS_200);
-    set_nv(&nva[1], CONTENT_TYPE);
-    nghttp2_data_provider provider;
-    provider.source.ptr = stream;
-    provider.read_callback = read_streamed;
-    if (nghttp2_submit_response(self->session, stream_id, nva, 2, &provider) != 0)
+    if (submit_with_data(self, stream, read_streamed) != 0)
         Py_RETURN_FALSE;
     stream->answered = 1;
     Py_RETURN_TRUE;

@@ -33,7 +33,7 @@ import socket
 import ssl
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -363,7 +363,8 @@ class _Connection(asyncio.Protocol):
             except ServekitError as error:
                 self._answer_error(stream_id, error.grpc_code, error.message, None)
                 return
-        task = asyncio.get_running_loop().create_task(self._run(stream_id, method, payload, context, request_id))
+        task = asyncio.get_running_loop().create_task(self._run(
+            stream_id, method, context, request_id, lambda: self._answer(stream_id, method, payload, context)))
         self._calls[stream_id] = task
 
     def _open_stream(self, stream_id: int, path: bytes, metadata: list[tuple[bytes, bytes]]) -> None:
@@ -374,25 +375,27 @@ class _Connection(asyncio.Protocol):
         context, request_id, wbits = found
         incoming = _Incoming(self._server.max_message_bytes, lambda taken: self._credit(stream_id, taken), wbits)
         self._incoming[stream_id] = incoming
-        task = asyncio.get_running_loop().create_task(
-            self._run_stream(stream_id, method, incoming, context, request_id))
+        task = asyncio.get_running_loop().create_task(self._run(
+            stream_id, method, context, request_id, lambda: self._answer_stream(stream_id, method, incoming, context)))
         self._calls[stream_id] = task
 
-    async def _run(self, stream_id: int, method: _Method, message: bytes | memoryview, context: CallContext,
-                   incoming_id: str | None) -> None:
+    async def _run(self, stream_id: int, method: _Method, context: CallContext, incoming_id: str | None,
+                   answer: Callable[[], Awaitable[int]]) -> None:
+        """Run one call's ``answer`` (which returns the gRPC status it ended with) under its request id
+        and, when tracing is on, a span."""
         token = request_ids.bind(incoming_id)
         try:
             if tracing.tracer is None:
-                await self._answer(stream_id, method, message, context)
+                await answer()
             else:
                 with tracing.grpc_span(method.path, context.invocation_metadata()) as span:
-                    status = await self._answer(stream_id, method, message, context)
-                    span.set_attribute("rpc.grpc.status_code", status)
+                    span.set_attribute("rpc.grpc.status_code", await answer())
         except asyncio.CancelledError:
             pass  # the client reset the stream, or the connection went away: nobody to answer
         finally:
             request_ids.reset(token)
             self._calls.pop(stream_id, None)
+            self._incoming.pop(stream_id, None)
             if self._closing:
                 self._flush_soon()  # a draining connection closes once its last call is answered
 
@@ -415,25 +418,6 @@ class _Connection(asyncio.Protocol):
         self._session.respond(stream_id, payload, _ok_trailers())
         self._flush_soon()
         return 0
-
-    async def _run_stream(self, stream_id: int, method: _Method, incoming: _Incoming, context: CallContext,
-                          incoming_id: str | None) -> None:
-        token = request_ids.bind(incoming_id)
-        try:
-            if tracing.tracer is None:
-                await self._answer_stream(stream_id, method, incoming, context)
-            else:
-                with tracing.grpc_span(method.path, context.invocation_metadata()) as span:
-                    span.set_attribute("rpc.grpc.status_code",
-                                       await self._answer_stream(stream_id, method, incoming, context))
-        except asyncio.CancelledError:
-            pass  # the client reset the stream, or the connection went away
-        finally:
-            request_ids.reset(token)
-            self._calls.pop(stream_id, None)
-            self._incoming.pop(stream_id, None)
-            if self._closing:
-                self._flush_soon()
 
     async def _answer_stream(self, stream_id: int, method: _Method, incoming: _Incoming,
                              context: CallContext) -> int:
