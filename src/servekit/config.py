@@ -99,13 +99,18 @@ class TensorConfig(_Strict):
 
 class BatchingConfig(_Strict):
     """Dynamic batching. A batch is sent as soon as an instance is idle; the delay only
-    applies while every instance is busy, so a lone request never waits it out."""
+    applies while every instance is busy, so a lone request never waits it out (unless
+    ``hold_when_idle``: Triton's dynamic batcher, which config.pbtxt models get)."""
 
     enabled: bool = Field(default=True, description="false: each request runs as a batch of its own")
     max_queue_delay_ms: float = Field(default=2.0, ge=0, description="how long a request may wait for "
                                       "companions while the model is busy")
     preferred_batch_sizes: list[int] = Field(default_factory=list, description="batch sizes (rows) to form "
                                              "when that many are waiting, below max_batch_size")
+    hold_when_idle: bool = Field(
+        default=False, description="true: a batch waits up to max_queue_delay_ms for max_batch_size (or a preferred "
+        "size) even when an instance is idle, as Triton's dynamic batcher does (fuller batches under load; a lone "
+        "request waits the delay); false: an idle instance takes what is queued at once")
     max_queue_size: int = Field(default=2048, ge=1, description="requests waiting, at most")
     timeout_ms: float | None = Field(default=None, gt=0, description="per-request deadline")
     oversize: Literal["split", "reject"] = Field(default="split", description="a request with more rows than "

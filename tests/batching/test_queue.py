@@ -81,5 +81,25 @@ def test_busy_model_waits_for_the_delay_or_a_full_batch() -> None:
     assert should_dispatch(queue, now=0.002, busy_instances=1)
 
 
+def test_holding_when_idle_waits_for_the_delay_or_a_full_or_preferred_batch() -> None:
+    """Triton's dynamic batcher (config.pbtxt models): an idle model waits too."""
+    queue = make_queue(max_rows=4, max_delay_s=0.010, hold_when_idle=True)
+    put(queue, 1, at=0.0)
+    assert not should_dispatch(queue, now=0.0, busy_instances=0)
+    assert not should_dispatch(queue, now=0.009, busy_instances=0)
+    assert should_dispatch(queue, now=0.010, busy_instances=0)
+    for _ in range(3):
+        put(queue, 1, at=0.001)
+    assert should_dispatch(queue, now=0.002, busy_instances=0)  # full: no reason to wait
+    preferred = make_queue(max_rows=8, max_delay_s=0.010, preferred_sizes=(2,), hold_when_idle=True)
+    put(preferred, 1, at=0.0)
+    assert not should_dispatch(preferred, now=0.001, busy_instances=0)
+    put(preferred, 1, at=0.001)
+    assert should_dispatch(preferred, now=0.001, busy_instances=0)
+    no_delay = make_queue(max_rows=4, max_delay_s=0.0, hold_when_idle=True)
+    put(no_delay, 1, at=0.0)
+    assert should_dispatch(no_delay, now=0.0, busy_instances=0)  # delay 0: nothing to wait for
+
+
 def test_empty_queue_never_dispatches() -> None:
     assert not should_dispatch(make_queue(), now=0, busy_instances=0)

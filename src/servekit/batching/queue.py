@@ -30,6 +30,7 @@ class BatchPolicy:
     preferred_sizes: tuple[int, ...] = ()
     max_queue_size: int = 2048
     counts_rows: bool = False
+    hold_when_idle: bool = False  # wait for a full batch (up to max_delay_s) even with every instance idle
 
 
 @dataclass(eq=False, slots=True)
@@ -129,12 +130,13 @@ def should_dispatch(queue: BatchQueue, now: float, busy_instances: int) -> bool:
 
     With every instance idle a batch goes at once: a lone request never waits out the
     delay. While some instance is busy, more traffic is likely coming, so we wait up to
-    ``max_delay_s`` for the batch to fill to its target.
+    ``max_delay_s`` for the batch to fill to its target. ``policy.hold_when_idle`` waits for
+    the target even on an idle model, as Triton's dynamic batcher does.
     """
     oldest = queue.oldest_enqueued_at()
     if oldest is None:
         return False
-    if busy_instances == 0 or queue.policy.max_rows is None:
+    if (busy_instances == 0 and not queue.policy.hold_when_idle) or queue.policy.max_rows is None:
         return True
     target = queue.target_rows()
     if target is not None and queue.rows >= target:

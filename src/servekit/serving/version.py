@@ -176,6 +176,7 @@ def load_version(name: str, model_dir: Path, version: int, config: ModelConfig) 
         max_delay_s=batching.max_queue_delay_ms / 1000,
         preferred_sizes=tuple(s for s in batching.preferred_batch_sizes if s <= max(max_batch_size, 1)),
         max_queue_size=batching.max_queue_size,
+        hold_when_idle=batching.hold_when_idle,
     )
     if max_batch_size > 0 and not batching.enabled:
         # Requests still carry a batch dimension (their rows are counted, as Triton counts them); each runs alone.

@@ -126,6 +126,9 @@ def test_latest_and_all_version_policies() -> None:
     ('parameters: { key: "servekit.execution" value: { string_value: "inline" } }\n'
      'instance_group [ { count: 2 kind: KIND_CPU } ]',
      "parameters servekit.execution: inline runs one instance on the event loop; instance_group gives 2"),
+    ('max_batch_size: 2\ndynamic_batching { }\n'
+     'parameters: { key: "servekit.hold_when_idle" value: { string_value: "yes" } }',
+     "parameters servekit.hold_when_idle: 'yes' is not true or false"),
 ])
 def test_refusals_name_the_file_and_the_field(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=f"^{SOURCE}: .*{message}"):
@@ -148,6 +151,13 @@ def test_the_servekit_execution_parameter_chooses_where_batches_run(execution: s
     assert config.batching.execution == execution and config.batching.enabled is True
     assert config.parameters == {"servekit.execution": execution}  # the model still sees its parameters
     assert _parse('backend: "python"').batching.execution == "auto"
+
+
+def test_dynamic_batching_holds_batches_as_triton_does_unless_a_parameter_says_not() -> None:
+    dynamic = 'backend: "python"\nmax_batch_size: 4\ndynamic_batching { max_queue_delay_microseconds: 500 }\n'
+    assert _parse(dynamic).batching.hold_when_idle is True
+    opted_out = _parse(dynamic + 'parameters: { key: "servekit.hold_when_idle" value: { string_value: "false" } }')
+    assert opted_out.batching.hold_when_idle is False and opted_out.batching.max_queue_delay_ms == 0.5
 
 
 def test_delay_timeout_action_never_rejects() -> None:
