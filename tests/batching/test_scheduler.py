@@ -69,6 +69,23 @@ def test_lone_request_on_idle_model_starts_without_waiting_the_delay() -> None:
     run(body)
 
 
+def test_holding_when_idle_keeps_a_lone_request_queued_until_the_batch_fills() -> None:
+    """``hold_when_idle`` (Triton's rule): an idle model waits for a full batch (or the delay)."""
+    async def body() -> None:
+        runtime = DoublingRuntime()
+        batcher = Batcher("m", [runtime], BatchPolicy(max_rows=4, max_delay_s=30.0, hold_when_idle=True))
+        first = asyncio.create_task(batcher.submit(rows(1.0)))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert batcher.busy == 0 and batcher.queue_depth == 1  # held, though the model is idle
+        rest = [asyncio.create_task(batcher.submit(rows(float(i)))) for i in (2, 3, 4)]
+        answers = await asyncio.gather(first, *rest)
+        assert [a["y"].tolist() for a in answers] == [[[2.0]], [[4.0]], [[6.0]], [[8.0]]]
+        assert runtime.batches == [4]  # one full batch, the moment it filled
+
+    run(body)
+
+
 def test_requests_arriving_in_one_loop_turn_on_an_idle_model_share_one_batch() -> None:
     async def body() -> None:
         runtime = DoublingRuntime()

@@ -153,11 +153,11 @@ def test_the_servekit_execution_parameter_chooses_where_batches_run(execution: s
     assert _parse('backend: "python"').batching.execution == "auto"
 
 
-def test_dynamic_batching_holds_batches_as_triton_does_unless_a_parameter_says_not() -> None:
+def test_a_parameter_holds_batches_on_an_idle_model_as_triton_does() -> None:
     dynamic = 'backend: "python"\nmax_batch_size: 4\ndynamic_batching { max_queue_delay_microseconds: 500 }\n'
-    assert _parse(dynamic).batching.hold_when_idle is True
-    opted_out = _parse(dynamic + 'parameters: { key: "servekit.hold_when_idle" value: { string_value: "false" } }')
-    assert opted_out.batching.hold_when_idle is False and opted_out.batching.max_queue_delay_ms == 0.5
+    assert _parse(dynamic).batching.hold_when_idle is False  # servekit's rule: a lone request runs at once
+    held = _parse(dynamic + 'parameters: { key: "servekit.hold_when_idle" value: { string_value: "true" } }')
+    assert held.batching.hold_when_idle is True and held.batching.max_queue_delay_ms == 0.5
 
 
 def test_delay_timeout_action_never_rejects() -> None:

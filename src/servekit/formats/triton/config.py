@@ -25,14 +25,13 @@ What maps to what:
   the GPU when any group asks for one, else the CPU.
 - ``version_policy``, ``default_model_filename`` (-> model_file), ``parameters`` (their
   string values), ``optional`` inputs, ``response_cache``.
-- ``dynamic_batching`` keeps Triton's rule: a batch waits up to ``max_queue_delay_microseconds``
-  for ``max_batch_size`` (or a preferred size) even when the instance is idle
-  (``batching.hold_when_idle``), so a lone request waits the delay, as in Triton.
+- ``dynamic_batching`` batches by servekit's rule: an idle instance takes what is queued at once
+  (a lone request never waits ``max_queue_delay_microseconds``); the delay applies while the
+  instance is busy. Triton holds a batch for the delay even on an idle instance.
 - servekit's own knobs, as parameters (Triton ignores parameters it does not know, so the
   folder still serves there): ``servekit.execution`` (``auto``, ``thread`` or ``inline``) ->
-  ``batching.execution``; ``servekit.hold_when_idle`` (``false``: an idle instance takes what is
-  queued at once, servekit's own rule) -> ``batching.hold_when_idle``; where a config.yaml would
-  say them (a folder holds one config only).
+  ``batching.execution``; ``servekit.hold_when_idle`` (``true``: Triton's rule above) ->
+  ``batching.hold_when_idle``; where a config.yaml would say them (a folder holds one config only).
 - refused with a reason: sequence batching, ensembles, decoupled transaction policy, shape
   tensors, BF16, and ``reshape`` except for python backend models (whose runtime applies it).
 """
@@ -77,7 +76,7 @@ _INDEXED_NAME = re.compile(r"^.+__(\d+)$")
 # The config.pbtxt parameter that sets batching.execution (see the module docstring).
 EXECUTION_PARAMETER = "servekit.execution"
 _EXECUTIONS = ("auto", "thread", "inline")
-# The config.pbtxt parameter that sets batching.hold_when_idle (default true: Triton's batcher).
+# The config.pbtxt parameter that sets batching.hold_when_idle (true: Triton's own rule; default false).
 HOLD_PARAMETER = "servekit.hold_when_idle"
 
 
@@ -200,7 +199,6 @@ def _batching(message: pb.ModelConfig, where: str) -> dict[str, Any]:
     batching: dict[str, Any] = {
         "enabled": True,
         "oversize": "reject",
-        # Triton's batcher holds a batch for its delay even when an instance is idle (a lone request waits it)
         "hold_when_idle": _hold_when_idle(message, where),
         "max_queue_delay_ms": dynamic.max_queue_delay_microseconds / 1000,
         "preferred_batch_sizes": list(dynamic.preferred_batch_size),
@@ -215,7 +213,7 @@ def _batching(message: pb.ModelConfig, where: str) -> dict[str, Any]:
 
 def _hold_when_idle(message: pb.ModelConfig, where: str) -> bool:
     if HOLD_PARAMETER not in message.parameters:
-        return True
+        return False
     value = message.parameters[HOLD_PARAMETER].string_value.lower()
     if value not in ("true", "false"):
         raise ConfigError(f"{where}parameters {HOLD_PARAMETER}: {value!r} is not true or false")
