@@ -15,12 +15,22 @@ from servekit.observability.logging import configure_logging
 _LOGGERS = ("servekit", "uvicorn", "grpc")
 
 
+# Levels an in-process uvicorn (another test's, on this worker) sets on uvicorn's own child loggers
+# (uvicorn.Config(log_level=...)); here they inherit from "uvicorn", as in a fresh process.
+_CHILDREN = ("uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+
+
 @pytest.fixture(autouse=True)
 def _fresh_logging() -> Iterator[None]:
     """The handlers bind the stderr of the test that made them: each test gets its own."""
     saved = {name: (logging.getLogger(name).handlers[:], logging.getLogger(name).level,
                     logging.getLogger(name).propagate) for name in _LOGGERS}
+    child_levels = {name: logging.getLogger(name).level for name in _CHILDREN}
+    for name in _CHILDREN:
+        logging.getLogger(name).setLevel(logging.NOTSET)
     yield
+    for name, level in child_levels.items():
+        logging.getLogger(name).setLevel(level)
     configure_access_log("off")
     for name, (handlers, level, propagate) in saved.items():
         logger = logging.getLogger(name)
