@@ -32,7 +32,7 @@ from google.protobuf.message import Message
 from servekit.errors import InvalidInput, ServekitError
 from servekit.observability import request_ids, tracing
 
-__all__ = ["abort_with", "add_service", "deadline_of"]
+__all__ = ["Parse", "abort_with", "add_service", "deadline_of", "request_parser", "serialize"]
 
 log = logging.getLogger("servekit.grpc")
 
@@ -57,11 +57,12 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: Excepti
     await context.abort(grpc.StatusCode[error.grpc_code], error.message)
 
 
-Parse = Callable[[bytes], Message]
+Parse = Callable[[bytes | memoryview], Message]
 
 
-def _parser(message_class: Any, full_name: str) -> Parse:
-    def parse(raw: bytes) -> Message:
+def request_parser(message_class: Any, full_name: str) -> Parse:
+    """Bytes -> ``message_class``; bytes that are not one are the client's error (InvalidInput naming it)."""
+    def parse(raw: bytes | memoryview) -> Message:
         try:
             message: Message = message_class.FromString(raw)
         except Exception:  # DecodeError, or anything protobuf raises on bytes it cannot read
@@ -151,7 +152,7 @@ def _status_number(context: grpc.aio.ServicerContext[Any, Any]) -> int:
     return int(code) if isinstance(code, int) else 0
 
 
-def _serialize(message: Message | bytes) -> bytes:
+def serialize(message: Message | bytes) -> bytes:
     """A response message's bytes; a method may answer with its response already serialized."""
     if type(message) is bytes:
         return message
@@ -163,8 +164,8 @@ def add_service(server: grpc.aio.Server, service: ServiceDescriptor, servicer: o
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in service.methods:
         behaviour = getattr(servicer, method.name)
-        parse = _parser(message_factory.GetMessageClass(method.input_type), method.input_type.full_name)
-        options: dict[str, Any] = {"request_deserializer": None, "response_serializer": _serialize}  # raw bytes in
+        parse = request_parser(message_factory.GetMessageClass(method.input_type), method.input_type.full_name)
+        options: dict[str, Any] = {"request_deserializer": None, "response_serializer": serialize}  # raw bytes in
         streamed = method.client_streaming
         method_path = f"/{service.full_name}/{method.name}"
         kind = (method.client_streaming, method.server_streaming)

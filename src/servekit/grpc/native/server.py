@@ -37,6 +37,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
+import grpc
 from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
@@ -45,12 +46,13 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from grpc_reflection.v1alpha._async import ReflectionServicer  # reflection's asyncio servicer (grpc.aio's own)
 
 from servekit.config import ServerSettings
-from servekit.errors import InvalidInput, ServekitError
+from servekit.errors import ServekitError
 from servekit.grpc.health import HealthServicer, ModelHealthServicer
 from servekit.grpc.inference import InferenceServicer
 from servekit.grpc.model_service import ModelServicer
 from servekit.grpc.native import _h2  # type: ignore[attr-defined]  # the C extension
 from servekit.grpc.pool import POOL
+from servekit.grpc.rpc import Parse, request_parser, serialize
 from servekit.grpc.server import add_to_reflection_pool
 from servekit.observability import request_ids, tracing
 from servekit.serving.dataplane import DataPlane
@@ -61,11 +63,6 @@ __all__ = ["NativeGrpcServer"]
 
 log = logging.getLogger("servekit.grpc")
 
-# gRPC status codes by name (the numbers of grpc.StatusCode), without importing grpc's C core here.
-STATUS = {"OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
-          "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9,
-          "ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14,
-          "DATA_LOSS": 15, "UNAUTHENTICATED": 16}
 # grpc-timeout units: seconds = digits * multiplier / divisor
 _TIMEOUT_UNITS = {"H": (3600, 1), "M": (60, 1), "S": (1, 1), "m": (1, 10**3), "u": (1, 10**6), "n": (1, 10**9)}
 _OK_TRAILER = (b"grpc-status", b"0")
@@ -87,19 +84,12 @@ class CallContext:
 
 
 class _Method:
-    __slots__ = ("behaviour", "client_streaming", "message_class", "name", "path", "server_streaming")
+    __slots__ = ("behaviour", "client_streaming", "parse", "path", "server_streaming")
 
-    def __init__(self, path: str, behaviour: Any, message_class: Any, name: str, client_streaming: bool,
+    def __init__(self, path: str, behaviour: Any, parse: Parse, client_streaming: bool,
                  server_streaming: bool) -> None:
-        self.path, self.behaviour, self.message_class = path, behaviour, message_class
-        self.name, self.client_streaming, self.server_streaming = name, client_streaming, server_streaming
-
-    def parse(self, raw: bytes | memoryview) -> Message:
-        try:
-            message: Message = self.message_class.FromString(raw)
-        except Exception:  # DecodeError, or anything protobuf raises on bytes it cannot read
-            raise InvalidInput(f"the request is not a valid {self.name} message") from None
-        return message
+        self.path, self.behaviour, self.parse = path, behaviour, parse
+        self.client_streaming, self.server_streaming = client_streaming, server_streaming
 
 
 def _methods(servicers: list[tuple[ServiceDescriptor, object]]) -> dict[bytes, _Method]:
@@ -107,9 +97,8 @@ def _methods(servicers: list[tuple[ServiceDescriptor, object]]) -> dict[bytes, _
     for service, servicer in servicers:
         for method in service.methods:
             path = f"/{service.full_name}/{method.name}"
-            table[path.encode()] = _Method(path, getattr(servicer, method.name),
-                                           message_factory.GetMessageClass(method.input_type),
-                                           method.input_type.full_name, method.client_streaming,
+            parse = request_parser(message_factory.GetMessageClass(method.input_type), method.input_type.full_name)
+            table[path.encode()] = _Method(path, getattr(servicer, method.name), parse, method.client_streaming,
                                            method.server_streaming)
     return table
 
@@ -236,9 +225,14 @@ def _grpc_message(text: str) -> bytes:
     return quote(text, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~", encoding="utf-8").encode("ascii")
 
 
+def _status_number(code: str) -> int:
+    """A gRPC status code's number from its name (the error table's ``grpc_code``)."""
+    return int(grpc.StatusCode[code].value[0])
+
+
 def _error_trailers(code: str, message: str, request_id: str | None,
                     headers: dict[str, str] | None = None) -> list[tuple[bytes, bytes]]:
-    trailers = [(b"grpc-status", str(STATUS[code]).encode()), (b"grpc-message", _grpc_message(message))]
+    trailers = [(b"grpc-status", str(_status_number(code)).encode()), (b"grpc-message", _grpc_message(message))]
     if request_id is not None:
         trailers.append((request_ids.HEADER.encode(), request_id.encode("latin-1", "replace")))
     for key, value in (headers or {}).items():
@@ -364,7 +358,7 @@ class _Connection(asyncio.Protocol):
                 self._answer_error(stream_id, error.grpc_code, error.message, None)
                 return
         task = asyncio.get_running_loop().create_task(self._run(
-            stream_id, method, context, request_id, lambda: self._answer(stream_id, method, payload, context)))
+            stream_id, method, context, request_id, lambda: self._answer(stream_id, method, context, payload)))
         self._calls[stream_id] = task
 
     def _open_stream(self, stream_id: int, path: bytes, metadata: list[tuple[bytes, bytes]]) -> None:
@@ -376,7 +370,7 @@ class _Connection(asyncio.Protocol):
         incoming = _Incoming(self._server.max_message_bytes, lambda taken: self._credit(stream_id, taken), wbits)
         self._incoming[stream_id] = incoming
         task = asyncio.get_running_loop().create_task(self._run(
-            stream_id, method, context, request_id, lambda: self._answer_stream(stream_id, method, incoming, context)))
+            stream_id, method, context, request_id, lambda: self._answer(stream_id, method, context, incoming)))
         self._calls[stream_id] = task
 
     async def _run(self, stream_id: int, method: _Method, context: CallContext, incoming_id: str | None,
@@ -399,51 +393,32 @@ class _Connection(asyncio.Protocol):
             if self._closing:
                 self._flush_soon()  # a draining connection closes once its last call is answered
 
-    async def _answer(self, stream_id: int, method: _Method, message: bytes | memoryview,
-                      context: CallContext) -> int:
-        """Run one call and answer it; returns the gRPC status number it ended with."""
-        assert method.behaviour is not None
-        try:
-            request = method.parse(message)
-            response = await method.behaviour(request, context)
-            payload = _serialized(response)
-            if len(payload) > self._server.max_message_bytes:
-                raise _TooLarge(len(payload), self._server.max_message_bytes)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            code, text, headers = _status_of(error)
-            self._answer_error(stream_id, code, text, request_ids.ensure(), headers)
-            return STATUS[code]
-        self._session.respond(stream_id, payload, _ok_trailers())
-        self._flush_soon()
-        return 0
-
-    async def _answer_stream(self, stream_id: int, method: _Method, incoming: _Incoming,
-                             context: CallContext) -> int:
-        """Run one streaming call: request messages as they come, answers as they are made."""
+    async def _answer(self, stream_id: int, method: _Method, context: CallContext,
+                      request: bytes | memoryview | _Incoming) -> int:
+        """Run one call and answer it; returns the gRPC status number it ended with. ``request``: a
+        unary call's message, or a streaming call's messages as they arrive."""
         session, started = self._session, False
         try:
-            if method.client_streaming:
-                request: Any = _parsed_messages(incoming, method)
+            if not isinstance(request, _Incoming):
+                argument: Any = method.parse(request)
+            elif method.client_streaming:
+                argument = _parsed_messages(request, method)
             else:
-                raw = await incoming.next()
-                if raw is None or await incoming.next() is not None:
+                raw = await request.next()
+                if raw is None or await request.next() is not None:
                     raise _Refused("INTERNAL", f"{method.path} takes exactly one request message")
-                request = method.parse(raw)
-            if method.server_streaming:
-                async for response in method.behaviour(request, context):
-                    if not started:
-                        started = session.start(stream_id)
-                        if not started:
-                            return STATUS["CANCELLED"]  # the stream is gone
-                    session.send(stream_id, _serialized(response))
-                    self._flush_soon()
-            else:
-                response = await method.behaviour(request, context)
-                session.respond(stream_id, _serialized(response), _ok_trailers())
+                argument = method.parse(raw)
+            if not method.server_streaming:
+                session.respond(stream_id, self._payload(await method.behaviour(argument, context)), _ok_trailers())
                 self._flush_soon()
                 return 0
+            async for response in method.behaviour(argument, context):
+                if not started:
+                    started = session.start(stream_id)
+                    if not started:
+                        return _status_number("CANCELLED")  # the stream is gone
+                session.send(stream_id, self._payload(response))
+                self._flush_soon()
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -454,13 +429,22 @@ class _Connection(asyncio.Protocol):
             else:
                 session.respond(stream_id, None, trailers)
             self._flush_soon()
-            return STATUS[code]
+            return _status_number(code)
         if started:
             session.finish(stream_id, _ok_trailers())
         else:
             session.respond(stream_id, None, _ok_trailers())  # no answer at all: trailers only
         self._flush_soon()
         return 0
+
+    def _payload(self, response: Message | bytes) -> bytes:
+        """An answer's bytes, refused when past the message limit."""
+        payload = serialize(response)
+        limit = self._server.max_message_bytes
+        if len(payload) > limit:
+            raise _Refused("RESOURCE_EXHAUSTED", f"response message of {len(payload)} bytes is larger than the "
+                           f"limit ({limit} bytes)")
+        return payload
 
     def _credit(self, stream_id: int, taken: int) -> None:
         self._session.consume(stream_id, taken)
@@ -524,14 +508,8 @@ def _ok_trailers() -> tuple[tuple[bytes, bytes], ...]:
     return _OK_TRAILER, (b"x-request-id", request_ids.ensure().encode("latin-1", "replace"))
 
 
-def _serialized(message: Message | bytes) -> bytes:
-    return message if type(message) is bytes else message.SerializeToString()  # type: ignore[union-attr]
-
-
 def _status_of(error: Exception) -> tuple[str, str, dict[str, str] | None]:
     """(gRPC code name, message, extra trailers) that ``error`` ends a call with: the error table."""
-    if isinstance(error, _TooLarge):
-        return "RESOURCE_EXHAUSTED", str(error), None
     if isinstance(error, ServekitError):
         return error.grpc_code, error.message, error.headers()
     log.error("unexpected error in a gRPC call", exc_info=error)
@@ -541,11 +519,6 @@ def _status_of(error: Exception) -> tuple[str, str, dict[str, str] | None]:
 async def _parsed_messages(incoming: _Incoming, method: _Method) -> AsyncIterator[Message]:
     while (raw := await incoming.next()) is not None:
         yield method.parse(raw)
-
-
-class _TooLarge(Exception):
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"response message of {size} bytes is larger than the limit ({limit} bytes)")
 
 
 class NativeGrpcServer:
