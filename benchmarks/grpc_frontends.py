@@ -49,7 +49,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from harness import free_port, grpc_frame, load_average, machine_description  # noqa: E402
+from harness import free_port, grpc_frame, load_average, machine_description, run_h2load  # noqa: E402
 from peers.base import Peer, ensure_venv  # noqa: E402
 
 NOOP_PATH = "/bench.Noop/Call"
@@ -263,20 +263,10 @@ def _check_grpc(port: int, target: Target) -> None:
 
 
 def h2load(port: int, target: Target, connections: int, duration: float, scratch: Path) -> tuple[Row, str]:
-    body, log = scratch / "body.bin", scratch / "h2load.log"
-    body.write_bytes(target.body)
-    log.unlink(missing_ok=True)
-    command = ["h2load", "-t", "1", "-c", str(connections), "-m", "1", "-D", str(max(1, round(duration))),
-               "-d", str(body), f"--log-file={log}", "-H", "content-type: application/grpc", "-H", "te: trailers",
-               f"http://127.0.0.1:{port}{target.path}"]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
-    output = f"$ {shlex.join(command)}\n{completed.stdout}{completed.stderr}"
-    rows = [line.split("\t") for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
-    if completed.returncode != 0 or not rows:
-        raise RuntimeError(f"h2load failed ({completed.returncode}):\n{output}")
-    latencies = np.array([int(row[2]) for row in rows], dtype=np.float64) / 1000
-    return Row(target.name, connections, 0, len(rows) / duration, float(latencies.mean()),
-               float(np.percentile(latencies, 99)), sum(row[1] != "200" for row in rows)), output
+    run = run_h2load(port, target.path, target.body, connections, duration, scratch)
+    latencies = np.array(run.latencies_ms)
+    return Row(target.name, connections, 0, len(latencies) / duration, float(latencies.mean()),
+               float(np.percentile(latencies, 99)), run.errors), run.output
 
 
 def measure(target: Target, args: argparse.Namespace, scratch: Path, round_number: int,

@@ -173,6 +173,38 @@ def grpc_frame(message: bytes) -> bytes:
     return struct.pack(">BI", 0, len(message)) + message  # compressed flag, big-endian length
 
 
+@dataclass(frozen=True)
+class H2Load:
+    """One h2load run: each call's latency (ms) and HTTP status, and what it printed (with the command)."""
+
+    latencies_ms: list[float]
+    statuses: list[str]
+    output: str
+
+    @property
+    def errors(self) -> int:
+        return sum(status != "200" for status in self.statuses)
+
+
+def run_h2load(port: int, path: str, body: bytes, connections: int, duration: float, scratch: Path,
+               threads: int = 1) -> H2Load:
+    """h2load sending gRPC ``body`` (framed) to ``path``: ``connections`` HTTP/2 connections with one
+    call at a time each (a closed loop, as wrk's), for ``duration`` seconds. RuntimeError if it failed."""
+    body_file, log = scratch / "h2load-body.bin", scratch / "h2load.log"
+    body_file.write_bytes(body)
+    log.unlink(missing_ok=True)
+    command = ["h2load", "-t", str(threads), "-c", str(connections), "-m", "1", "-D", str(max(1, round(duration))),
+               "-d", str(body_file), f"--log-file={log}", "-H", "content-type: application/grpc",
+               "-H", "te: trailers", f"http://127.0.0.1:{port}{path}"]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
+    output = f"$ {shlex.join(command)}\n{completed.stdout}{completed.stderr}"
+    rows = [line.split("\t") for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
+    if completed.returncode != 0 or not rows:
+        raise RuntimeError(f"h2load failed ({completed.returncode}):\n{output}")
+    # h2load's log: start time, status, latency in microseconds
+    return H2Load([int(row[2]) / 1000 for row in rows], [row[1] for row in rows], output)
+
+
 def http(method: str, url: str, body: str | None = None, timeout: float = 5.0,
          content_type: str = "application/json") -> tuple[int, bytes]:
     """(status, body) of one request; HTTP error statuses are returned, not raised."""

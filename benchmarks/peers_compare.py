@@ -244,22 +244,12 @@ def grpc_check(port: int, workload: Workload) -> None:
 
 def run_h2load(port: int, workload: Workload, connections: int, duration: float, scratch: Path) -> Load:
     """h2load, ``connections`` HTTP/2 connections with one call at a time each (as wrk's closed loop)."""
-    body, log = scratch / "grpc-body.bin", scratch / "h2load.log"
-    body.write_bytes(grpc_request(workload))
-    log.unlink(missing_ok=True)
-    command = ["h2load", "-t", str(min(2, connections)), "-c", str(connections), "-m", "1",
-               "-D", str(max(1, round(duration))), "-d", str(body), f"--log-file={log}",
-               "-H", "content-type: application/grpc", "-H", "te: trailers",
-               f"http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelInfer"]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
-    output = f"$ {shlex.join(command)}\n{completed.stdout}{completed.stderr}"
-    rows = [line.split("\t") for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
-    if completed.returncode != 0 or not rows:
-        raise RuntimeError(f"h2load failed ({completed.returncode}):\n{output}")
-    latencies = np.array([int(row[2]) for row in rows], dtype=np.float64) / 1000  # us -> ms
-    return Load(req_s=len(rows) / duration, p50_ms=float(np.percentile(latencies, 50)),
+    run = harness.run_h2load(port, "/inference.GRPCInferenceService/ModelInfer", grpc_request(workload),
+                             connections, duration, scratch, threads=min(2, connections))
+    latencies = np.array(run.latencies_ms)
+    return Load(req_s=len(latencies) / duration, p50_ms=float(np.percentile(latencies, 50)),
                 p99_ms=float(np.percentile(latencies, 99)), mean_ms=float(latencies.mean()),
-                errors=sum(row[1] != "200" for row in rows), output=output)
+                errors=run.errors, output=run.output)
 
 
 def run_wrk(wrk: str, url: str, script: Path, connections: int, threads: int, duration: float) -> Load:
