@@ -96,9 +96,10 @@ class SimpleAPI:
         spec = version.inputs[0]
         data = rows.astype(np.float64) if spec.datatype == "FP64" else rows
         tensor = Tensor(spec.name, "FP64" if spec.datatype == "FP64" else "FP32", tuple(data.shape), data)
-        # Every output, named: a model's default_outputs may leave out the probabilities /predict reads.
-        request = InferenceRequest(version.name, [tensor], model_version=str(version.version),
-                                   outputs=[RequestedOutput(spec.name) for spec in version.outputs])
+        # A model whose default_outputs leave out the probabilities /predict reads (an MLServer SKLearnModel)
+        # is asked for every output by name; any other answers every output unasked.
+        everything = [RequestedOutput(o.name) for o in version.outputs] if version.config.default_outputs else None
+        request = InferenceRequest(version.name, [tensor], model_version=str(version.version), outputs=everything)
         response = await self._plane.answer(version, request, seen)
         outputs = {t.name: t.data for t in response.outputs}
         predictions, probabilities = read_prediction(version, outputs, return_probabilities)
