@@ -48,6 +48,7 @@ PEERS = {
     "servekit-2w": "servekit_peer:ServekitTwoWorkersPeer",
     "servekit-grpcio": "servekit_peer:ServekitGrpcioPeer",
     "servekit-triton-repo": "servekit_peer:ServekitTritonRepoPeer",
+    "servekit-triton-repo-idle": "servekit_peer:ServekitTritonRepoIdlePeer",
     "triton-server": "triton_server:TritonServerPeer",
     "triton": "triton:TritonPeer",
     "torchserve": "torchserve:TorchServePeer",

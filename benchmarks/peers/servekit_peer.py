@@ -73,11 +73,12 @@ class ServekitTritonRepoPeer(ServekitPeer):
     """servekit serving the very repository ``triton-server`` serves (config.pbtxt, python-backend
     model.py): issue 13's comparison, where only the server differs."""
 
-    def __init__(self) -> None:
-        super().__init__(name="servekit-triton-repo")
+    def __init__(self, name: str = "servekit-triton-repo", parameters: dict[str, str] | None = None) -> None:
+        super().__init__(name=name)
+        self.parameters = parameters or {}  # config.pbtxt parameters servekit reads (Triton ignores them)
 
     def launch(self, python: Path, workload: Workload, workdir: Path, port: int) -> Launch:
-        repository = write_python_repository(workload, workdir / "repository")
+        repository = write_python_repository(workload, workdir / "repository", self.parameters)
         base = f"http://127.0.0.1:{port}"
         grpc_port = free_port()
         command = self.command(python, repository, port, grpc_port)
@@ -85,5 +86,15 @@ class ServekitTritonRepoPeer(ServekitPeer):
             command=command, url=f"{base}/v2/models/{workload.name}/infer", body=workload.oip_json_body(),
             ready_url=f"{base}/v2/health/ready", parse=parse_oip_json, grpc_port=grpc_port,
             note=f"the triton-server peer's repository (config.pbtxt, python backend model.py), dynamic batching"
-                 f" max {MAX_BATCH_SIZE} / {MAX_BATCH_DELAY_MS} ms, one process, OIP JSON",
+                 f" max {MAX_BATCH_SIZE} / {MAX_BATCH_DELAY_MS} ms, one process, OIP JSON"
+                 + "".join(f"; parameter {key}={value}" for key, value in self.parameters.items()),
         )
+
+
+class ServekitTritonRepoIdlePeer(ServekitTritonRepoPeer):
+    """The same repository with ``servekit.hold_when_idle: false``: an idle instance takes what is
+    queued at once (servekit's rule for config.yaml models), instead of the adaptive hold that
+    config.pbtxt models get by default."""
+
+    def __init__(self) -> None:
+        super().__init__(name="servekit-triton-repo-idle", parameters={"servekit.hold_when_idle": "false"})

@@ -77,8 +77,9 @@ def _tensors(specs: tuple[TensorSpec, ...]) -> str:
     )
 
 
-def write_python_repository(workload: Workload, root: Path) -> Path:
-    """Write ``root/<workload.name>/`` (config.pbtxt, 1/model.py, 1/model_fn.py); returns ``root``."""
+def write_python_repository(workload: Workload, root: Path, parameters: dict[str, str] | None = None) -> Path:
+    """Write ``root/<workload.name>/`` (config.pbtxt, 1/model.py, 1/model_fn.py); returns ``root``.
+    ``parameters``: config.pbtxt parameters (string values) to add, e.g. servekit's own knobs."""
     model_dir = root / workload.name
     (model_dir / "1").mkdir(parents=True)
     shutil.copy(MODEL_FN, model_dir / "1" / "model_fn.py")
@@ -92,5 +93,7 @@ def write_python_repository(workload: Workload, root: Path) -> Path:
         f"output [\n{_tensors(workload.outputs)}\n]\n"
         f"dynamic_batching {{ max_queue_delay_microseconds: {MAX_BATCH_DELAY_MS * 1000} }}\n"
         "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
+        + "".join(f'parameters: {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n'
+                  for key, value in (parameters or {}).items())
     )
     return root

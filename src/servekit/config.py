@@ -107,10 +107,12 @@ class BatchingConfig(_Strict):
                                       "companions while the model is busy")
     preferred_batch_sizes: list[int] = Field(default_factory=list, description="batch sizes (rows) to form "
                                              "when that many are waiting, below max_batch_size")
-    hold_when_idle: bool = Field(
+    hold_when_idle: bool | Literal["adaptive"] = Field(
         default=False, description="true: a batch waits up to max_queue_delay_ms for max_batch_size (or a preferred "
         "size) even when an instance is idle, as Triton's dynamic batcher does (fuller batches under load; a lone "
-        "request waits the delay); false: an idle instance takes what is queued at once")
+        "request waits the delay); adaptive: it waits only for as many requests as were recently outstanding at "
+        "once (fuller batches under load, a lone client waits nothing); false: an idle instance takes what is "
+        "queued at once")
     max_queue_size: int = Field(default=2048, ge=1, description="requests waiting, at most")
     timeout_ms: float | None = Field(default=None, gt=0, description="per-request deadline")
     oversize: Literal["split", "reject"] = Field(default="split", description="a request with more rows than "

@@ -73,7 +73,7 @@ def test_holding_when_idle_keeps_a_lone_request_queued_until_the_batch_fills() -
     """``hold_when_idle`` (Triton's rule): an idle model waits for a full batch (or the delay)."""
     async def body() -> None:
         runtime = DoublingRuntime()
-        batcher = Batcher("m", [runtime], BatchPolicy(max_rows=4, max_delay_s=30.0, hold_when_idle=True))
+        batcher = Batcher("m", [runtime], BatchPolicy(max_rows=4, max_delay_s=30.0, hold="always"))
         first = asyncio.create_task(batcher.submit(rows(1.0)))
         for _ in range(5):
             await asyncio.sleep(0)
@@ -82,6 +82,44 @@ def test_holding_when_idle_keeps_a_lone_request_queued_until_the_batch_fills() -
         answers = await asyncio.gather(first, *rest)
         assert [a["y"].tolist() for a in answers] == [[[2.0]], [[4.0]], [[6.0]], [[8.0]]]
         assert runtime.batches == [4]  # one full batch, the moment it filled
+
+    run(body)
+
+
+def test_adaptive_hold_waits_for_as_many_as_were_outstanding_and_not_for_a_lone_client() -> None:
+    async def body() -> None:
+        runtime = DoublingRuntime()
+        batcher = Batcher("m", [runtime], BatchPolicy(max_rows=32, max_delay_s=30.0, hold="adaptive"))
+        assert (await batcher.submit(rows(1.0)))["y"].tolist() == [[2.0]]  # a lone request does not wait
+        await asyncio.gather(*(batcher.submit(rows(float(i))) for i in range(4)))  # four clients at once
+        first = asyncio.create_task(batcher.submit(rows(1.0)))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert batcher.busy == 0 and batcher.queue_depth == 1  # held: the other three are expected
+        rest = [asyncio.create_task(batcher.submit(rows(float(i)))) for i in (2, 3, 4)]
+        answers = await asyncio.gather(first, *rest)
+        assert [a["y"].tolist() for a in answers] == [[[2.0]], [[4.0]], [[6.0]], [[8.0]]]
+        assert runtime.batches == [1, 4, 4]  # the second wave ran as one batch, the moment it filled
+
+    run(body)
+
+
+def test_adaptive_hold_forgets_the_level_when_traffic_stops_or_a_batch_goes_short() -> None:
+    async def body() -> None:
+        runtime = DoublingRuntime()
+        batcher = Batcher("m", [runtime], BatchPolicy(max_rows=32, max_delay_s=0.05, hold="adaptive"))
+        await asyncio.gather(*(batcher.submit(rows(float(i))) for i in range(4)))
+        await asyncio.sleep(0.2)  # nothing outstanding for longer than the delay: that wave is over
+        task = asyncio.create_task(batcher.submit(rows(1.0)))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert batcher.busy == 1 and batcher.queue_depth == 0  # ran at once
+        await task
+        await asyncio.gather(*(batcher.submit(rows(float(i))) for i in range(4)))
+        # Three clients of four come back: the batch waits the delay once, then the level is three.
+        await asyncio.gather(*(batcher.submit(rows(float(i))) for i in range(3)))
+        await asyncio.gather(*(batcher.submit(rows(float(i))) for i in range(3)))
+        assert runtime.batches == [4, 1, 4, 3, 3]
 
     run(body)
 

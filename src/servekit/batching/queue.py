@@ -12,11 +12,17 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from servekit.errors import QueueFull
 
-__all__ = ["BatchPolicy", "BatchQueue", "QueuedItem", "TakenBatch", "should_dispatch"]
+__all__ = ["BatchPolicy", "BatchQueue", "Hold", "Outstanding", "QueuedItem", "TakenBatch", "batch_target",
+           "should_dispatch"]
+
+# When an idle instance waits for a fuller batch (up to max_delay_s): "never" (servekit's rule: it
+# takes what is queued at once), "always" (Triton's dynamic batcher: it waits for max_rows or a
+# preferred size), "adaptive" (it waits only for the requests it expects: see ``Outstanding``).
+Hold = Literal["never", "adaptive", "always"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +36,7 @@ class BatchPolicy:
     preferred_sizes: tuple[int, ...] = ()
     max_queue_size: int = 2048
     counts_rows: bool = False
-    hold_when_idle: bool = False  # wait for a full batch (up to max_delay_s) even with every instance idle
+    hold: Hold = "never"
 
 
 @dataclass(eq=False, slots=True)
@@ -125,20 +131,68 @@ class BatchQueue:
         self._rows -= item.rows
 
 
-def should_dispatch(queue: BatchQueue, now: float, busy_instances: int) -> bool:
+class Outstanding:
+    """How many rows a batch can expect to gather: the recent peak of rows in the batcher's hands
+    (queued plus running), for ``hold="adaptive"``.
+
+    A closed loop of N clients keeps about N requests outstanding; once their answers leave, the
+    same N come back. So the peak says how many will arrive, where an arrival rate would not: one
+    client sending as fast as it can arrives often but never has a companion. The level rises with
+    what is seen (``saw``), falls to what was there when a batch went at the delay without filling
+    (``fell_short``: some clients left), and is forgotten when nothing was outstanding for a whole
+    delay (``quiet``: the traffic stopped, so the next request need not wait for companions).
+    Pure: the batcher calls it with its counts and its clock.
+    """
+
+    __slots__ = ("empty_since", "level")
+
+    def __init__(self) -> None:
+        self.level = 0
+        self.empty_since: float | None = None
+
+    def saw(self, outstanding: int, now: float, max_delay_s: float) -> None:
+        if self.empty_since is not None:
+            if now - self.empty_since >= max_delay_s:
+                self.level = 0
+            self.empty_since = None
+        if outstanding > self.level:
+            self.level = outstanding
+
+    def fell_short(self, outstanding: int) -> None:
+        self.level = outstanding
+
+    def quiet(self, now: float) -> None:
+        """Nothing is queued or running any more (since ``now``, if not already)."""
+        if self.empty_since is None:
+            self.empty_since = now
+
+
+def batch_target(queue: BatchQueue, running_rows: int = 0, level: int = 0) -> int | None:
+    """The rows the next batch waits for: max_rows or a preferred size (``target_rows``); with
+    ``hold="adaptive"``, no more than the rows expected to come (``level`` less ``running_rows``,
+    those already in a batch), at least one."""
+    target = queue.target_rows()
+    if target is not None and queue.policy.hold == "adaptive":
+        target = min(target, max(1, level - running_rows))
+    return target
+
+
+def should_dispatch(queue: BatchQueue, now: float, busy_instances: int, running_rows: int = 0,
+                    level: int = 0) -> bool:
     """Whether to send a batch now to an idle instance.
 
     With every instance idle a batch goes at once: a lone request never waits out the
     delay. While some instance is busy, more traffic is likely coming, so we wait up to
-    ``max_delay_s`` for the batch to fill to its target. ``policy.hold_when_idle`` waits for
-    the target even on an idle model, as Triton's dynamic batcher does.
+    ``max_delay_s`` for the batch to fill to its target. ``policy.hold`` changes the idle case:
+    ``"always"`` waits for the target even on an idle model, as Triton's dynamic batcher does;
+    ``"adaptive"`` waits only for as many rows as are expected (``batch_target``, ``Outstanding``).
     """
     oldest = queue.oldest_enqueued_at()
     if oldest is None:
         return False
-    if (busy_instances == 0 and not queue.policy.hold_when_idle) or queue.policy.max_rows is None:
+    if (busy_instances == 0 and queue.policy.hold == "never") or queue.policy.max_rows is None:
         return True
-    target = queue.target_rows()
+    target = batch_target(queue, running_rows, level)
     if target is not None and queue.rows >= target:
         return True
     return now - oldest >= queue.policy.max_delay_s

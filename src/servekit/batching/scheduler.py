@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from servekit.batching.queue import BatchPolicy, BatchQueue, QueuedItem, should_dispatch
+from servekit.batching.queue import BatchPolicy, BatchQueue, Outstanding, QueuedItem, batch_target, should_dispatch
 from servekit.batching.stats import ModelStats
 from servekit.errors import DeadlineExceeded, InvalidInput, ModelFailed, ModelNotReady, ServekitError
 from servekit.observability import metrics, tracing
@@ -233,6 +233,8 @@ class Batcher:
         self._oversize = oversize
         self._timeout_s = timeout_s
         self._queue = BatchQueue(policy)
+        self._running_rows = 0  # rows in batches the instances run now
+        self._outstanding = Outstanding()  # for policy.hold "adaptive"
         self._instances = [_Instance(runtime, label, i) for i, runtime in enumerate(runtimes)]
         self._started_instances = len(self._instances)
         self._execution_timeout_s = execution_timeout_s
@@ -310,6 +312,8 @@ class Batcher:
         if tracing.tracer is not None:
             item.trace = tracing.queued()
         self._queue.put(item)
+        if self.policy.hold == "adaptive":
+            self._outstanding.saw(self._queue.rows + self._running_rows, now, self.policy.max_delay_s)
         if deadline is not None:  # fires even while every instance is busy and nothing pumps
             item.expiry = loop.call_at(loop.time() + max(0.0, deadline - now), self._expire, item)
         if not self._pump_scheduled:  # at the end of this loop turn, with everything that arrives meanwhile
@@ -336,7 +340,12 @@ class Batcher:
 
     def _pump(self) -> None:
         now = time.monotonic()
-        while self._idle and should_dispatch(self._queue, now, self.busy):
+        adaptive = self.policy.hold == "adaptive"
+        while self._idle and should_dispatch(self._queue, now, self.busy, self._running_rows,
+                                             self._outstanding.level):
+            if adaptive and self._queue.rows < (batch_target(self._queue, self._running_rows,
+                                                             self._outstanding.level) or 0):
+                self._outstanding.fell_short(self._queue.rows + self._running_rows)  # went at the delay
             taken = self._queue.take_batch(now)
             for item in taken.expired:
                 _fail(item, DeadlineExceeded("the request's deadline passed while it waited in the queue"))
@@ -350,6 +359,8 @@ class Batcher:
         if len(self._queue) != self._queue_depth:  # a gauge write only when the depth changed
             self._queue_depth = len(self._queue)
             self._metrics.queue_depth.set(self._queue_depth)
+        if adaptive and not self._queue and not self._running_rows:
+            self._outstanding.quiet(now)
         self._check_drained()
 
     def _on_scheduled_pump(self) -> None:
@@ -371,6 +382,7 @@ class Batcher:
             self.stats.record_queue(int(waited * 1e9))
             queue_duration.observe(waited)
         phases: list[int] | None = None if self._metrics.triton is None else []
+        self._running_rows += sum(item.rows for item in items)
         started = time.perf_counter_ns()
         batched = self.policy.max_rows is not None
         if self.inline:  # _pump's loop goes on to the next batch: no _pump from here
@@ -406,6 +418,7 @@ class Batcher:
         """A model call ran past execution_timeout_s: fail its requests, replace its instance."""
         instance.hung = True
         self._instances.remove(instance)
+        self._running_rows -= sum(item.rows for item in items)
         try:
             instance.runtime.abort()  # a model in its own process is killed here; a thread runs on
         except Exception:
@@ -453,6 +466,7 @@ class Batcher:
         ended = time.perf_counter_ns()
         elapsed = ended - started
         rows = sum(item.rows for item in items)
+        self._running_rows -= rows
         self.stats.record_batch(rows, elapsed, int(time.time() * 1000), ended)
         if log.isEnabledFor(logging.DEBUG):
             self._log_batch(rows, elapsed)

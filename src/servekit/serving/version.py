@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from servekit.batching.execution import choose_execution
-from servekit.batching.queue import BatchPolicy
+from servekit.batching.queue import BatchPolicy, Hold
 from servekit.batching.scheduler import Batcher
 from servekit.batching.stats import ModelStats
 from servekit.config import ModelConfig
@@ -30,6 +30,8 @@ Fingerprint = tuple[tuple[str, int, int], ...]
 
 # Config fields that only choose among loaded versions, or (ray) only matter to
 # `servekit ray deploy`: changing them never reloads a version.
+# batching.hold_when_idle's values (config.yaml / config.pbtxt) as the batcher's rule.
+_HOLDS: dict[bool | str, Hold] = {False: "never", True: "always", "adaptive": "adaptive"}
 _ROUTING_FIELDS = frozenset({"default_version", "traffic", "version_policy", "ray"})
 
 log = logging.getLogger("servekit.repository")
@@ -176,7 +178,7 @@ def load_version(name: str, model_dir: Path, version: int, config: ModelConfig) 
         max_delay_s=batching.max_queue_delay_ms / 1000,
         preferred_sizes=tuple(s for s in batching.preferred_batch_sizes if s <= max(max_batch_size, 1)),
         max_queue_size=batching.max_queue_size,
-        hold_when_idle=batching.hold_when_idle,
+        hold=_HOLDS[batching.hold_when_idle],
     )
     if max_batch_size > 0 and not batching.enabled:
         # Requests still carry a batch dimension (their rows are counted, as Triton counts them); each runs alone.

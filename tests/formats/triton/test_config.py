@@ -128,7 +128,7 @@ def test_latest_and_all_version_policies() -> None:
      "parameters servekit.execution: inline runs one instance on the event loop; instance_group gives 2"),
     ('max_batch_size: 2\ndynamic_batching { }\n'
      'parameters: { key: "servekit.hold_when_idle" value: { string_value: "yes" } }',
-     "parameters servekit.hold_when_idle: 'yes' is not true or false"),
+     "parameters servekit.hold_when_idle: 'yes' is not true, false or adaptive"),
 ])
 def test_refusals_name_the_file_and_the_field(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=f"^{SOURCE}: .*{message}"):
@@ -153,11 +153,13 @@ def test_the_servekit_execution_parameter_chooses_where_batches_run(execution: s
     assert _parse('backend: "python"').batching.execution == "auto"
 
 
-def test_a_parameter_holds_batches_on_an_idle_model_as_triton_does() -> None:
+def test_batches_hold_adaptively_unless_a_parameter_asks_for_triton_s_rule_or_servekit_s() -> None:
     dynamic = 'backend: "python"\nmax_batch_size: 4\ndynamic_batching { max_queue_delay_microseconds: 500 }\n'
-    assert _parse(dynamic).batching.hold_when_idle is False  # servekit's rule: a lone request runs at once
-    held = _parse(dynamic + 'parameters: { key: "servekit.hold_when_idle" value: { string_value: "true" } }')
-    assert held.batching.hold_when_idle is True and held.batching.max_queue_delay_ms == 0.5
+    assert _parse(dynamic).batching.hold_when_idle == "adaptive"
+    for value, expected in (("true", True), ("TRUE", True), ("false", False), ("adaptive", "adaptive")):
+        parameter = f'parameters: {{ key: "servekit.hold_when_idle" value: {{ string_value: "{value}" }} }}'
+        held = _parse(dynamic + parameter)
+        assert held.batching.hold_when_idle == expected and held.batching.max_queue_delay_ms == 0.5
 
 
 def test_delay_timeout_action_never_rejects() -> None:

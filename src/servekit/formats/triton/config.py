@@ -25,13 +25,15 @@ What maps to what:
   the GPU when any group asks for one, else the CPU.
 - ``version_policy``, ``default_model_filename`` (-> model_file), ``parameters`` (their
   string values), ``optional`` inputs, ``response_cache``.
-- ``dynamic_batching`` batches by servekit's rule: an idle instance takes what is queued at once
-  (a lone request never waits ``max_queue_delay_microseconds``); the delay applies while the
-  instance is busy. Triton holds a batch for the delay even on an idle instance.
+- ``dynamic_batching`` batches with ``batching.hold_when_idle: adaptive``: an idle instance waits
+  (at most ``max_queue_delay_microseconds``) only for as many requests as were recently
+  outstanding at once, so under load batches fill as in Triton, and a lone client's request runs
+  at once. Triton holds every batch for the delay, even a lone request on an idle instance.
 - servekit's own knobs, as parameters (Triton ignores parameters it does not know, so the
   folder still serves there): ``servekit.execution`` (``auto``, ``thread`` or ``inline``) ->
-  ``batching.execution``; ``servekit.hold_when_idle`` (``true``: Triton's rule above) ->
-  ``batching.hold_when_idle``; where a config.yaml would say them (a folder holds one config only).
+  ``batching.execution``; ``servekit.hold_when_idle`` (``true``: Triton's rule above;
+  ``false``: servekit's own, an idle instance takes what is queued at once; ``adaptive``, the
+  default) -> ``batching.hold_when_idle``; where a config.yaml would say them (a folder holds one config only).
 - refused with a reason: sequence batching, ensembles, decoupled transaction policy, shape
   tensors, BF16, and ``reshape`` except for python backend models (whose runtime applies it).
 """
@@ -76,7 +78,7 @@ _INDEXED_NAME = re.compile(r"^.+__(\d+)$")
 # The config.pbtxt parameter that sets batching.execution (see the module docstring).
 EXECUTION_PARAMETER = "servekit.execution"
 _EXECUTIONS = ("auto", "thread", "inline")
-# The config.pbtxt parameter that sets batching.hold_when_idle (true: Triton's own rule; default false).
+# The config.pbtxt parameter that sets batching.hold_when_idle (true: Triton's own rule; default adaptive).
 HOLD_PARAMETER = "servekit.hold_when_idle"
 
 
@@ -211,13 +213,13 @@ def _batching(message: pb.ModelConfig, where: str) -> dict[str, Any]:
     return batching
 
 
-def _hold_when_idle(message: pb.ModelConfig, where: str) -> bool:
+def _hold_when_idle(message: pb.ModelConfig, where: str) -> bool | str:
     if HOLD_PARAMETER not in message.parameters:
-        return False
+        return "adaptive"
     value = message.parameters[HOLD_PARAMETER].string_value.lower()
-    if value not in ("true", "false"):
-        raise ConfigError(f"{where}parameters {HOLD_PARAMETER}: {value!r} is not true or false")
-    return value == "true"
+    if value not in ("true", "false", "adaptive"):
+        raise ConfigError(f"{where}parameters {HOLD_PARAMETER}: {value!r} is not true, false or adaptive")
+    return {"true": True, "false": False}.get(value, value)
 
 
 def _execution(message: pb.ModelConfig, where: str) -> dict[str, Any]:
