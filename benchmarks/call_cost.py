@@ -22,6 +22,10 @@ The paths:
 - ``grpc-predict``: the same for ``modelserving.ModelService/Predict``;
 - ``http-infer`` / ``http-predict``: the ASGI hot routes (``HotRoutes``) with an OIP JSON
   body / a /predict body, ASGI ``receive``/``send`` stand-ins;
+- ``http-wire``: the OIP JSON request as bytes, fed to servekit's HTTP protocol (uvicorn's
+  httptools protocol as ``servekit serve`` runs it, over servekit's app) on one keep-alive
+  connection per call in flight, with a stand-in transport: what the server's Python does
+  between the socket's bytes in and out;
 - ``plane-infer``: ``DataPlane.infer`` itself with a decoded request (no transport);
 - ``runtime-batch``: no server at all: a second instance of the model's runtime, called on
   batches of ``--concurrency`` requests (a per-request runtime's ``predict_requests``, else
@@ -53,10 +57,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-PATHS = ("grpc-infer", "grpc-predict", "http-infer", "http-predict", "plane-infer", "runtime-batch")
+PATHS = ("grpc-infer", "grpc-predict", "http-infer", "http-predict", "http-wire", "plane-infer", "runtime-batch")
 MODELS = ("digits", "triton-python")
 # What each model serves by default: the simple API (Predict, /predict) needs one output to read.
-DEFAULT_PATHS = {"digits": PATHS[:4], "triton-python": ("runtime-batch", "plane-infer", "http-infer", "grpc-infer")}
+DEFAULT_PATHS = {"digits": PATHS[:5],
+                 "triton-python": ("runtime-batch", "plane-infer", "http-infer", "http-wire", "grpc-infer")}
 HERE = Path(__file__).resolve().parent
 
 
@@ -175,6 +180,8 @@ async def build(repository: Path, model: str) -> tuple[Any, dict[str, Any]]:
 
         return call
 
+    wire = _wire_call(core, settings, f"/v2/models/{model}/infer")
+
     async def plane_call() -> None:
         request = InferenceRequest(model, [Tensor("input", "FP32", (1, 64), row.reshape(1, 64))])
         await core.plane.infer(request)
@@ -185,9 +192,76 @@ async def build(repository: Path, model: str) -> tuple[Any, dict[str, Any]]:
         "grpc-predict": grpc_call("/modelserving.ModelService/Predict", predict.SerializeToString()),
         "http-infer": http_call(f"/v2/models/{model}/infer", oip.encode()),
         "http-predict": http_call("/predict", json.dumps({"inputs": [row.tolist()]}).encode()),
+        "http-wire": wire(oip.encode()),
         "plane-infer": plane_call,
     }
     return core, calls
+
+
+class _Wire:
+    """A transport for one protocol: what it writes resolves the waiting call's future."""
+
+    def __init__(self) -> None:
+        self.waiter: asyncio.Future[bytes] | None = None
+
+    def write(self, data: bytes) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is None:
+            raise RuntimeError(f"a write nobody waited for: {data[:200]!r}")
+        waiter.set_result(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        raise RuntimeError("the server closed a keep-alive connection")
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 40000)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def _wire_call(core: Any, settings: Any, path: str) -> Any:
+    """``http-wire``'s call factory: servekit's app behind its HTTP protocol, as ``servekit serve``
+    configures uvicorn (servekit.server), fed the request's bytes."""
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from servekit.http.app import create_app
+    from servekit.http.protocol import CoalescingHttpToolsProtocol
+
+    config = uvicorn.Config(create_app(settings, core), access_log=False, log_config=None, server_header=False,
+                            proxy_headers=False, limit_concurrency=(settings.max_connections or 0) + 1)
+    config.load()
+    state = ServerState()
+    idle: list[tuple[Any, _Wire]] = []
+
+    def factory(body: bytes) -> Any:
+        request = (f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                   f"content-length: {len(body)}\r\n\r\n").encode() + body
+
+        async def call() -> None:
+            if idle:
+                protocol, wire = idle.pop()
+            else:
+                wire = _Wire()
+                protocol = CoalescingHttpToolsProtocol(config=config, server_state=state, app_state={})
+                protocol.connection_made(wire)  # type: ignore[arg-type]
+            wire.waiter = asyncio.get_running_loop().create_future()
+            protocol.data_received(request)
+            answer = await wire.waiter
+            if not answer.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"{path}: {answer[:300]!r}")
+            idle.append((protocol, wire))
+
+        return call
+
+    return factory
 
 
 def _instance_threads(model: str) -> list[threading.Thread]:

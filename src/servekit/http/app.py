@@ -113,10 +113,17 @@ class _ServekitApp(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         hot = self._hot_routes
-        if hot is None:  # built on first use: state.dataplane is set after __init__
-            hot = self._hot_routes = HotRoutes(super().__call__, self.state.dataplane, self.state.simple,
-                                               self.state.settings)
+        if hot is None:
+            hot = self.hot_routes()
         await hot(scope, receive, send)
+
+    def hot_routes(self) -> HotRoutes:
+        """The hot routes (also answered by servekit's HTTP protocol, servekit.http.protocol); built on
+        first use: state.dataplane is set after __init__."""
+        if self._hot_routes is None:
+            self._hot_routes = HotRoutes(super().__call__, self.state.dataplane, self.state.simple,
+                                         self.state.settings)
+        return self._hot_routes
 
 
 async def _servekit_error(request: Request, error: ServekitError) -> Response:

@@ -23,8 +23,10 @@ when tracing is on, where its server span begins and ends (``servekit.observabil
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servekit.config import ServerSettings
@@ -37,7 +39,7 @@ from servekit.observability import request_ids, tracing
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.simple import SimpleAPI
 
-__all__ = ["HotRoutes", "match_infer_path", "request_headers"]
+__all__ = ["PREDICT", "HotRoute", "HotRoutes", "match_hot_path", "match_infer_path", "request_headers"]
 
 log = logging.getLogger("servekit.http")
 
@@ -54,6 +56,18 @@ def request_headers(scope: Scope) -> dict[str, str]:
         if key not in headers:
             headers[key] = value.decode("latin-1")
     return headers
+
+
+# A hot route: (model, version or None) of an infer path, or PREDICT for /predict and /predict_async.
+HotRoute = tuple[str, str | None]
+PREDICT: HotRoute = ("", None)
+
+
+def match_hot_path(path: str) -> HotRoute | None:
+    """The hot route a POST to ``path`` takes, or None (FastAPI's routes, TorchServe's)."""
+    if path in ("/predict", "/predict_async"):
+        return PREDICT
+    return match_infer_path(path)
 
 
 def match_infer_path(path: str) -> tuple[str, str | None] | None:
@@ -108,43 +122,45 @@ class HotRoutes:
             else:
                 await self.app(scope, receive, _echo_request_id(send))
             return
-        if path in ("/predict", "/predict_async"):
-            await self._answer(scope, receive, send, None)
-            return
-        matched = match_infer_path(path)
-        if matched is None:
+        route = match_hot_path(path)
+        if route is None:
             if is_torchserve_path(path):
                 await self.torchserve(scope, receive, send, path)
             else:
                 await self.app(scope, receive, _echo_request_id(send))
             return
-        await self._answer(scope, receive, send, matched)
+        answer = await self.answer(route, request_headers(scope), receive, scope["path"])
+        if answer is not None:
+            status, headers, content = answer
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": content})
 
-    async def _answer(self, scope: Scope, receive: Receive, send: Send,
-                      infer: tuple[str, str | None] | None) -> None:
-        headers = request_headers(scope)
+    async def answer(self, route: HotRoute, headers: Mapping[str, str], receive: Receive,
+                     path: str) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """One hot request's response (status, headers, body), from its headers (lower-case names)
+        and ASGI ``receive``; None when the client went away first. ``path`` is for the log only.
+        The ASGI route above and the protocol's own path (``servekit.http.protocol``) both call it."""
         try:
-            if infer is None:
+            if route == PREDICT:
                 content = await answer_predict(self.simple, self.limits, headers, receive)
                 extra: list[tuple[bytes, bytes]] = [(b"content-type", b"application/json")]
             else:
-                content, named = await answer_infer(self.plane, self.limits, *infer, headers, receive)
+                content, named = await answer_infer(self.plane, self.limits, *route, headers, receive)
                 extra = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in named]
         except ClientDisconnect:
-            return  # nobody to answer
+            return None  # nobody to answer
         except ServekitError as error:
-            await error_response(error, "detail" if infer is None else "error", request_ids.ensure())(
-                scope, receive, send)
-            return
+            return _error(error_response(error, "detail" if route == PREDICT else "error", request_ids.ensure()))
         except Exception:
-            log.exception("unexpected error on POST %s", scope["path"])
-            await error_response(ServekitError("internal server error"), "error", request_ids.ensure())(
-                scope, receive, send)
-            return
+            log.exception("unexpected error on POST %s", path)
+            return _error(error_response(ServekitError("internal server error"), "error", request_ids.ensure()))
         extra.append((b"content-length", str(len(content)).encode("latin-1")))
         extra.append((_REQUEST_ID, request_ids.ensure().encode("latin-1")))
-        await send({"type": "http.response.start", "status": 200, "headers": extra})
-        await send({"type": "http.response.body", "body": content})
+        return 200, extra, content
+
+
+def _error(response: Response) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    return response.status_code, response.raw_headers, bytes(response.body)
 
 
 def _echo_request_id(send: Send) -> Send:
