@@ -274,3 +274,25 @@ def test_without_pandas_a_table_is_refused_naming_the_package(tmp_path: Path, mo
     assert "needs pandas, which is not installed here: pip install 'servekit[sklearn]'" in answer.message
     [tensor] = runtime.predict_requests([RuntimeRequest({"input": np.zeros((1, 2), dtype=np.float32)})])
     assert not isinstance(tensor, ServekitError)  # a tensor request never needs pandas
+
+
+def test_tensor_requests_asking_the_same_outputs_run_as_one_batch_beside_tables(tmp_path: Path) -> None:
+    estimator = LogisticRegression().fit(FEATURES, CLASSES)
+    _save(estimator, tmp_path)
+    runtime = _runtime(tmp_path, ModelConfig(table_input="on_request"))
+    calls: list[int] = []
+    predict = runtime._methods["label"]  # count the estimator's calls and the rows each gets
+    runtime._methods["label"] = lambda rows: calls.append(len(rows)) or predict(rows)
+    columns = {name: FEATURES[:2, i] for i, name in enumerate(("a", "b", "c"))}
+    first, table, second, proba = runtime.predict_requests([
+        RuntimeRequest({"input": FEATURES[:2]}, requested_outputs=("label",)),
+        RuntimeRequest(columns, {"content_type": "pd"}, requested_outputs=("label",)),
+        RuntimeRequest({"input": FEATURES[2:5]}, requested_outputs=("label",)),
+        RuntimeRequest({"input": FEATURES[:1]}, requested_outputs=("probabilities",)),
+    ])
+    assert sorted(calls) == [2, 5]  # the table alone; both label tensors in one call of 2 + 3 rows
+    assert not isinstance(first, Exception) and not isinstance(second, Exception)
+    np.testing.assert_array_equal(first["label"], estimator.predict(FEATURES[:2]))
+    np.testing.assert_array_equal(second["label"], estimator.predict(FEATURES[2:5]))
+    assert not isinstance(table, Exception) and table["label"].shape == (2,)
+    assert not isinstance(proba, Exception) and list(proba) == ["probabilities"]

@@ -110,16 +110,32 @@ class SklearnRuntime(Runtime):
         return self._outputs(self._features(inputs), [spec.name for spec in self._signature.outputs], table=False)
 
     def predict_requests(self, requests: Sequence[RuntimeRequest]) -> list[Arrays | Exception]:
-        """Each request on its own: a table or a tensor, and only the outputs it asks for."""
-        default = list(self.context.config.default_outputs or (spec.name for spec in self._signature.outputs))
-        answers: list[Arrays | Exception] = []
-        for request in requests:
+        """Each request a table or a tensor, with only the outputs it asks for. Tensors asking the same
+        outputs run as one merged batch (the data plane checked their width and datatype); a table runs alone."""
+        default = tuple(self.context.config.default_outputs or (spec.name for spec in self._signature.outputs))
+        answers: list[Arrays | Exception] = [InvalidInput("not answered")] * len(requests)
+        tensors: dict[tuple[str, ...], list[tuple[int, np.ndarray[Any, Any]]]] = {}
+        for index, request in enumerate(requests):
+            wanted = tuple(request.requested_outputs) or default
             try:
-                table = is_table(self._tables, request.parameters)
-                features = _frame(request.inputs) if table else self._features(request.inputs)
-                answers.append(self._outputs(features, list(request.requested_outputs) or default, table))
+                if is_table(self._tables, request.parameters):
+                    answers[index] = self._outputs(_frame(request.inputs), list(wanted), table=True)
+                else:
+                    tensors.setdefault(wanted, []).append((index, self._features(request.inputs)))
             except Exception as exc:  # this request's failure alone
-                answers.append(exc)
+                answers[index] = exc
+        for wanted, group in tensors.items():
+            try:
+                merged = group[0][1] if len(group) == 1 else np.concatenate([features for _, features in group])
+                outputs = self._outputs(merged, list(wanted), table=False)
+            except Exception as exc:  # the merged batch fails together, as a merging runtime's does
+                for index, _ in group:
+                    answers[index] = exc
+                continue
+            start = 0
+            for index, features in group:
+                answers[index] = {name: array[start:start + len(features)] for name, array in outputs.items()}
+                start += len(features)
         return answers
 
     def _features(self, inputs: Arrays) -> np.ndarray[Any, Any]:
