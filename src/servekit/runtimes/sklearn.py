@@ -53,7 +53,7 @@ _METHODS = {_LABEL: "predict", _PROBABILITIES: "predict_proba", _TRANSFORM: "tra
 
 class SklearnRuntime(Runtime):
     platform = "sklearn"
-    # Fitted estimators only read their state in predict / predict_proba.
+    # Fitted estimators only read their state in predict / predict_proba / transform.
     thread_safe = True
 
     def load(self) -> None:
@@ -221,10 +221,9 @@ def _probabilities_datatype(parameters: dict[str, Any], path: Path) -> str:
 
 def _as_column(signature: Signature) -> Signature:
     """The signature with a one-dimensional label ``[-1]`` as a column ``[-1, 1]``."""
-    label, *others = signature.outputs
-    if len(label.shape) == 1:
-        label = TensorSpec(label.name, label.datatype, (-1, 1))
-    return Signature(signature.inputs, (label, *others))
+    return Signature(signature.inputs, tuple(
+        TensorSpec(spec.name, spec.datatype, (-1, 1)) if spec.name == _LABEL and len(spec.shape) == 1 else spec
+        for spec in signature.outputs))
 
 
 def _trusted_types(parameters: dict[str, Any], path: Path) -> list[str]:
