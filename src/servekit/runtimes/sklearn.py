@@ -55,6 +55,8 @@ class SklearnRuntime(Runtime):
     platform = "sklearn"
     # Fitted estimators only read their state in predict / predict_proba / transform.
     thread_safe = True
+    # Each row's answer is its own (as a merging runtime's): a large request may be cut into parts.
+    splits_by_rows = True
 
     def load(self) -> None:
         config = self.context.config
