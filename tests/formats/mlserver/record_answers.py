@@ -2,11 +2,11 @@
 
 Not a test: the recording ``tests/e2e/test_mlserver_answers.py`` replays against servekit. It was
 made with MLServer 1.7.1 and mlserver-sklearn 1.7.1 (there is no mlserver-onnx on PyPI: MLServer
-has no ONNX runtime), scikit-learn, numpy and joblib pinned to servekit's, Python 3.11, like this::
+has no ONNX runtime), scikit-learn, numpy, pandas and joblib pinned to servekit's, Python 3.11, like this::
 
     python3 -m venv /tmp/mlserver-venv
-    /tmp/mlserver-venv/bin/pip install mlserver==1.7.1 mlserver-sklearn==1.7.1 \\
-        scikit-learn==1.9.1 numpy==2.4.6 joblib==1.6.0
+    /tmp/mlserver-venv/bin/pip install mlserver==1.7.1 mlserver-sklearn==1.7.1 uvloop==0.21.0 \\
+        scikit-learn==1.9.1 numpy==2.4.6 pandas==3.1.1 joblib==1.6.0
     cd REPO_ROOT   # this checkout, so that ``tests.formats.mlserver`` imports
     /tmp/mlserver-venv/bin/python -m tests.formats.mlserver.record_answers build /tmp/mlsrec
     MLSERVER_HOST=127.0.0.1 MLSERVER_HTTP_PORT=18080 MLSERVER_GRPC_PORT=18081 MLSERVER_METRICS_PORT=18082 \\
@@ -15,9 +15,11 @@ has no ONNX runtime), scikit-learn, numpy and joblib pinned to servekit's, Pytho
         tests/formats/mlserver/mlserver_answers.json
     kill -- -PID_OF_MLSERVER
 
-Each HTTP call is sent as written in ``CALLS``; the answers keep status, reason, content-type and
-body. Each gRPC call of ``GRPC_CALLS`` is built with MLServer's own generated messages and kept as
-protobuf JSON (or the status code and details).
+A new recording differs from the last only where MLServer's answers do, and in the ``VARIABLE``
+parts (the UUIDs): keep the earlier entry of each call answered the same but for those, so that
+the diff shows what changed. Each HTTP call is sent as written in ``CALLS``; the answers keep
+status, reason, content-type and body. Each gRPC call of ``GRPC_CALLS`` is built with MLServer's
+own generated messages and kept as protobuf JSON (or the status code and details).
 """
 
 from __future__ import annotations
