@@ -279,7 +279,8 @@ class Batcher:
 
         ``parameters``, ``outputs`` (the names asked for) and ``request_id`` reach only a
         per-request runtime (``Runtime.per_request``), which sees each request whole: a request
-        with more rows than a batch holds is refused there rather than split.
+        with more rows than a batch holds is refused there rather than split, unless the runtime
+        answers each row on its own (``Runtime.splits_by_rows``).
         """
         if self._closing:
             raise ModelNotReady(f"model {self.label} is unloading")

@@ -13,8 +13,8 @@ What maps to what:
   taken whatever its name and numeric datatype (``any_input``), and a request whose parameters say
   ``content_type: pd`` read as named columns of one table (MLServer's pandas codec: ``table_input``
   ``on_request``; ``always`` when the settings' ``parameters.content_type`` is ``pd``).
-  ``mlserver_onnx.OnnxModel`` -> ``onnx`` (the graph's own
-  names; MLServer itself has no ONNX runtime: servekit accepts the name). Any other implementation
+  ``mlserver_onnx.OnnxModel`` -> ``onnx`` (the graph's own names; MLServer itself has no ONNX
+  runtime: servekit accepts the name). Any other implementation
   (XGBoost, LightGBM, MLflow, Hugging Face, Alibi, CatBoost, MLlib, or a custom ``MLModel``
   class) is refused with what to do instead: servekit does not run MLServer's ``MLModel`` API.
 - ``name``: must be the model folder's name (servekit serves a model under its folder's name).
