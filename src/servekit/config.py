@@ -244,6 +244,11 @@ class ModelConfig(_Strict):
     any_input: bool = Field(default=False, description="a model with one input takes a request's only input "
                             "whatever its name, and in any numeric datatype (cast to the declared one), as "
                             "MLServer's SKLearnModel does")
+    table_input: Literal["never", "on_request", "always"] = Field(
+        default="never", description="a request may send named columns of one table, one input per column "
+        "(MLServer's pandas codec): on_request, when its parameters say content_type pd; always, unless they say "
+        "np; never: inputs are tensors. Only the sklearn runtime reads tables (pandas must be installed)",
+    )
     default_outputs: list[str] | None = Field(default=None, description="the outputs a request that names none "
                                               "gets (default: every output)")
     max_batch_size: int | None = Field(default=None, ge=0, description="rows; 0 = no batching")

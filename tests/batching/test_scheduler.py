@@ -432,6 +432,33 @@ def test_per_request_runtime_gets_each_request_whole_and_fails_them_one_by_one()
     run(body)
 
 
+def test_a_per_request_runtime_whose_rows_are_independent_gets_a_large_request_in_parts() -> None:
+    class RowWise(PerRequestRuntime):
+        splits_by_rows = True
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.parts: list[int] = []
+
+        def predict_requests(self, requests: Sequence[RuntimeRequest]) -> list[Arrays | Exception]:
+            self.parts += [len(request.inputs["x"]) for request in requests]
+            return super().predict_requests(requests)
+
+    async def body() -> None:
+        runtime = RowWise()
+        batcher = Batcher("m:1", [runtime], BatchPolicy(max_rows=4))
+        answer = await batcher.submit(rows(*range(10)), parameters={"scale": 2}, outputs=("y",), request_id="big")
+        assert answer["y"].ravel().tolist() == [2.0 * v for v in range(10)]  # each part kept the parameters
+        assert sorted(runtime.parts) == [2, 4, 4]
+        strict = Batcher("m:1", [RowWise()], BatchPolicy(max_rows=4), oversize="reject")
+        with pytest.raises(InvalidInput, match="10 rows; this model takes at most 4"):
+            await strict.submit(rows(*range(10)))
+        await batcher.close()
+        await strict.close()
+
+    run(body)
+
+
 def test_per_request_runtime_answering_the_wrong_number_of_requests_fails_the_batch() -> None:
     class Short(PerRequestRuntime):
         def predict_requests(self, requests: Sequence[RuntimeRequest]) -> list[Arrays | Exception]:

@@ -95,12 +95,12 @@ def test_the_core_requires_neither_onnxruntime_nor_grpcio(wheel: Path) -> None:
 
     core = needed("")
     assert {"numpy", "fastapi", "protobuf"} <= core
-    assert not {"onnxruntime", "onnxruntime-gpu", "grpcio", "torch", "scikit-learn"} & core
+    assert not {"onnxruntime", "onnxruntime-gpu", "grpcio", "torch", "scikit-learn", "pandas"} & core
     assert {"grpcio", "grpcio-health-checking", "grpcio-reflection"} <= needed("grpc")
     assert "onnxruntime" in needed("onnx") and "onnxruntime-gpu" not in needed("onnx")
     assert "onnxruntime-gpu" in needed("onnx-gpu") and "onnxruntime" not in needed("onnx-gpu")
     assert {"onnxruntime", "grpcio", "torch", "scikit-learn"} <= needed("all")
-    assert "torch" in needed("torch") and "skops" in needed("sklearn")
+    assert "torch" in needed("torch") and {"skops", "pandas"} <= needed("sklearn")  # pandas: tables (pd)
 
 
 @contextmanager

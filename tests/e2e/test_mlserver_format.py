@@ -96,6 +96,17 @@ def test_the_sklearn_model_answers_as_mlservers_runtime_names_it(
         assert wrong.status_code == 400 and "predict" in wrong.json()["error"]
 
 
+def test_a_request_with_more_rows_than_max_batch_size_is_answered_whole(
+        server: ServerProcess, mlserver_repository: tuple[Path, LogisticRegression]) -> None:
+    """MLServer's max_batch_size counts requests; servekit's counts rows and cuts a larger request into parts."""
+    many = np.tile(ROWS, (7, 1))  # 21 rows; the example's max_batch_size is 8
+    body = {"inputs": [{"name": "predict", "datatype": "FP32", "shape": list(many.shape),
+                        "data": many.ravel().tolist()}], "outputs": [{"name": "predict_proba"}]}
+    with httpx.Client(base_url=server.base_url, timeout=10) as client:
+        answer = _outputs(client.post("/v2/models/iris/infer", json=body))
+    np.testing.assert_allclose(answer["predict_proba"], mlserver_repository[1].predict_proba(many), rtol=1e-12)
+
+
 def test_the_settings_version_names_the_model_version(server: ServerProcess) -> None:
     with httpx.Client(base_url=server.base_url, timeout=10) as client:
         by_label = _outputs(client.post("/v2/models/iris/versions/v0.1.0/infer", json=_body(["predict"])))

@@ -112,6 +112,8 @@ def test_default_outputs_are_what_a_request_naming_none_gets(tmp_path: Path) -> 
      "default_outputs: the model has no output named label"),
     ("any_input: true\ninputs: [{name: x, datatype: FP32, shape: [-1, 2]}, {name: y, datatype: FP32, shape: [-1]}]\n",
      "any_input: the model has 2 inputs; any_input needs exactly one"),
+    ("table_input: on_request\ninputs: [{name: x, datatype: FP32, shape: [-1, 2]}]\n",
+     "table_input: only the sklearn runtime reads tables; this model runs on python"),
 ])
 def test_a_config_that_cannot_hold_is_refused_at_load(tmp_path: Path, extra: str, said: str) -> None:
     (tmp_path / "scores" / "1").mkdir(parents=True)

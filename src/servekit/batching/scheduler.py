@@ -116,6 +116,12 @@ def run_batch(runtime: Runtime, items: list[QueuedItem], batched: bool,
     return results
 
 
+def _row_chunks(inputs: Arrays, rows: int, max_rows: int) -> list[Arrays]:
+    """The inputs cut along their first axis into parts of at most ``max_rows`` rows, in order."""
+    return [{name: array[start : start + max_rows] for name, array in inputs.items()}
+            for start in range(0, rows, max_rows)]
+
+
 def _run_per_request(runtime: Runtime, items: list[QueuedItem]) -> list[Arrays | ServekitError]:
     """A per-request runtime's batch: each item keeps its own answer or error."""
     requests: list[RuntimeRequest] = [item.payload[0] for item in items]
@@ -244,6 +250,7 @@ class Batcher:
         self._timer: asyncio.TimerHandle | None = None
         self.inline = inline
         self.per_request = runtimes[0].per_request
+        self._splits_by_rows = runtimes[0].splits_by_rows
         self._pump_scheduled = False
         self._closing = False
         self._drained: asyncio.Event | None = None
@@ -274,17 +281,24 @@ class Batcher:
 
         ``parameters``, ``outputs`` (the names asked for) and ``request_id`` reach only a
         per-request runtime (``Runtime.per_request``), which sees each request whole: a request
-        with more rows than a batch holds is refused there rather than split.
+        with more rows than a batch holds is refused there rather than split, unless the runtime
+        answers each row on its own (``Runtime.splits_by_rows``).
         """
         if self._closing:
             raise ModelNotReady(f"model {self.label} is unloading")
         max_rows = self.policy.max_rows
         if self.per_request:
             rows = count_rows(inputs) if max_rows is not None or self.policy.counts_rows else 1
-            if max_rows is not None and rows > max_rows:
+            if max_rows is not None and rows > max_rows and (self._oversize == "reject" or not self._splits_by_rows):
                 raise InvalidInput(f"the request has {rows} rows; this model takes at most {max_rows} per request")
-            request = RuntimeRequest(inputs, parameters or {}, outputs, request_id)
-            return await self._submit_one(request, rows, deadline)
+            if max_rows is None or rows <= max_rows:
+                request = RuntimeRequest(inputs, parameters or {}, outputs, request_id)
+                return await self._submit_one(request, rows, deadline)
+            # Rows answered each on its own (Runtime.splits_by_rows): each part keeps the request's parameters.
+            parts = await asyncio.gather(*(
+                self._submit_one(RuntimeRequest(chunk, parameters or {}, outputs, request_id), count_rows(chunk),
+                                 deadline) for chunk in _row_chunks(inputs, rows, max_rows)))
+            return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
         if max_rows is None:
             return await self._submit_one(inputs, count_rows(inputs) if self.policy.counts_rows else 1, deadline)
         rows = count_rows(inputs)
@@ -294,11 +308,8 @@ class Batcher:
             return await self._submit_one(inputs, rows, deadline)
         if self._oversize == "reject":
             raise InvalidInput(f"the request has {rows} rows; this model takes at most {max_rows} per request")
-        chunks = [
-            {name: array[start : start + max_rows] for name, array in inputs.items()}
-            for start in range(0, rows, max_rows)
-        ]
-        parts = await asyncio.gather(*(self._submit_one(c, count_rows(c), deadline) for c in chunks))
+        parts = await asyncio.gather(*(self._submit_one(c, count_rows(c), deadline)
+                                       for c in _row_chunks(inputs, rows, max_rows)))
         return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
     async def _submit_one(self, inputs: Arrays | RuntimeRequest, rows: int, deadline: float | None) -> Arrays:

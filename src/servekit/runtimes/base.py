@@ -62,6 +62,10 @@ class Runtime(ABC):
     thread_safe: bool = False
     # True: batches arrive through predict_requests, one RuntimeRequest per client request.
     per_request: bool = False
+    # Per-request runtimes only: True when each row of a request is answered on its own, so the batcher
+    # may cut a request with more rows than a batch holds into parts (batching.oversize: split), as it
+    # does for merging runtimes; False: such a request is refused, the model seeing each request whole.
+    splits_by_rows: bool = False
     # Set by load() when the model files name their version (a TorchServe archive's "1.0"):
     # clients may then ask for the version by that label as well as by its number.
     version_label: str | None = None

@@ -123,7 +123,8 @@ def main(argv: Sequence[str]) -> None:
     except Exception as exc:
         control.send_bytes(pickle.dumps(("failed", Raised.of(exc)), protocol=_PROTOCOL))
         _exit(0)
-    loaded = Loaded(runtime.platform, runtime.device, runtime.per_request, runtime.signature(), os.getpid())
+    loaded = Loaded(runtime.platform, runtime.device, runtime.per_request, runtime.splits_by_rows,
+                    runtime.signature(), os.getpid())
     control.send_bytes(pickle.dumps(("loaded", loaded), protocol=_PROTOCOL))
     try:
         _serve(control, region, runtime)

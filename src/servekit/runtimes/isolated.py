@@ -88,6 +88,7 @@ class IsolatedRuntime(Runtime):
         process = ModelProcess(self.runtime_name, self.context, on_lost=self._on_lost)
         loaded = process.wait_loaded()
         self.platform, self.device, self.per_request = loaded.platform, loaded.device, loaded.per_request
+        self.splits_by_rows = loaded.splits_by_rows
         self._signature = loaded.signature
         self._process = process
         log.info("model %s: %s instance loaded in process %d", self._label, self.runtime_name, process.pid)

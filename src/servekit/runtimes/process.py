@@ -66,6 +66,7 @@ class Loaded:
     platform: str
     device: str
     per_request: bool
+    splits_by_rows: bool
     signature: Signature | None
     pid: int
 

@@ -19,6 +19,7 @@ import numpy as np
 from servekit import __version__
 from servekit.batching.rolling import WINDOW_S
 from servekit.cache import ResponseCache
+from servekit.codecs.table import is_table, table_columns
 from servekit.errors import InvalidInput, ModelNotReady, ServekitError
 from servekit.observability import request_ids
 from servekit.observability.metrics import Protocol
@@ -202,9 +203,12 @@ class DataPlane:
 
 
 def _validated_inputs(version: ModelVersion, request: InferenceRequest) -> Arrays:
-    """The request's arrays by input name, in the model's input order, each checked against its spec."""
+    """The request's arrays by input name, in the model's input order, each checked against its spec;
+    or, for a table (``ModelConfig.table_input``), its columns by name (``servekit.codecs.table``)."""
     specs = version.input_by_name
     tensors = request.inputs
+    if is_table(version.config.table_input, request.parameters):  # one input per column, whatever their names
+        return table_columns(tensors)
     if version.config.any_input:
         return _the_only_input(version, tensors)
     if len(tensors) == len(specs):  # the usual request: every input, in the model's order

@@ -161,6 +161,9 @@ def load_version(name: str, model_dir: Path, version: int, config: ModelConfig) 
     where = model_dir / "config.yaml"
     has_handler = config.handler is not None or handler_path(model_dir, None)[0].is_file()
     runtime_name = config.runtime or detect_runtime(version_dir, has_handler)
+    if config.table_input != "never" and runtime_name != "sklearn":
+        raise ConfigError(f"{where}: table_input: only the sklearn runtime reads tables; this model runs on "
+                          f"{runtime_name}")
     context = RuntimeContext(name, version, model_dir, version_dir, config)
     runtimes: list[Runtime] = []
     try:

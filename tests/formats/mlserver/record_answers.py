@@ -2,11 +2,11 @@
 
 Not a test: the recording ``tests/e2e/test_mlserver_answers.py`` replays against servekit. It was
 made with MLServer 1.7.1 and mlserver-sklearn 1.7.1 (there is no mlserver-onnx on PyPI: MLServer
-has no ONNX runtime), scikit-learn, numpy and joblib pinned to servekit's, Python 3.11, like this::
+has no ONNX runtime), scikit-learn, numpy, pandas and joblib pinned to servekit's, Python 3.11, like this::
 
     python3 -m venv /tmp/mlserver-venv
-    /tmp/mlserver-venv/bin/pip install mlserver==1.7.1 mlserver-sklearn==1.7.1 \\
-        scikit-learn==1.9.1 numpy==2.4.6 joblib==1.6.0
+    /tmp/mlserver-venv/bin/pip install mlserver==1.7.1 mlserver-sklearn==1.7.1 uvloop==0.21.0 \\
+        scikit-learn==1.9.1 numpy==2.4.6 pandas==3.1.1 joblib==1.6.0
     cd REPO_ROOT   # this checkout, so that ``tests.formats.mlserver`` imports
     /tmp/mlserver-venv/bin/python -m tests.formats.mlserver.record_answers build /tmp/mlsrec
     MLSERVER_HOST=127.0.0.1 MLSERVER_HTTP_PORT=18080 MLSERVER_GRPC_PORT=18081 MLSERVER_METRICS_PORT=18082 \\
@@ -15,13 +15,16 @@ has no ONNX runtime), scikit-learn, numpy and joblib pinned to servekit's, Pytho
         tests/formats/mlserver/mlserver_answers.json
     kill -- -PID_OF_MLSERVER
 
-Each HTTP call is sent as written in ``CALLS``; the answers keep status, reason, content-type and
-body. Each gRPC call of ``GRPC_CALLS`` is built with MLServer's own generated messages and kept as
-protobuf JSON (or the status code and details).
+A new recording differs from the last only where MLServer's answers do, and in the ``VARIABLE``
+parts (the UUIDs): keep the earlier entry of each call answered the same but for those, so that
+the diff shows what changed. Each HTTP call is sent as written in ``CALLS``; the answers keep
+status, reason, content-type and body. Each gRPC call of ``GRPC_CALLS`` is built with MLServer's
+own generated messages and kept as protobuf JSON (or the status code and details).
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import sys
@@ -30,10 +33,11 @@ from typing import Any
 
 from tests.formats.mlserver.repository import build, rows
 
-__all__ = ["CALLS", "calls"]
+__all__ = ["CALLS", "GRPC_AS_HTTP", "GRPC_CALLS", "TABLE_ROWS", "calls"]
 
 VARIABLE = [
     "the id of an infer answer when the request named none (MLServer makes a UUID per request)",
+    "the id of a gRPC infer answer (MLServer makes a UUID per request)",
     "date, server and content-length headers (only content-type is kept)",
 ]
 
@@ -48,6 +52,87 @@ def _infer_body(name: str = "predict", outputs: list[str] | None = None, datatyp
     if outputs is not None:
         body["outputs"] = [{"name": output} for output in outputs]
     return body
+
+
+# The rows every table request sends (MLServer's pandas codec: one input per column).
+TABLE_ROWS: dict[str, list[Any]] = {"age": [25.0, 50.0, 60.0], "color": ["red", "blue", "green"]}
+PANDAS = {"content_type": "pd"}
+
+
+def _column(name: str, datatype: str | None = None, **fields: Any) -> dict[str, Any]:
+    """One column of TABLE_ROWS as an input: FP64 ages, BYTES colors, shape [3, 1], unless told otherwise."""
+    data = fields.pop("data", TABLE_ROWS.get(name, TABLE_ROWS["age"]))
+    if datatype is None:
+        datatype = "BYTES" if isinstance(data[0], str) else "FP64"
+    return {"name": name, "datatype": datatype, "shape": fields.pop("shape", [len(data), 1]),
+            "data": data, **fields}
+
+
+def _table_body(*columns: dict[str, Any], outputs: list[str] | None = None,
+                parameters: dict[str, Any] | None = PANDAS) -> dict[str, Any]:
+    body: dict[str, Any] = {"inputs": list(columns or (_column("age"), _column("color")))}
+    if parameters is not None:
+        body["parameters"] = parameters
+    if outputs is not None:
+        body["outputs"] = [{"name": output} for output in outputs]
+    return body
+
+
+def _table_calls(call: Any) -> list[dict[str, Any]]:
+    """Items 1 and 2 of the comparison: tables (content_type pd) and the transform output."""
+    tabular, columns = "/v2/models/tabular/infer", "/v2/models/columns/infer"
+    age, color = _column("age"), _column("color")
+    row = [0.5] * 64
+    return [
+        call("infer_table", "POST", tabular, _table_body()),
+        call("infer_table_both", "POST", tabular, _table_body(outputs=["predict", "predict_proba"])),
+        call("infer_table_one_dimensional", "POST", tabular,
+             _table_body(_column("age", shape=[3]), _column("color", shape=[3]))),
+        call("infer_table_row_vectors", "POST", tabular,
+             _table_body(_column("age", shape=[1, 3]), _column("color", shape=[1, 3]))),
+        call("infer_table_reordered", "POST", tabular, _table_body(color, age)),
+        call("infer_table_extra_column", "POST", tabular, _table_body(age, color, _column("height"))),
+        call("infer_table_int64_column", "POST", tabular, _table_body(_column("age", "INT64", data=[25, 50, 60]),
+                                                                      color)),
+        call("infer_table_fp32_column", "POST", tabular, _table_body(_column("age", "FP32"), color)),
+        call("infer_table_numbers_as_strings", "POST", tabular,
+             _table_body(_column("age", data=["25", "50", "60"]), color)),
+        call("infer_table_unknown_category", "POST", tabular,
+             _table_body(age, _column("color", data=["red", "pink", "blue"]))),
+        call("infer_table_missing_column", "POST", tabular, _table_body(age)),
+        call("infer_table_strings_where_numbers_go", "POST", tabular,
+             _table_body(_column("age", data=["a", "b", "c"]), color)),
+        call("infer_table_numbers_where_strings_go", "POST", tabular,
+             _table_body(age, _column("color", data=[1.0, 2.0, 3.0]))),
+        call("infer_table_unequal_columns", "POST", tabular,
+             _table_body(age, _column("color", data=["red", "blue"]))),
+        call("infer_table_wide_column", "POST", tabular,
+             _table_body(_column("age", shape=[3, 2], data=[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]), color)),
+        call("infer_table_no_rows", "POST", tabular,
+             _table_body(_column("age", "FP64", shape=[0, 1], data=[]),
+                         _column("color", "BYTES", shape=[0, 1], data=[]))),
+        call("infer_table_no_columns", "POST", tabular, {"parameters": PANDAS, "inputs": []}),
+        call("infer_table_content_type_on_inputs", "POST", tabular,
+             _table_body(dict(age, parameters=PANDAS), dict(color, parameters=PANDAS), parameters=None)),
+        call("infer_table_without_content_type", "POST", tabular, _table_body(parameters=None)),
+        call("infer_table_content_type_np", "POST", tabular, _table_body(parameters={"content_type": "np"})),
+        call("infer_table_settings_pd", "POST", "/v2/models/tabular_pd/infer", _table_body(parameters=None)),
+        call("infer_table_settings_pd_request_np", "POST", "/v2/models/tabular_pd/infer",
+             _table_body(parameters={"content_type": "np"})),
+        call("infer_table_digits_columns", "POST", "/v2/models/digits/infer",
+             _table_body(*(_column(f"pixel{i}", "FP32", data=[0.5, 0.1]) for i in range(64)))),
+        call("infer_table_digits_one_column", "POST", "/v2/models/digits/infer",
+             _table_body(_column("pixels", "FP32", shape=[1, 64], data=row))),
+        call("infer_transform_default", "POST", columns, _table_body()),
+        call("infer_transform", "POST", columns, _table_body(outputs=["transform"])),
+        call("infer_transform_then_predict", "POST", columns, _table_body(outputs=["predict"])),
+        call("infer_transform_then_predict_proba", "POST", columns, _table_body(outputs=["predict_proba"])),
+        call("infer_transform_of_a_pipeline_without_it", "POST", tabular, _table_body(outputs=["transform"])),
+        call("infer_transform_of_a_classifier", "POST", "/v2/models/digits/infer",
+             _infer_body(outputs=["transform"])),
+        call("infer_transform_numpy", "POST", "/v2/models/scaler/infer", _infer_body(outputs=["transform"])),
+        call("infer_transform_numpy_default", "POST", "/v2/models/scaler/infer", _infer_body()),
+    ]
 
 
 def calls() -> list[dict[str, Any]]:
@@ -121,6 +206,7 @@ def calls() -> list[dict[str, Any]]:
         call("loaded_ready", "GET", "/v2/models/declared/ready"),
         call("unload_unknown", "POST", "/v2/repository/models/nope/unload", {}),
         call("load_unknown", "POST", "/v2/repository/models/nope/load", {}),
+        *_table_calls(call),
     ]
 
 
@@ -163,7 +249,50 @@ def grpc_calls() -> list[dict[str, Any]]:
         call("infer_unknown_version", "ModelInfer", _grpc_infer(version="v9")),
         call("infer_wrong_width", "ModelInfer", _grpc_infer(width=3)),
         call("repository_index", "RepositoryIndex", {}),
+        call("infer_table_both", "ModelInfer", _grpc_table("tabular", outputs=["predict", "predict_proba"])),
+        call("infer_table_settings_pd", "ModelInfer", _grpc_table("tabular_pd", parameters={})),
+        call("infer_table_digits_columns", "ModelInfer", _grpc_digits_columns()),
+        call("infer_table_missing_column", "ModelInfer", _grpc_table("tabular", columns=("age",))),
+        call("infer_transform_default", "ModelInfer", _grpc_table("columns")),
+        call("infer_transform_numpy", "ModelInfer", _grpc_infer(model="scaler", outputs=["transform"])),
+        call("infer_transform_of_a_classifier", "ModelInfer", _grpc_infer(outputs=["transform"])),
     ]
+
+
+# gRPC table calls whose values servekit takes from the HTTP call of the same name, not from MLServer's
+# gRPC answer: over gRPC MLServer hands the estimator BYTES columns as bytes, which a OneHotEncoder
+# fitted on strings takes for unknown categories (see the README).
+GRPC_AS_HTTP = ("infer_table_both", "infer_table_settings_pd", "infer_transform_default")
+
+
+def _grpc_table(model: str, outputs: list[str] | None = None, parameters: dict[str, Any] | None = None,
+                columns: tuple[str, ...] = ("age", "color")) -> dict[str, Any]:
+    """TABLE_ROWS as a gRPC request, content_type pd unless ``parameters`` say otherwise (BYTES base64, as
+    protobuf JSON writes bytes)."""
+    inputs = []
+    for name in columns:
+        values = TABLE_ROWS[name]
+        if isinstance(values[0], str):
+            contents = {"bytes_contents": [base64.b64encode(value.encode()).decode() for value in values]}
+            datatype = "BYTES"
+        else:
+            contents, datatype = {"fp64_contents": values}, "FP64"
+        inputs.append({"name": name, "datatype": datatype, "shape": [len(values), 1], "contents": contents})
+    request: dict[str, Any] = {"model_name": model, "inputs": inputs}
+    wanted = {"content_type": {"string_param": "pd"}} if parameters is None else parameters
+    if wanted:
+        request["parameters"] = wanted
+    if outputs is not None:
+        request["outputs"] = [{"name": output} for output in outputs]
+    return request
+
+
+def _grpc_digits_columns() -> dict[str, Any]:
+    """The digits rows as 64 FP32 columns of a table."""
+    data = rows()
+    return {"model_name": "digits", "parameters": {"content_type": {"string_param": "pd"}},
+            "inputs": [{"name": f"pixel{i}", "datatype": "FP32", "shape": [len(data), 1],
+                        "contents": {"fp32_contents": data[:, i].tolist()}} for i in range(data.shape[1])]}
 
 
 GRPC_CALLS = grpc_calls()

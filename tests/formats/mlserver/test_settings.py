@@ -31,9 +31,11 @@ def test_an_sklearn_model_maps_onto_the_sklearn_runtime_with_mlservers_output_na
                                inputs=[{"name": "predict", "datatype": "FP32", "shape": [-1, 4]}]))
     assert config.runtime == "sklearn"
     assert (config.version_folder, config.model_file, config.version_label) == (".", "model.skops", "v0.1.0")
-    assert config.parameters == {"output_names": {"label": "predict", "probabilities": "predict_proba"},
+    assert config.parameters == {"output_names": {"label": "predict", "probabilities": "predict_proba",
+                                                  "transform": "transform"},
                                  "label_column": True, "probabilities_datatype": "FP64"}
     assert config.any_input and config.default_outputs == ["predict"]
+    assert config.table_input == "on_request"  # a request saying content_type pd sends columns
     assert config.max_batch_size == 8
     assert config.batching.enabled and config.batching.max_queue_delay_ms == 500
     assert [(t.name, t.datatype, t.shape) for t in config.inputs or []] == [("predict", "FP32", [-1, 4])]
@@ -42,11 +44,21 @@ def test_an_sklearn_model_maps_onto_the_sklearn_runtime_with_mlservers_output_na
 def test_extra_predict_fn_chooses_what_a_request_naming_no_outputs_gets() -> None:
     config = _config(_settings(parameters={"extra": {"predict_fn": "predict_proba"}}))
     assert config.default_outputs == ["predict_proba"]
-    with pytest.raises(ConfigError, match=r"parameters.extra.predict_fn 'transform': servekit's sklearn runtime "
-                                          r"answers predict and predict_proba"):
-        _config(_settings(parameters={"extra": {"predict_fn": "transform"}}))
+    assert _config(_settings(parameters={"extra": {"predict_fn": "transform"}})).default_outputs == ["transform"]
+    with pytest.raises(ConfigError, match=r"parameters.extra.predict_fn 'decision_function': servekit's sklearn "
+                                          r"runtime answers predict, predict_proba, transform"):
+        _config(_settings(parameters={"extra": {"predict_fn": "decision_function"}}))
     only_proba = _config(_settings(outputs=[{"name": "predict_proba", "datatype": "FP64", "shape": [-1, 3]}]))
     assert only_proba.default_outputs is None  # every declared output
+
+
+def test_the_pandas_content_type_in_the_settings_reads_every_request_as_columns() -> None:
+    assert _config(_settings(parameters={"content_type": "pd"})).table_input == "always"
+    assert _config(_settings(parameters={"content_type": "np"})).table_input == "on_request"
+    onnx = json.dumps({"implementation": "mlserver_onnx.OnnxModel", "parameters": {"content_type": "pd"}})
+    with pytest.raises(ConfigError, match=r"parameters.content_type 'pd': only an SKLearnModel reads tables"):
+        _config(onnx, model_file="model.onnx")
+    assert _config(onnx.replace('"pd"', '"np"'), model_file="model.onnx").table_input == "never"
 
 
 def test_without_adaptive_batching_each_request_runs_alone() -> None:
@@ -84,7 +96,8 @@ def test_a_custom_mlmodel_class_is_refused_with_the_way_to_port_it() -> None:
 @pytest.mark.parametrize(("text", "said"), [
     ("[1]", r"expected a JSON object"),
     ("{", r"not valid JSON"),
-    (_settings(parameters={"content_type": "pd"}), r"parameters.content_type 'pd': servekit hands the model numpy"),
+    (_settings(parameters={"content_type": "str"}), r"parameters.content_type 'str': servekit reads a request as "
+                                                    r"numpy arrays \('np'\) or as the columns of a pandas DataFrame"),
     (_settings(parameters={"environment_tarball": "env.tar.gz"}), r"parameters.environment_tarball: servekit runs"),
     (_settings(max_batch_size="8"), r"max_batch_size: unexpected value '8'"),
     (_settings(parameters={"uri": 3}), r"parameters.uri: unexpected value 3"),

@@ -7,11 +7,14 @@ ModelConfig knows the model came from an MLServer repository. Errors are ConfigE
 What maps to what:
 
 - ``implementation``: ``mlserver_sklearn.SKLearnModel`` -> runtime ``sklearn``, answering as
-  MLServer 1.7's SKLearnModel does: outputs named ``predict`` and ``predict_proba``, ``predict``
-  a column ``[N, 1]``, ``predict_proba`` FP64, only ``predict`` (or ``parameters.extra.predict_fn``)
-  for a request that names no outputs, and the request's one input taken whatever its name and
-  numeric datatype (``any_input``). ``mlserver_onnx.OnnxModel`` -> ``onnx`` (the graph's own
-  names; MLServer itself has no ONNX runtime: servekit accepts the name). Any other implementation
+  MLServer 1.7's SKLearnModel does: outputs named ``predict``, ``predict_proba`` and ``transform``,
+  ``predict`` a column ``[N, 1]``, ``predict_proba`` FP64, only ``predict`` (or
+  ``parameters.extra.predict_fn``) for a request that names no outputs, the request's one input
+  taken whatever its name and numeric datatype (``any_input``), and a request whose parameters say
+  ``content_type: pd`` read as named columns of one table (MLServer's pandas codec: ``table_input``
+  ``on_request``; ``always`` when the settings' ``parameters.content_type`` is ``pd``).
+  ``mlserver_onnx.OnnxModel`` -> ``onnx`` (the graph's own names; MLServer itself has no ONNX
+  runtime: servekit accepts the name). Any other implementation
   (XGBoost, LightGBM, MLflow, Hugging Face, Alibi, CatBoost, MLlib, or a custom ``MLModel``
   class) is refused with what to do instead: servekit does not run MLServer's ``MLModel`` API.
 - ``name``: must be the model folder's name (servekit serves a model under its folder's name).
@@ -27,8 +30,8 @@ What maps to what:
   ``parameters.extra.trust_pickle: true`` (MLServer has no such switch; servekit asks for one).
 - refused with a reason: a remote ``uri`` (s3://, gs://, ...), a ``uri`` outside the model
   folder, ``parameters.environment_path`` / ``environment_tarball`` (servekit runs models in
-  its own environment), ``parameters.content_type`` other than ``np`` (servekit hands runtimes
-  numpy arrays, never pandas frames).
+  its own environment), ``parameters.content_type`` other than ``np`` and ``pd`` (the codecs
+  servekit reads), or ``pd`` for a model that is not an SKLearnModel.
 """
 
 from __future__ import annotations
@@ -67,7 +70,9 @@ _FIELDS: Final = {"name", "implementation", "parameters", "max_batch_size", "max
                   "cache_enabled", "platform", "versions", "warm_workers", "parallel_workers"}
 _PARAMETERS: Final = {"uri", "version", "extra", "format", "content_type", "environment_path",
                       "environment_tarball", "inference_pool_gid", "autogenerate_inference_pool_gid"}
-_SKLEARN_OUTPUTS: Final = {"label": "predict", "probabilities": "predict_proba"}
+_SKLEARN_OUTPUTS: Final = {"label": "predict", "probabilities": "predict_proba", "transform": "transform"}
+# parameters.content_type -> how the model reads a request (ModelConfig.table_input)
+_TABLE_INPUT: Final = {None: "on_request", "np": "on_request", "pd": "always"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +90,7 @@ class MLServerSettings:
     cache_enabled: bool
     trust_pickle: bool
     predict_fn: str | None
+    table_input: str
 
 
 def parse_settings(text: str, source: str) -> MLServerSettings:
@@ -106,17 +112,16 @@ def parse_settings(text: str, source: str) -> MLServerSettings:
             raise ConfigError(f"{source}: parameters.{key}: servekit runs every model in its own Python "
                               "environment; install the model's packages there and drop this field")
     content_type = parameters.get("content_type")
-    if content_type not in (None, "np"):
-        raise ConfigError(f"{source}: parameters.content_type {content_type!r}: servekit hands the model numpy "
-                          "arrays (MLServer's 'np'); a model that needs another codec (e.g. pandas 'pd') cannot be "
-                          "mapped")
+    if content_type not in _TABLE_INPUT:
+        raise ConfigError(f"{source}: parameters.content_type {content_type!r}: servekit reads a request as numpy "
+                          "arrays ('np') or as the columns of a pandas DataFrame ('pd'), not other codecs")
     extra = parameters.get("extra") or {}
     if not isinstance(extra, dict):
         raise ConfigError(f"{source}: parameters.extra: expected an object")
     predict_fn = extra.get("predict_fn")
     if predict_fn not in (None, *_SKLEARN_OUTPUTS.values()):
         raise ConfigError(f"{source}: parameters.extra.predict_fn {predict_fn!r}: servekit's sklearn runtime "
-                          f"answers {' and '.join(_SKLEARN_OUTPUTS.values())} (not transform)")
+                          f"answers {', '.join(_SKLEARN_OUTPUTS.values())}")
     return MLServerSettings(
         name=_optional(raw, "name", str, source),
         runtime=_runtime(raw.get("implementation"), source),
@@ -129,6 +134,7 @@ def parse_settings(text: str, source: str) -> MLServerSettings:
         cache_enabled=bool(_optional(raw, "cache_enabled", bool, source)),
         trust_pickle=extra.get("trust_pickle") is True,
         predict_fn=predict_fn,
+        table_input=_TABLE_INPUT[content_type],
     )
 
 
@@ -158,9 +164,12 @@ def to_model_config(settings: MLServerSettings, source: str, folder_name: str, v
         fields["parameters"] = {"output_names": dict(_SKLEARN_OUTPUTS), "label_column": True,
                                 "probabilities_datatype": "FP64"}
         fields["any_input"] = True
+        fields["table_input"] = settings.table_input
         default = settings.predict_fn or _SKLEARN_OUTPUTS["label"]
         if not settings.outputs or default in {tensor.get("name") for tensor in settings.outputs}:
             fields["default_outputs"] = [default]
+    elif settings.table_input == "always":
+        raise ConfigError(f"{source}: parameters.content_type 'pd': only an SKLearnModel reads tables in servekit")
     if settings.max_batch_size > 1:
         fields["max_batch_size"] = settings.max_batch_size
         fields["batching"] = {"max_queue_delay_ms": settings.max_batch_time * 1000}
