@@ -207,7 +207,8 @@ def _validated_inputs(version: ModelVersion, request: InferenceRequest) -> Array
     or, for a table (``ModelConfig.table_input``), its columns by name (``servekit.codecs.table``)."""
     specs = version.input_by_name
     tensors = request.inputs
-    if is_table(version.config.table_input, request.parameters):  # one input per column, whatever their names
+    table_input = version.config.table_input
+    if table_input != "never" and is_table(table_input, request.parameters):  # one input per column, any names
         return table_columns(tensors)
     if version.config.any_input:
         return _the_only_input(version, tensors)
