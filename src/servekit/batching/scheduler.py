@@ -350,6 +350,8 @@ class Batcher:
         if len(self._queue) != self._queue_depth:  # a gauge write only when the depth changed
             self._queue_depth = len(self._queue)
             self._metrics.queue_depth.set(self._queue_depth)
+            if self._metrics.triton is not None:  # Triton's pending count is the same queue (--triton-metrics)
+                self._metrics.triton.pending.set(self._queue_depth)
         self._check_drained()
 
     def _on_scheduled_pump(self) -> None:

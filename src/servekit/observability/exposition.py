@@ -11,8 +11,9 @@ died leaves its counters (they must never go backwards) but not its live gauges.
 Process metrics (``process_*``, as prometheus-client names them) are read from /proc for
 the ``serve`` process and each of its children, one series per process (label ``pid``).
 
-With ``--triton-metrics`` the page also carries Triton's ``nv_inference_*`` counters, written
-as Triton writes them (``servekit.observability.triton_metrics.render``) after servekit's own;
+With ``--triton-metrics`` the page also carries Triton's ``nv_inference_*`` series, written
+as Triton writes them (``servekit.observability.triton_metrics.render``) after servekit's own,
+then Triton's machine-wide ``nv_cpu_*`` and ``nv_gpu_*`` gauges (``triton_system``);
 the page is then always Prometheus's text format 0.0.4, as Triton's is: OpenMetrics would
 rename those counters ``..._total``, which Triton dashboards do not query.
 
@@ -147,11 +148,15 @@ def _with_triton_names(registry: Any, files: _LiveWorkerFiles, plain: WSGIApp) -
     from prometheus_client.exposition import gzip_accepted
 
     from servekit.observability import triton_metrics
+    from servekit.observability.triton_system import SystemGauges
+
+    system = SystemGauges()
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") != "GET" or environ.get("PATH_INFO") == "/favicon.ico":
             return plain(environ, start_response)
-        body = generate_latest(registry) + triton_metrics.render(files.collect())
+        body = (generate_latest(registry) + triton_metrics.render(files.collect())
+                + ("\n".join(system.lines()) + "\n").encode())
         headers = [("Content-Type", CONTENT_TYPE_PLAIN_0_0_4)]
         if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
             body = gzip.compress(body)
