@@ -1,11 +1,13 @@
-"""``serve --triton-metrics --triton-metrics-config summary_latencies=true`` on a Triton python-backend
-repository: the pending count while a batch is held, the latency summaries, the response-cache
-series and the machine gauges, read from a real server's metrics page with prometheus-client's parser
-(what tritonserver 2.51.0 writes for the same: tests/formats/triton/README.md)."""
+"""``serve --triton-metrics --triton-metrics-config summary_latencies=true`` (docs/triton.md's example)
+on a Triton python-backend repository: the pending count while a batch is held, the latency
+summaries, the response-cache series and the machine gauges, read from a real server's metrics page
+with prometheus-client's parser (what tritonserver 2.51.0 writes for the same:
+tests/formats/triton/README.md)."""
 
 from __future__ import annotations
 
 import math
+import shlex
 import textwrap
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -71,13 +73,21 @@ def server(gate: Gate, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
     for name in ("pysum", "pyidle"):
         _write_model(repository, name, "")
     _write_model(repository, "pycached", "", cached=True)
-    process = ServerProcess(repository, tmp_path_factory.mktemp("logs") / "triton-extra.log", "--triton-metrics",
-                            "--triton-metrics-config", "summary_latencies=true")
+    process = ServerProcess(repository, tmp_path_factory.mktemp("logs") / "triton-extra.log", *_documented_flags())
     process.start()
     try:
         yield process
     finally:
         process.stop()
+
+
+def _documented_flags() -> list[str]:
+    """The flags of docs/triton.md's example command (``servekit serve models --triton-metrics ...``)."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "triton.md").read_text(encoding="utf-8")
+    command = next(line for line in page.splitlines() if line.startswith("servekit serve models --triton-metrics"))
+    flags = shlex.split(command)[3:]
+    assert flags == ["--triton-metrics", "--triton-metrics-config", "summary_latencies=true"], flags
+    return flags
 
 
 def _infer(server: ServerProcess, model: str, value: float) -> float:
