@@ -174,6 +174,7 @@ def test_a_cached_version_has_tritons_cache_series(server: ServerProcess) -> Non
     families = _families(server)
     assert _summary(families, "nv_cache_hit_summary_per_model", "pycached")["count"] == 2
     assert _summary(families, "nv_cache_miss_summary_per_model", "pycached")["count"] == 1
+    assert _summary(families, "nv_inference_queue_summary_us", "pycached")["count"] == 3  # hits too, as Triton
     # As Triton: no request summary for a cached version; no cache series for a version without the cache.
     assert not _summary(families, "nv_inference_request_summary_us", "pycached")
     assert page.label_values("nv_cache_num_hits_per_model_total", "model") == {"pycached"}

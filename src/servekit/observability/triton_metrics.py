@@ -36,7 +36,8 @@ With ``--triton-metrics-config summary_latencies=true`` each version also has Tr
 summaries (``servekit.observability.triton_summaries``): ``nv_inference_{request,queue,
 compute_input,compute_infer,compute_output}_summary_us`` and, for a cached version,
 ``nv_cache_{hit,miss}_summary_per_model``; as in Triton, a version with the response cache on has
-no request summary. Machine-wide gauges (``nv_cpu_*``, ``nv_gpu_*``) are in
+no request summary, and a cache hit observes 0 microseconds in the queue summary (Triton counts
+hits there too; servekit looks the cache up before the queue). Machine-wide gauges (``nv_cpu_*``, ``nv_gpu_*``) are in
 ``servekit.observability.triton_system``.
 
 Cost: off (the default), a ``None`` check per request and per batch; nothing is created. On,
@@ -227,6 +228,8 @@ class TritonVersionMetrics:
             microseconds.inc(duration_ns // 1000)
         if (summary := self.summaries.get("cache_hit" if hit else "cache_miss")) is not None:
             summary.observe(duration_ns // 1000)
+            if hit:  # Triton's queue summary counts a hit too; servekit looks up before the queue: 0 waited
+                self.summaries["queue"].observe(0)
 
 
 def _reason(error: BaseException) -> str:
