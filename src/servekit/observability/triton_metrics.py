@@ -141,8 +141,8 @@ def configure(summaries: SummaryConfig | None) -> None:
 class TritonVersionMetrics:
     """The Triton series of one model version, resolved once."""
 
-    __slots__ = ("_labels", "cache", "compute_infer", "compute_input", "compute_output", "exec_count", "failures",
-                 "inference_count", "pending", "queue_us", "request_us", "success", "summaries")
+    __slots__ = ("_labels", "_quantiles", "cache", "compute_infer", "compute_input", "compute_output", "exec_count",
+                 "failures", "inference_count", "pending", "queue_us", "request_us", "success", "summaries")
 
     def __init__(self, model: str, version: str) -> None:
         def child(name: str) -> Counter:
@@ -162,13 +162,14 @@ class TritonVersionMetrics:
         self.cache: tuple[Counter, Counter, Counter, Counter] | None = None  # hits, hit us, misses, miss us
         # "request", the four phases, "cache_hit", "cache_miss" -> the series, when summaries are on
         self.summaries: dict[str, LatencySummary] = {}
-        if _summary_config is not None:
+        self._quantiles = None if _summary_config is None else _summary_config.quantiles
+        if self._quantiles is not None:
             for part in ("request", *_PHASES):
                 self._summary(part, f"nv_inference_{part}_summary_us")
 
     def _summary(self, part: str, family: str) -> None:
-        assert _summary_config is not None
-        series = self.summaries[part] = LatencySummary(_summary_config.quantiles)
+        assert self._quantiles is not None
+        series = self.summaries[part] = LatencySummary(self._quantiles)
         _SUMMARY_SERIES[(family, *self._labels)] = series
 
     def use_cache(self) -> None:
@@ -178,7 +179,7 @@ class TritonVersionMetrics:
             return
         hits, hit_us, misses, miss_us = (_COUNTERS[name].labels(*self._labels) for name in _CACHE_FAMILIES)
         self.cache = (hits, hit_us, misses, miss_us)
-        if self.summaries:
+        if self._quantiles is not None:
             self.summaries.pop("request", None)
             _SUMMARY_SERIES.pop(("nv_inference_request_summary_us", *self._labels), None)
             self._summary("cache_hit", "nv_cache_hit_summary_per_model")
