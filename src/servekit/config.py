@@ -517,12 +517,9 @@ class ServerSettings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _triton_summaries_need_one_worker(self) -> ServerSettings:
+    def _triton_metrics_config_needs_the_flag(self) -> ServerSettings:
         if self.triton_metrics_config and not self.triton_metrics:
             raise ValueError("--triton-metrics-config (SERVEKIT_TRITON_METRICS_CONFIG) needs --triton-metrics")
-        if self.triton_summaries.summary_latencies and self.workers > 1:
-            raise ValueError("--triton-metrics-config summary_latencies=true needs --workers 1: the summaries' "
-                             "quantiles are kept in the serving process and cannot be added up over workers")
         return self
 
     @property

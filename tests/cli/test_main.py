@@ -51,8 +51,6 @@ def test_serve_takes_tritons_metrics_config_and_refuses_what_it_cannot_serve(
     for args, message in (
             (["--triton-metrics-config", "summary_latencies=true"], "--triton-metrics-config "
              "(SERVEKIT_TRITON_METRICS_CONFIG) needs --triton-metrics"),
-            (["--triton-metrics", "--triton-metrics-config", "summary_latencies=true", "--workers", "2",
-              "--management-port", "0"], "summary_latencies=true needs --workers 1"),
             (["--triton-metrics", "--triton-metrics-config", "summary_latency=true"],
              "'summary_latency': unknown key")):
         result = CliRunner().invoke(main, ["serve", str(tmp_path), *args])

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import numpy as np
 import psutil
 import pytest
@@ -22,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.gate import GATE_HANDLER_CODE, Gate, wait_for
 
 from .harness import ServerProcess
+from .repos import write_whoami_model
 from .scrape import Samples, scrape
 
 QUANTILES = {"0.5", "0.9", "0.95", "0.99", "0.999"}  # Triton's defaults
@@ -133,7 +135,7 @@ def test_the_pending_count_is_the_requests_queued_behind_a_held_batch(server: Se
 def _summary(families: dict[str, list[tuple[str, dict[str, str], float]]], name: str,
              model: str) -> dict[str, float]:
     """"count", "sum" and each quantile of one model's summary series."""
-    return {labels.get("quantile", sample.rsplit("_", 1)[1]): value for sample, labels, value in families[name]
+    return {labels.get("quantile", sample.rsplit("_", 1)[1]): value for sample, labels, value in families.get(name, [])
             if labels.get("model") == model}
 
 
@@ -219,3 +221,39 @@ def _nvml_gpu_uuids() -> set[str]:
         return found
     finally:
         pynvml.nvmlShutdown()
+
+
+def test_two_workers_summaries_are_merged_on_one_page(tmp_path: Path) -> None:
+    write_whoami_model(tmp_path / "models")
+    server = ServerProcess(tmp_path / "models", tmp_path / "server.log", "--workers", "2", "--access-log", "off",
+                           *_documented_flags())
+    server.start()
+    try:
+        body = {"inputs": [{"name": "x", "datatype": "INT32", "shape": [1, 1], "data": [1]}]}
+
+        def whoami(_: int) -> int:
+            with httpx.Client(base_url=server.base_url, timeout=30) as client:  # a new connection each time
+                response = client.post("/v2/models/whoami/infer", json=body)
+                assert response.status_code == 200, response.text
+                pid: int = response.json()["outputs"][0]["data"][0]
+                return pid
+
+        answered: list[int] = []
+        with ThreadPoolExecutor(8) as pool:
+            for _ in range(20):  # until both workers have answered
+                answered.extend(pool.map(whoami, range(16)))
+                if len(set(answered)) == 2:
+                    break
+        assert len(set(answered)) == 2, "only one worker ever answered"
+
+        def request_summary() -> dict[str, float]:
+            return _summary(_families(server), "nv_inference_request_summary_us", "whoami")
+
+        # Each worker writes its summaries within a second: wait for all of them on the page.
+        wait_for(lambda: request_summary().get("count") == len(answered), "both workers' summaries on the page")
+        summary = request_summary()
+        counter = scrape(server.metrics_url).total("nv_inference_request_duration_us_total", model="whoami")
+        assert summary["sum"] == counter  # the same microseconds, from two processes
+        assert all(not math.isnan(summary[q]) for q in QUANTILES)
+    finally:
+        assert server.stop() == 0, server.log()

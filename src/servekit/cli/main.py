@@ -55,7 +55,7 @@ _SERVER_OPTIONS: list[Callable[[Any], Any]] = [
              "version) on the metrics page, for Triton dashboards.", shown_default="off"),
     _setting("--triton-metrics-config", "triton_metrics_config", multiple=True, metavar="KEY=VALUE",
              help="Triton's --metrics-config for --triton-metrics: summary_latencies=true adds Triton's latency "
-             "summaries (nv_inference_*_summary_us, quantiles over the last minute; needs --workers 1), "
+             "summaries (nv_inference_*_summary_us, quantiles over the last minute), "
              "summary_quantiles=Q:ERROR,... their quantiles; repeatable.", shown_default="no summaries"),
     _setting("--management-port", type=int, help="Management API port; 0 = none. Needs --workers 1.",
              shown_default="8003"),

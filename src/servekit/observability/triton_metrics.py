@@ -54,19 +54,24 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from prometheus_client import Counter, Gauge
 
 from servekit.errors import DeadlineExceeded, InvalidInput, ModelFailed, ModelNotReady, QueueFull
-from servekit.observability.triton_summaries import LatencySummary, SummaryConfig
+from servekit.observability.triton_summaries import LatencySummary, SummaryConfig, window_quantiles
+from servekit.observability.triton_summary_files import Merged, Publisher, read_other_processes
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
 __all__ = ["FAMILIES", "SUMMARIES", "TritonVersionMetrics", "collect_in_process", "configure", "is_triton_family",
-           "render"]
+           "render", "serve_page_here"]
+
+MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 
 _PENDING: Final = "nv_inference_pending_request_count"
 # name -> (type, help), in the order Triton's page has them.
@@ -126,10 +131,27 @@ _COUNTERS = {name: Counter(name, help_text, _labels(name), registry=None)
              for name, (kind, help_text) in FAMILIES.items() if kind == "counter"}
 _PENDING_GAUGE = Gauge(_PENDING, FAMILIES[_PENDING][1], _labels(_PENDING), registry=None,
                        multiprocess_mode="livesum")
-# (family, model, version) -> the series; read by ``render`` in this process (one worker: see
-# servekit.observability.triton_summaries).
+# (family, model, version) -> the series of this process; ``render`` reads them here, or, in a worker
+# of several, a Publisher writes them to a file for the metrics server (triton_summary_files).
 _SUMMARY_SERIES: dict[tuple[str, str, str], LatencySummary] = {}
 _summary_config: SummaryConfig | None = None
+_page_pid: int | None = None  # the process that serves the metrics page (``serve_page_here``)
+_publisher: Publisher | None = None
+
+
+def serve_page_here() -> None:
+    """This process serves the metrics page: its summaries are read in memory, not written to a file."""
+    global _page_pid
+    _page_pid = os.getpid()
+
+
+def _publish_if_worker() -> None:
+    """In a process other than the page's, under ``serve`` (multiprocess files), start writing the
+    summaries for the page (once)."""
+    global _publisher
+    folder = os.environ.get(MULTIPROC_ENV)
+    if _publisher is None and folder and os.getpid() != _page_pid:
+        _publisher = Publisher(Path(folder), lambda: dict(_SUMMARY_SERIES)).start()
 
 
 def configure(summaries: SummaryConfig | None) -> None:
@@ -171,6 +193,7 @@ class TritonVersionMetrics:
         assert self._quantiles is not None
         series = self.summaries[part] = LatencySummary(self._quantiles)
         _SUMMARY_SERIES[(family, *self._labels)] = series
+        _publish_if_worker()
 
     def use_cache(self) -> None:
         """The version's config turns the response cache on: its cache series exist from here, and
@@ -259,26 +282,37 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def _summary_lines() -> list[str]:
+def _summary_lines(folder: Path | None) -> list[str]:
+    """This process's summaries, with those other processes wrote to ``folder`` added in."""
+    merged = {} if folder is None else read_other_processes(folder)
+    for key, summary in list(_SUMMARY_SERIES.items()):
+        count, total, slices = summary.state()
+        into = merged.get(key)
+        if into is None:
+            into = merged[key] = Merged(summary.quantiles)
+        into.count += count
+        into.total += total
+        into.slices.extend(slices)
     lines: list[str] = []
     for name, help_text in SUMMARIES.items():
-        series = sorted((key[1:], summary) for key, summary in list(_SUMMARY_SERIES.items()) if key[0] == name)
+        series = sorted((key[1:], value) for key, value in merged.items() if key[0] == name)
         if not series:
             continue
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} summary"]
-        for (model, version), summary in series:
-            count, total, quantiles = summary.snapshot()
+        for (model, version), value in series:
             labels = _label_text((("model", model), ("version", version)))
-            lines += [f"{name}_count{{{labels}}} {count}", f"{name}_sum{{{labels}}} {total}"]
-            lines += [f'{name}{{{labels},quantile="{quantile!r}"}} {_number(value)}' for quantile, value in quantiles]
+            lines += [f"{name}_count{{{labels}}} {value.count}", f"{name}_sum{{{labels}}} {value.total}"]
+            lines += [f'{name}{{{labels},quantile="{quantile!r}"}} {_number(estimate)}'
+                      for quantile, estimate in window_quantiles(value.slices, value.quantiles)]
     return lines
 
 
-def render(families: Iterable[Metric]) -> bytes:
-    """Prometheus text (format 0.0.4) of the Triton families among ``families``, and of this process's
-    summaries, as Triton writes them: ``# TYPE name counter`` and samples named ``name`` (no ``_total``),
-    integer values, labels in name order (``model``, ``reason``, ``version``; a summary's ``quantile``
-    last). A family with no samples yet is left out."""
+def render(families: Iterable[Metric], folder: Path | None = None) -> bytes:
+    """Prometheus text (format 0.0.4) of the Triton families among ``families``, and of the summaries
+    (this process's, and those other processes wrote to ``folder``), as Triton writes them: ``# TYPE
+    name counter`` and samples named ``name`` (no ``_total``), integer values, labels in name order
+    (``model``, ``reason``, ``version``; a summary's ``quantile`` last). A family with no samples yet
+    is left out."""
     found = {family.name: family for family in families if is_triton_family(family.name)}
     lines: list[str] = []
     for name, (kind, help_text) in FAMILIES.items():
@@ -293,7 +327,7 @@ def render(families: Iterable[Metric]) -> bytes:
         for sample in sorted(samples, key=lambda s: tuple(s.labels.get(key, "") for key in keys)):
             labels = _label_text((key, sample.labels.get(key, "")) for key in keys)
             lines.append(f"{name}{{{labels}}} {int(sample.value)}")
-    lines += _summary_lines()
+    lines += _summary_lines(folder)
     return ("\n".join(lines) + "\n").encode() if lines else b""
 
 

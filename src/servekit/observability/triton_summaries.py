@@ -18,9 +18,10 @@ used. Why not CKMS (the ``quantile-estimator`` package, Triton's algorithm): in 
 compression walks a linked list), which took a python-backend model from about 4,000 to about 1,000
 requests per second with five summaries; a DDSketch observation costs under a microsecond.
 
-The quantiles live in the memory of the process that serves the requests, which is the process
-that serves the metrics page only with one worker: the settings refuse summaries with ``--workers``
-above 1 (sketches could be merged over workers, but nothing carries them between processes yet).
+The series live in the memory of the process that serves the requests. With one worker that is the
+process of the metrics page, which reads them as they are; with ``--workers N`` each worker writes
+its series to a file every second and the page merges them (DDSketches merge; counts and sums add
+up): ``servekit.observability.triton_summary_files``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Final
 
 from ddsketch import DDSketch
 
-__all__ = ["DEFAULT_QUANTILES", "LatencySummary", "SummaryConfig", "parse_metrics_config"]
+__all__ = ["DEFAULT_QUANTILES", "LatencySummary", "SummaryConfig", "parse_metrics_config", "window_quantiles"]
 
 # (quantile, allowed rank error): Triton's defaults.
 DEFAULT_QUANTILES: Final[tuple[tuple[float, float], ...]] = (
@@ -97,16 +98,38 @@ def _quantiles(text: str) -> tuple[tuple[float, float], ...]:
     return tuple(sorted(found))
 
 
+def _slice_number(now: float | None) -> int:
+    """Which 12-second slice of time.monotonic() (one clock for every process of the machine) ``now`` is in."""
+    return int((time.monotonic() if now is None else now) // (WINDOW_SECONDS / AGE_BUCKETS))
+
+
+def window_quantiles(slices: Iterable[tuple[int, DDSketch]], quantiles: Iterable[float],
+                     now: float | None = None) -> list[tuple[float, float]]:
+    """[(quantile, value), ...] over the slices of the last ``WINDOW_SECONDS`` among ``slices`` (from one
+    process or several); a value is NaN when the window is empty, else whole microseconds."""
+    current = _slice_number(now)
+    window = DDSketch(RELATIVE_ACCURACY)
+    for number, sketch in slices:
+        if current - AGE_BUCKETS < number <= current:
+            window.merge(sketch)
+    found = []
+    for quantile in quantiles:
+        value = window.get_quantile_value(quantile)
+        found.append((quantile, math.nan if value is None else float(round(value))))
+    return found
+
+
 class LatencySummary:
     """One summary series: whole microseconds observed, their count and sum since start, and the
     quantiles of the last ``WINDOW_SECONDS``. Observed from the event loop, read by the metrics
-    server's thread: a lock keeps the two apart."""
+    server's thread (or written to a file for it: ``servekit.observability.triton_summary_files``):
+    a lock keeps them apart."""
 
-    __slots__ = ("_lock", "_quantiles", "_slices", "count", "total")
+    __slots__ = ("_lock", "_slices", "count", "quantiles", "total")
 
     def __init__(self, quantiles: tuple[tuple[float, float], ...]) -> None:
-        self._quantiles = tuple(quantile for quantile, _ in quantiles)
-        # slot -> (the slice's number since the epoch of time.monotonic, its sketch)
+        self.quantiles = tuple(quantile for quantile, _ in quantiles)
+        # slot -> (the slice's number, its sketch)
         self._slices: list[tuple[int, DDSketch]] = [(-1, DDSketch(RELATIVE_ACCURACY)) for _ in range(AGE_BUCKETS)]
         self._lock = threading.Lock()
         self.count = 0
@@ -114,7 +137,7 @@ class LatencySummary:
 
     def observe(self, microseconds: int, now: float | None = None) -> None:
         """``now``: a ``time.monotonic()`` reading (tests pass their own)."""
-        current = int((time.monotonic() if now is None else now) // (WINDOW_SECONDS / AGE_BUCKETS))
+        current = _slice_number(now)
         with self._lock:
             number, sketch = self._slices[current % AGE_BUCKETS]
             if number != current:  # a slice older than the window: start it afresh
@@ -124,15 +147,18 @@ class LatencySummary:
             self.count += 1
             self.total += microseconds
 
+    def state(self) -> tuple[int, int, list[tuple[int, DDSketch]]]:
+        """(count, sum, [(slice number, a copy of its sketch), ...]) at this moment."""
+        with self._lock:
+            slices = []
+            for number, sketch in self._slices:
+                if number >= 0:
+                    copied = DDSketch(RELATIVE_ACCURACY)
+                    copied.merge(sketch)
+                    slices.append((number, copied))
+            return self.count, self.total, slices
+
     def snapshot(self, now: float | None = None) -> tuple[int, int, list[tuple[float, float]]]:
         """(count, sum, [(quantile, value), ...]) at this moment; a value is NaN when the window is empty."""
-        current = int((time.monotonic() if now is None else now) // (WINDOW_SECONDS / AGE_BUCKETS))
-        window = DDSketch(RELATIVE_ACCURACY)
-        with self._lock:
-            for number, sketch in self._slices:
-                if current - AGE_BUCKETS < number <= current:
-                    window.merge(sketch)
-            count, total = self.count, self.total
-        values = [window.get_quantile_value(quantile) for quantile in self._quantiles]
-        return count, total, [(quantile, math.nan if value is None else float(round(value)))
-                              for quantile, value in zip(self._quantiles, values, strict=True)]
+        count, total, slices = self.state()
+        return count, total, window_quantiles(slices, self.quantiles, now)
