@@ -63,10 +63,11 @@ from prometheus_client import Counter, Gauge
 
 from servekit.errors import DeadlineExceeded, InvalidInput, ModelFailed, ModelNotReady, QueueFull
 from servekit.observability.triton_summaries import LatencySummary, SummaryConfig, window_quantiles
-from servekit.observability.triton_summary_files import Merged, Publisher, read_other_processes
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
+
+    from servekit.observability.triton_summary_files import Publisher
 
 __all__ = ["FAMILIES", "SUMMARIES", "TritonVersionMetrics", "collect_in_process", "configure", "is_triton_family",
            "render", "serve_page_here"]
@@ -151,6 +152,8 @@ def _publish_if_worker() -> None:
     global _publisher
     folder = os.environ.get(MULTIPROC_ENV)
     if _publisher is None and folder and os.getpid() != _page_pid:
+        from servekit.observability.triton_summary_files import Publisher
+
         _publisher = Publisher(Path(folder), lambda: dict(_SUMMARY_SERIES)).start()
 
 
@@ -284,6 +287,10 @@ def _number(value: float) -> str:
 
 def _summary_lines(folder: Path | None) -> list[str]:
     """This process's summaries, with those other processes wrote to ``folder`` added in."""
+    if not _SUMMARY_SERIES and (folder is None or not any(folder.glob("triton_summaries_*.json"))):
+        return []  # summaries are off (the files' module, and ddsketch, are imported only when they are on)
+    from servekit.observability.triton_summary_files import Merged, read_other_processes
+
     merged = {} if folder is None else read_other_processes(folder)
     for key, summary in list(_SUMMARY_SERIES.items()):
         count, total, slices = summary.state()

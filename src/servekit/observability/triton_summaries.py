@@ -31,9 +31,10 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from ddsketch import DDSketch
+if TYPE_CHECKING:  # imported where used: config.py reads the parser below, and ddsketch takes ~20 ms to import
+    from ddsketch import DDSketch
 
 __all__ = ["DEFAULT_QUANTILES", "LatencySummary", "SummaryConfig", "parse_metrics_config", "window_quantiles"]
 
@@ -107,6 +108,8 @@ def window_quantiles(slices: Iterable[tuple[int, DDSketch]], quantiles: Iterable
                      now: float | None = None) -> list[tuple[float, float]]:
     """[(quantile, value), ...] over the slices of the last ``WINDOW_SECONDS`` among ``slices`` (from one
     process or several); a value is NaN when the window is empty, else whole microseconds."""
+    from ddsketch import DDSketch
+
     current = _slice_number(now)
     window = DDSketch(RELATIVE_ACCURACY)
     for number, sketch in slices:
@@ -128,6 +131,8 @@ class LatencySummary:
     __slots__ = ("_lock", "_slices", "count", "quantiles", "total")
 
     def __init__(self, quantiles: tuple[tuple[float, float], ...]) -> None:
+        from ddsketch import DDSketch
+
         self.quantiles = tuple(quantile for quantile, _ in quantiles)
         # slot -> (the slice's number, its sketch)
         self._slices: list[tuple[int, DDSketch]] = [(-1, DDSketch(RELATIVE_ACCURACY)) for _ in range(AGE_BUCKETS)]
@@ -141,7 +146,7 @@ class LatencySummary:
         with self._lock:
             number, sketch = self._slices[current % AGE_BUCKETS]
             if number != current:  # a slice older than the window: start it afresh
-                sketch = DDSketch(RELATIVE_ACCURACY)
+                sketch = type(sketch)(RELATIVE_ACCURACY)
                 self._slices[current % AGE_BUCKETS] = (current, sketch)
             sketch.add(microseconds)
             self.count += 1
@@ -153,7 +158,7 @@ class LatencySummary:
             slices = []
             for number, sketch in self._slices:
                 if number >= 0:
-                    copied = DDSketch(RELATIVE_ACCURACY)
+                    copied = type(sketch)(RELATIVE_ACCURACY)
                     copied.merge(sketch)
                     slices.append((number, copied))
             return self.count, self.total, slices
