@@ -20,6 +20,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from servekit.errors import ConfigError
+from servekit.observability.triton_summaries import SummaryConfig, parse_metrics_config
 from servekit.types import DATATYPES, TensorSpec
 
 __all__ = [
@@ -348,7 +349,7 @@ def parse_model_config(text: str, source: Path | str) -> ModelConfig:
 _RENAMED = {"allowed_urls": "SERVEKIT_ALLOWED_URL", "read_timeout_s": "SERVEKIT_READ_TIMEOUT",
             "drain_timeout_s": "SERVEKIT_DRAIN_TIMEOUT", "drain_idle_grace_s": "SERVEKIT_DRAIN_IDLE_GRACE"}
 # Lists: a JSON list, or comma-separated (the flags are repeatable and comma-separated as well).
-_LISTS = frozenset({"allowed_urls", "load_models", "models"})
+_LISTS = frozenset({"allowed_urls", "load_models", "models", "triton_metrics_config"})
 
 
 def environment_variable(field: str) -> str:
@@ -425,6 +426,10 @@ class ServerSettings(BaseSettings):
     triton_metrics: bool = Field(default=False, description="also write Triton's per-model metrics "
                                  "(nv_inference_*, labels model and version) on the metrics page, so Triton "
                                  "dashboards and alerts keep working")
+    triton_metrics_config: list[str] = Field(
+        default_factory=list, description="Triton's --metrics-config settings for the Triton metrics, KEY=VALUE: "
+        "summary_latencies=true adds the latency summaries (nv_inference_*_summary_us, quantiles over the last "
+        "minute), summary_quantiles=Q:ERROR,... chooses their quantiles")
     management_port: int = Field(default=8003, ge=0, le=65535, description="0 = no management API")
     management_host: str = Field(default="127.0.0.1", description="the management API's address (loopback only "
                                  "by default, whatever --host says)")
@@ -511,6 +516,23 @@ class ServerSettings(BaseSettings):
         if isinstance(value, list | tuple):
             return [part.strip() for item in value for part in str(item).split(",") if part.strip()]
         return value
+
+    @field_validator("triton_metrics_config")
+    @classmethod
+    def _triton_metrics_config(cls, value: list[str]) -> list[str]:
+        parse_metrics_config(value)  # a ValueError naming the bad item
+        return value
+
+    @model_validator(mode="after")
+    def _triton_metrics_config_needs_the_flag(self) -> ServerSettings:
+        if self.triton_metrics_config and not self.triton_metrics:
+            raise ValueError("--triton-metrics-config (SERVEKIT_TRITON_METRICS_CONFIG) needs --triton-metrics")
+        return self
+
+    @property
+    def triton_summaries(self) -> SummaryConfig:
+        """What ``triton_metrics_config`` asks of Triton's latency summaries."""
+        return parse_metrics_config(self.triton_metrics_config)
 
     @field_validator("cache_url")
     @classmethod

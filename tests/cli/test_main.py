@@ -36,6 +36,28 @@ def test_serve_refuses_the_management_api_with_several_workers(tmp_path: Path) -
     assert "the management API needs --workers 1" in result.output
 
 
+def test_serve_takes_tritons_metrics_config_and_refuses_what_it_cannot_serve(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings, output = _served_settings(monkeypatch, [str(tmp_path), "--triton-metrics", "--triton-metrics-config",
+                                                      "summary_latencies=true", "--triton-metrics-config",
+                                                      "summary_quantiles=0.5:0.05,0.99:0.001"])
+    assert settings is not None, output
+    assert settings.triton_summaries.quantiles == ((0.5, 0.05), (0.99, 0.001))  # type: ignore[attr-defined]
+    monkeypatch.setenv("SERVEKIT_TRITON_METRICS_CONFIG", "summary_latencies=true,summary_quantiles=0.9:0.01,0.5:0.05")
+    settings, output = _served_settings(monkeypatch, [str(tmp_path), "--triton-metrics"])
+    assert settings is not None, output
+    assert settings.triton_summaries.quantiles == ((0.5, 0.05), (0.9, 0.01))  # type: ignore[attr-defined]
+    monkeypatch.delenv("SERVEKIT_TRITON_METRICS_CONFIG")
+    for args, message in (
+            (["--triton-metrics-config", "summary_latencies=true"], "--triton-metrics-config "
+             "(SERVEKIT_TRITON_METRICS_CONFIG) needs --triton-metrics"),
+            (["--triton-metrics", "--triton-metrics-config", "summary_latency=true"],
+             "'summary_latency': unknown key")):
+        result = CliRunner().invoke(main, ["serve", str(tmp_path), *args])
+        assert result.exit_code == 2, result.output
+        assert message in " ".join(result.output.split()), result.output
+
+
 def test_serve_refuses_a_bad_setting_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SERVEKIT_CACHE_URL", "ftp://cache")
     result = CliRunner().invoke(main, ["serve", str(tmp_path)])

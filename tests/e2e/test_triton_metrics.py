@@ -131,6 +131,9 @@ def test_the_names_types_and_labels_are_tritons(triton_page: tuple[ServerProcess
     assert len(triton_lines) >= 2 * len(COUNTERS)
     assert not [line for line in triton_lines if "_total" in line or "_created" in line]
     assert "servekit_requests_total" in text  # servekit's own metrics stay beside them
+    assert "# TYPE nv_inference_pending_request_count gauge\n" in text
+    assert "_summary" not in text  # summaries only with --triton-metrics-config summary_latencies=true
+    assert "nv_cache_" not in text  # no model of this page turns the response cache on
 
 
 def test_the_page_stays_prometheus_text_whatever_the_scraper_asks(triton_page: tuple[ServerProcess, str]) -> None:

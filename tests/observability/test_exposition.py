@@ -82,6 +82,7 @@ def test_process_metrics_cover_this_process_and_its_children(server: tuple[Metri
 
 def test_a_named_folder_is_emptied_of_old_values_and_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "counter_1.db").write_bytes(b"old")
+    (tmp_path / "triton_summaries_1.json").write_text("[]")  # a worker's Triton summaries of the last run
     (tmp_path / "notes.txt").write_text("not ours")
     monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
     folder, ours = use_multiprocess_dir()

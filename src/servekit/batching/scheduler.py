@@ -370,6 +370,8 @@ class Batcher:
         if len(self._queue) != self._queue_depth:  # a gauge write only when the depth changed
             self._queue_depth = len(self._queue)
             self._metrics.queue_depth.set(self._queue_depth)
+            if self._metrics.triton is not None:  # Triton's pending count is the same queue (--triton-metrics)
+                self._metrics.triton.pending.set(self._queue_depth)
         if adaptive and not self._queue and not self._running_rows:
             self._outstanding.quiet(now)
         self._check_drained()

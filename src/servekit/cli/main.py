@@ -53,6 +53,10 @@ _SERVER_OPTIONS: list[Callable[[Any], Any]] = [
     _setting("--triton-metrics/--no-triton-metrics", default=None, help="Also write Triton's per-model metrics "
              "(nv_inference_request_success, nv_inference_count, nv_inference_*_duration_us, ...; labels model, "
              "version) on the metrics page, for Triton dashboards.", shown_default="off"),
+    _setting("--triton-metrics-config", "triton_metrics_config", multiple=True, metavar="KEY=VALUE",
+             help="Triton's --metrics-config for --triton-metrics: summary_latencies=true adds Triton's latency "
+             "summaries (nv_inference_*_summary_us, quantiles over the last minute), "
+             "summary_quantiles=Q:ERROR,... their quantiles; repeatable.", shown_default="no summaries"),
     _setting("--management-port", type=int, help="Management API port; 0 = none. Needs --workers 1.",
              shown_default="8003"),
     _setting("--workers", type=click.IntRange(min=1), help="Worker processes sharing the ports.",

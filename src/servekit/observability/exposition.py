@@ -11,8 +11,9 @@ died leaves its counters (they must never go backwards) but not its live gauges.
 Process metrics (``process_*``, as prometheus-client names them) are read from /proc for
 the ``serve`` process and each of its children, one series per process (label ``pid``).
 
-With ``--triton-metrics`` the page also carries Triton's ``nv_inference_*`` counters, written
-as Triton writes them (``servekit.observability.triton_metrics.render``) after servekit's own;
+With ``--triton-metrics`` the page also carries Triton's ``nv_inference_*`` series, written
+as Triton writes them (``servekit.observability.triton_metrics.render``) after servekit's own,
+then Triton's machine-wide ``nv_cpu_*`` and ``nv_gpu_*`` gauges (``triton_system``);
 the page is then always Prometheus's text format 0.0.4, as Triton's is: OpenMetrics would
 rename those counters ``..._total``, which Triton dashboards do not query.
 
@@ -59,7 +60,7 @@ def use_multiprocess_dir() -> tuple[Path, bool]:
     if given:
         folder = Path(given)
         folder.mkdir(parents=True, exist_ok=True)
-        for old in folder.glob("*.db"):
+        for old in [*folder.glob("*.db"), *folder.glob("triton_summaries_*.json")]:
             old.unlink()
         return folder, False
     folder = Path(tempfile.mkdtemp(prefix="servekit-metrics-"))
@@ -116,16 +117,16 @@ class _LiveWorkerFiles:
     def __init__(self, folder: Path) -> None:
         from prometheus_client.multiprocess import MultiProcessCollector
 
-        self._folder = folder
+        self.folder = folder
         self._collector = MultiProcessCollector(None, path=str(folder))  # type: ignore[no-untyped-call]
 
     def collect(self) -> Iterable[Metric]:
         from prometheus_client.multiprocess import mark_process_dead
 
-        for path in self._folder.glob("gauge_live*.db"):
+        for path in self.folder.glob("gauge_live*.db"):
             match = _LIVE_GAUGE_FILE.search(path.name)
             if match and not _alive(int(match.group(1))):
-                mark_process_dead(int(match.group(1)), str(self._folder))  # type: ignore[no-untyped-call]
+                mark_process_dead(int(match.group(1)), str(self.folder))  # type: ignore[no-untyped-call]
         return self._collector.collect()  # type: ignore[no-any-return,no-untyped-call]
 
 
@@ -147,11 +148,16 @@ def _with_triton_names(registry: Any, files: _LiveWorkerFiles, plain: WSGIApp) -
     from prometheus_client.exposition import gzip_accepted
 
     from servekit.observability import triton_metrics
+    from servekit.observability.triton_system import SystemGauges
+
+    system = SystemGauges()
+    triton_metrics.serve_page_here()
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") != "GET" or environ.get("PATH_INFO") == "/favicon.ico":
             return plain(environ, start_response)
-        body = generate_latest(registry) + triton_metrics.render(files.collect())
+        body = (generate_latest(registry) + triton_metrics.render(files.collect(), files.folder)
+                + ("\n".join(system.lines()) + "\n").encode())
         headers = [("Content-Type", CONTENT_TYPE_PLAIN_0_0_4)]
         if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
             body = gzip.compress(body)

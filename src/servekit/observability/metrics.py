@@ -45,7 +45,9 @@ from typing import Final, Literal
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from servekit.observability import triton_metrics
 from servekit.observability.triton_metrics import TritonVersionMetrics
+from servekit.observability.triton_summaries import SummaryConfig
 
 __all__ = [
     "BATCH_SIZE_BUCKETS",
@@ -151,11 +153,13 @@ _BY_VERSION: dict[tuple[str, str], VersionMetrics] = {}
 _triton_names = False
 
 
-def use_triton_names(on: bool) -> None:
-    """Keep Triton's counters beside servekit's for every version resolved from now on (``--triton-metrics``).
+def use_triton_names(on: bool, summaries: SummaryConfig | None = None) -> None:
+    """Keep Triton's counters beside servekit's for every version resolved from now on (``--triton-metrics``),
+    with Triton's latency summaries when ``summaries`` asks for them (``--triton-metrics-config``).
     Call it before models load: versions already resolved keep what they had."""
     global _triton_names
     _triton_names = on
+    triton_metrics.configure(summaries if on else None)
 
 
 def for_version(model: str, version: str) -> VersionMetrics:
@@ -166,10 +170,15 @@ def for_version(model: str, version: str) -> VersionMetrics:
     return metrics
 
 
-def record_model_loaded(model: str, version: str, instances: int, load_seconds: float) -> None:
+def record_model_loaded(model: str, version: str, instances: int, load_seconds: float, *,
+                        cached: bool = False) -> None:
     """A version that now serves (called by the registry once it is swapped in). Its series, and the
-    cache error series, exist from here on (at 0 until something happens)."""
-    for_version(model, version).create_request_series()
+    cache error series, exist from here on (at 0 until something happens); ``cached``: its config
+    turns the response cache on (Triton's cache series exist for such a version only)."""
+    chosen = for_version(model, version)
+    chosen.create_request_series()
+    if cached and chosen.triton is not None:
+        chosen.triton.use_cache()
     for operation in _CACHE_OPERATIONS:
         CACHE_ERRORS.labels(operation)
     MODEL_READY.labels(model, version).inc()

@@ -82,6 +82,11 @@ class RequestObservation:
         if self._metrics is not None:
             (self._metrics.cache_hits if hit else self._metrics.cache_misses).inc()
 
+    def cache_timed(self, hit: bool, duration_ns: int) -> None:
+        """Triton's cache series (``--triton-metrics``): a hit's lookup time, or a miss's lookup and store time."""
+        if self._metrics is not None and self._metrics.triton is not None:
+            self._metrics.triton.record_cache(hit, duration_ns)
+
     def __enter__(self) -> RequestObservation:
         self._started = time.perf_counter_ns()
         return self

@@ -57,7 +57,7 @@ class ServingCore:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         # Before any model loads: each version's metrics choose then whether they carry Triton's names.
-        metrics.use_triton_names(settings.triton_metrics)
+        metrics.use_triton_names(settings.triton_metrics, settings.triton_summaries)
         self._registry = Registry(settings.repository, store=settings.model_store)
         self.plane = DataPlane(self._registry, control=RepositoryControl(settings.repository_control))
         self.simple = SimpleAPI(self.plane, settings.default_model)

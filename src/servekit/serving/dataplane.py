@@ -192,13 +192,21 @@ class DataPlane:
         asked = time.perf_counter_ns()
         key = cache.key(version.name, version.version, version.generation, arrays, request.parameters)
         cached = await cache.get(key)
-        version.stats.record_cache(cached is not None, time.perf_counter_ns() - asked)
+        lookup_ns = time.perf_counter_ns() - asked
+        version.stats.record_cache(cached is not None, lookup_ns)
         seen.cached(cached is not None)
         if cached is not None:
+            seen.cache_timed(True, lookup_ns)
             return cached
-        outputs = await _run(version, arrays, request)
-        declared = {spec.name: outputs[spec.name] for spec in version.outputs if spec.name in outputs}
-        await cache.put(key, declared, version.config.cache.ttl_s)
+        store_ns = 0
+        try:
+            outputs = await _run(version, arrays, request)
+            declared = {spec.name: outputs[spec.name] for spec in version.outputs if spec.name in outputs}
+            storing = time.perf_counter_ns()
+            await cache.put(key, declared, version.config.cache.ttl_s)
+            store_ns = time.perf_counter_ns() - storing
+        finally:
+            seen.cache_timed(False, lookup_ns + store_ns)
         return outputs
 
 

@@ -265,7 +265,7 @@ class Registry:
                 raise ModelNotReady(f"model {name!r} failed to load: {self.public(message)}") from None
             for version in loaded.values():
                 record_model_loaded(name, str(version.version), version.batcher.instance_count,
-                                    version.load_seconds)
+                                    version.load_seconds, cached=version.config.cache.enabled)
             await _retire(self._swap(entry, plan, loaded, failed))
             if not entry.versions:
                 raise ModelNotReady(f"model {name!r} failed to load: {self.public(entry.reason)}")
