@@ -49,6 +49,7 @@ PEERS = {
     "servekit-grpcio": "servekit_peer:ServekitGrpcioPeer",
     "servekit-triton-repo": "servekit_peer:ServekitTritonRepoPeer",
     "servekit-triton-repo-idle": "servekit_peer:ServekitTritonRepoIdlePeer",
+    "servekit-triton-repo-inline": "servekit_peer:ServekitTritonRepoInlinePeer",
     "triton-server": "triton_server:TritonServerPeer",
     "triton": "triton:TritonPeer",
     "torchserve": "torchserve:TorchServePeer",

@@ -98,3 +98,11 @@ class ServekitTritonRepoIdlePeer(ServekitTritonRepoPeer):
 
     def __init__(self) -> None:
         super().__init__(name="servekit-triton-repo-idle", parameters={"servekit.hold_when_idle": "false"})
+
+
+class ServekitTritonRepoInlinePeer(ServekitTritonRepoPeer):
+    """The same repository with ``servekit.execution: inline``: the python model's ``execute`` runs on
+    the event loop (no hand-off to an instance thread and back); for a model that never blocks."""
+
+    def __init__(self) -> None:
+        super().__init__(name="servekit-triton-repo-inline", parameters={"servekit.execution": "inline"})
