@@ -8,11 +8,13 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 
-__all__ = ["HOST", "SIMPLE_MAX_REQUEST_BYTES", "ServerProcess", "free_port", "servekit_command"]
+__all__ = ["HOST", "SIMPLE_MAX_REQUEST_BYTES", "ServerProcess", "answers_from_two_workers", "free_port",
+           "servekit_command"]
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 120.0  # generous: a loaded machine may take long to import and load
@@ -137,3 +139,25 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)  # the group is this server and its workers only
             return self.process.wait(timeout_s)
+
+
+def answers_from_two_workers(server: ServerProcess, timeout_s: float = 20.0) -> list[int]:
+    """Ask ``whoami`` (repos.write_whoami_model) on ``server`` (``--workers 2``), each time on a new
+    connection, until both worker processes have answered; the answering process of every request.
+    Fails when only one worker answered in ``timeout_s``."""
+    body = {"inputs": [{"name": "x", "datatype": "INT32", "shape": [1, 1], "data": [1]}]}
+
+    def whoami(_: int) -> int:
+        with httpx.Client(base_url=server.base_url, timeout=30) as client:  # a new connection each time
+            response = client.post("/v2/models/whoami/infer", json=body)
+            assert response.status_code == 200, response.text
+            pid: int = response.json()["outputs"][0]["data"][0]
+            return pid
+
+    answered: list[int] = []
+    deadline = time.monotonic() + timeout_s
+    with ThreadPoolExecutor(8) as pool:
+        while len(set(answered)) < 2 and time.monotonic() < deadline:
+            answered.extend(pool.map(whoami, range(16)))
+    assert len(set(answered)) == 2, "only one worker ever answered"
+    return answered

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import numpy as np
 import psutil
 import pytest
@@ -22,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.gate import GATE_HANDLER_CODE, Gate, wait_for
 
-from .harness import ServerProcess
+from .harness import ServerProcess, answers_from_two_workers
 from .repos import write_whoami_model
 from .scrape import Samples, scrape
 
@@ -229,22 +228,7 @@ def test_two_workers_summaries_are_merged_on_one_page(tmp_path: Path) -> None:
                            *_documented_flags())
     server.start()
     try:
-        body = {"inputs": [{"name": "x", "datatype": "INT32", "shape": [1, 1], "data": [1]}]}
-
-        def whoami(_: int) -> int:
-            with httpx.Client(base_url=server.base_url, timeout=30) as client:  # a new connection each time
-                response = client.post("/v2/models/whoami/infer", json=body)
-                assert response.status_code == 200, response.text
-                pid: int = response.json()["outputs"][0]["data"][0]
-                return pid
-
-        answered: list[int] = []
-        with ThreadPoolExecutor(8) as pool:
-            for _ in range(20):  # until both workers have answered
-                answered.extend(pool.map(whoami, range(16)))
-                if len(set(answered)) == 2:
-                    break
-        assert len(set(answered)) == 2, "only one worker ever answered"
+        answered = answers_from_two_workers(server)
 
         def request_summary() -> dict[str, float]:
             return _summary(_families(server), "nv_inference_request_summary_us", "whoami")
