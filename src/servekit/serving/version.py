@@ -28,10 +28,10 @@ __all__ = ["Fingerprint", "LoadState", "ModelVersion", "load_version", "serving_
 # (path relative to the model folder, size, mtime in ns) of every file one version is loaded from.
 Fingerprint = tuple[tuple[str, int, int], ...]
 
-# Config fields that only choose among loaded versions, or (ray) only matter to
-# `servekit ray deploy`: changing them never reloads a version.
 # batching.hold_when_idle's values (config.yaml / config.pbtxt) as the batcher's rule.
 _HOLDS: dict[bool | str, Hold] = {False: "never", True: "always", "adaptive": "adaptive"}
+# Config fields that only choose among loaded versions, or (ray) only matter to
+# `servekit ray deploy`: changing them never reloads a version.
 _ROUTING_FIELDS = frozenset({"default_version", "traffic", "version_policy", "ray"})
 
 log = logging.getLogger("servekit.repository")
