@@ -171,6 +171,15 @@ def test_a_summary_forgets_what_left_its_minute_and_keeps_count_and_sum() -> Non
     assert (count, total) == (4, 6010) and all(math.isnan(value) for _, value in quantiles)
 
 
+def test_a_batch_s_requests_count_as_that_many_observations_of_its_compute_time() -> None:
+    summary = LatencySummary(DEFAULT_QUANTILES)
+    summary.observe(500, now=100.0, times=31)
+    summary.observe(40_000, now=100.0)
+    count, total, quantiles = summary.snapshot(now=101.0)
+    assert (count, total) == (32, 31 * 500 + 40_000)
+    assert 495 <= dict(quantiles)[0.9] <= 505  # 31 of the 32 observations are 500 us
+
+
 def test_versions_have_no_summaries_unless_asked() -> None:
     metrics.use_triton_names(True)
     try:

@@ -70,7 +70,7 @@ if TYPE_CHECKING:
     from servekit.observability.triton_summary_files import Publisher
 
 __all__ = ["FAMILIES", "SUMMARIES", "TritonVersionMetrics", "collect_in_process", "configure", "is_triton_family",
-           "render", "serve_page_here"]
+           "number_text", "render", "serve_page_here"]
 
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -241,8 +241,7 @@ class TritonVersionMetrics:
             for microseconds in waited:
                 self.summaries["queue"].observe(microseconds)
             for part, microseconds in zip(_PHASES[1:], phases, strict=True):
-                for _ in range(succeeded):
-                    self.summaries[part].observe(microseconds)
+                self.summaries[part].observe(microseconds, times=succeeded)
 
     def record_cache(self, hit: bool, duration_ns: int) -> None:
         """One response-cache answer: a hit (its lookup time) or a miss (its lookup and store time)."""
@@ -279,7 +278,8 @@ def _label_text(pairs: Iterable[tuple[str, str]]) -> str:
     return ",".join(f'{key}="{_escape(value)}"' for key, value in pairs)
 
 
-def _number(value: float) -> str:
+def number_text(value: float) -> str:
+    """A sample's value as Triton writes it: whole numbers without a fraction, NaN for an empty window."""
     if math.isnan(value):
         return "NaN"
     return str(int(value)) if float(value).is_integer() else repr(float(value))
@@ -309,7 +309,7 @@ def _summary_lines(folder: Path | None) -> list[str]:
         for (model, version), value in series:
             labels = _label_text((("model", model), ("version", version)))
             lines += [f"{name}_count{{{labels}}} {value.count}", f"{name}_sum{{{labels}}} {value.total}"]
-            lines += [f'{name}{{{labels},quantile="{quantile!r}"}} {_number(estimate)}'
+            lines += [f'{name}{{{labels},quantile="{quantile!r}"}} {number_text(estimate)}'
                       for quantile, estimate in window_quantiles(value.slices, value.quantiles)]
     return lines
 

@@ -140,17 +140,18 @@ class LatencySummary:
         self.count = 0
         self.total = 0
 
-    def observe(self, microseconds: int, now: float | None = None) -> None:
-        """``now``: a ``time.monotonic()`` reading (tests pass their own)."""
+    def observe(self, microseconds: int, now: float | None = None, times: int = 1) -> None:
+        """``times`` observations of ``microseconds`` (the requests of one batch share its compute
+        times); ``now``: a ``time.monotonic()`` reading (tests pass their own)."""
         current = _slice_number(now)
         with self._lock:
             number, sketch = self._slices[current % AGE_BUCKETS]
             if number != current:  # a slice older than the window: start it afresh
                 sketch = type(sketch)(RELATIVE_ACCURACY)
                 self._slices[current % AGE_BUCKETS] = (current, sketch)
-            sketch.add(microseconds)
-            self.count += 1
-            self.total += microseconds
+            sketch.add(microseconds, times)
+            self.count += times
+            self.total += microseconds * times
 
     def state(self) -> tuple[int, int, list[tuple[int, DDSketch]]]:
         """(count, sum, [(slice number, a copy of its sketch), ...]) at this moment."""
