@@ -31,6 +31,8 @@ from typing import Any, Final
 
 import psutil
 
+from servekit.observability.triton_metrics import number_text
+
 __all__ = ["SystemGauges"]
 
 log = logging.getLogger("servekit.metrics")
@@ -48,10 +50,7 @@ _GPU: Final = {  # name -> (type, help)
     "nv_gpu_power_limit": ("gauge", "GPU power management limit, in watts"),
     "nv_energy_consumption": ("counter", "GPU energy used since the server started, in joules"),
 }
-
-
-_GAUGES: Final = ("nv_gpu_utilization", "nv_gpu_memory_total_bytes", "nv_gpu_memory_used_bytes",
-                  "nv_gpu_power_usage", "nv_gpu_power_limit")
+_GAUGES: Final = tuple(name for name, (kind, _) in _GPU.items() if kind == "gauge")
 
 
 def _gpu_value(nvml: Any, handle: Any, name: str) -> float:
@@ -65,10 +64,6 @@ def _gpu_value(nvml: Any, handle: Any, name: str) -> float:
     if name == "nv_gpu_power_usage":
         return float(nvml.nvmlDeviceGetPowerUsage(handle)) / 1000
     return float(nvml.nvmlDeviceGetEnforcedPowerLimit(handle)) / 1000
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 class _Gpus:
@@ -109,7 +104,7 @@ class _Gpus:
         for name, (kind, help_text) in _GPU.items():
             if values[name]:
                 lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-                lines += [f'{name}{{gpu_uuid="{uuid}"}} {_number(value)}' for uuid, value in values[name]]
+                lines += [f'{name}{{gpu_uuid="{uuid}"}} {number_text(value)}' for uuid, value in values[name]]
         return lines
 
 
@@ -156,7 +151,7 @@ class SystemGauges:
         }
         lines: list[str] = []
         for name, help_text in _CPU.items():
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {_number(values[name])}"]
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {number_text(values[name])}"]
         if self._gpus is not None:
             lines += self._gpus.lines()
         return lines
