@@ -101,6 +101,7 @@ class SklearnRuntime(Runtime):
                 f"default output {', '.join(missing)} is not one of them: set default_outputs (an MLServer model: "
                 "parameters.extra.predict_fn) to one it answers"
             )
+        self._datatypes = {spec.name: spec.datatype for spec in self._signature.outputs}
         self._tables = config.table_input
         # A table request's columns are its own: such requests are never merged with others.
         self.per_request = self._tables != "never"
@@ -150,7 +151,6 @@ class SklearnRuntime(Runtime):
         return features
 
     def _outputs(self, features: Any, names: list[str], table: bool) -> Arrays:
-        datatypes = {spec.name: spec.datatype for spec in self._signature.outputs}
         outputs: Arrays = {}
         for name in names:
             try:
@@ -162,7 +162,7 @@ class SklearnRuntime(Runtime):
                 raise InvalidInput(f"the estimator cannot read these columns: {type(exc).__name__}: {exc}") from None
             if self._label_column and name == self._label_name and array.ndim == 1:
                 array = array.reshape(-1, 1)
-            outputs[name] = _as_datatype(array, datatypes[name])
+            outputs[name] = _as_datatype(array, self._datatypes[name])
         return outputs
 
     def unload(self) -> None:
